@@ -1,0 +1,1 @@
+"""Streamlit dashboard (read-only: store + MLflow)."""

@@ -1,0 +1,64 @@
+"""The `cross_site_run` Prefect flow: one task run per stage, over `flows.engine`.
+
+Call `flows.prefect_env.configure_prefect()` before importing this module. The number of
+Prefect task runs grows with stages only: polling happens in the per-site watchers, not
+in tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.context import RunContext
+from flows.engine import EngineConfig, conclude, guarded, run_context
+from flows.stage_runner import run_stage
+
+# Stage tasks run in the flow's own process; they find their run's context here.
+_contexts: dict[str, RunContext] = {}
+_contexts_lock = threading.Lock()
+
+
+@task(name="stage", cache_policy=NO_CACHE, task_run_name="{name}")
+def stage_task(run_id: str, name: str) -> str:
+    with _contexts_lock:
+        ctx = _contexts[run_id]
+    return guarded(run_stage, ctx, name).value
+
+
+@flow(
+    name="cross-site-run",
+    flow_run_name="{run_id}",
+    task_runner=ThreadPoolTaskRunner(max_workers=64),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def cross_site_run(
+    run_id: str,
+    database_url: str,
+    home: str,
+    tracking_uri: str,
+    artifact_root: str | None = None,
+    force: bool = False,
+) -> str:
+    """Drive run `run_id` (already stored by `hpcfleet run launch`) to its end."""
+    config = EngineConfig(database_url, Path(home), tracking_uri, artifact_root)
+    flow_run_id = str(flow_run.id) if flow_run.id else None
+    with run_context(config, run_id, flow_run_id=flow_run_id, force=force) as ctx:
+        with _contexts_lock:
+            _contexts[run_id] = ctx
+        try:
+            futures: dict[str, PrefectFuture[str]] = {}
+            for name in ctx.spec.order:
+                needs = [futures[n] for n in ctx.spec.stage(name).needs]
+                futures[name] = stage_task.submit(run_id, name, wait_for=needs)
+            wait(list(futures.values()))
+            return conclude(ctx).state.value
+        finally:
+            with _contexts_lock:
+                _contexts.pop(run_id, None)

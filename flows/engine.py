@@ -1,0 +1,187 @@
+"""Running a stored run to the end, without Prefect: open the context, drive every stage
+in DAG order (independent stages at the same time), conclude. `flows.cross_site`
+wraps the same functions in a Prefect flow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from flows.context import RunContext
+from flows.launch import plans_for
+from flows.metrics import MetricPoint
+from flows.stage_runner import run_stage
+from flows.tracking import MLFLOW_STATUS, Tracker
+from flows.watcher import WatcherPool
+from registry.errors import HpcfleetError
+from registry.records import RunRecord
+from registry.states import RunState
+from registry.store import Store, now
+from sites.driver import DriverPool
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER = timedelta(seconds=45)
+
+
+class RunBusy(HpcfleetError):
+    """Another live orchestrator drives this run."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the engine keeps things; the CLI or the deployment fills it from settings."""
+
+    database_url: str
+    home: Path  # default root of local sites' work dirs is home/"sites"
+    tracking_uri: str
+    artifact_root: str | None = None
+
+
+def orchestrator_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def run_context(
+    config: EngineConfig, run_id: str, *, flow_run_id: str | None = None, force: bool = False
+) -> Iterator[RunContext]:
+    """Open everything a run needs; claim it so that no second orchestrator drives it."""
+    store = Store.open(config.database_url)
+    run = store.get_run(run_id)
+    _claim(store, run, force)
+    stages = store.stages(run_id)
+    plans, sites = plans_for(store, run, stages)
+    tracker = Tracker(config.tracking_uri, config.artifact_root)
+    experiment_id = tracker.experiment_id(run.experiment)
+    parent = run.mlflow_run_id or _start_parent(tracker, experiment_id, run, flow_run_id)
+    run = store.update_run(
+        run_id, state=RunState.RUNNING, started=run.started or now(), mlflow_run_id=parent,
+        prefect_flow_run_id=flow_run_id or run.prefect_flow_run_id, reason=None,
+    )
+    if flow_run_id:
+        tracker.set_tags(parent, {"prefect.flow_run_id": flow_run_id})
+    drivers, watchers = DriverPool(config.home / "sites"), WatcherPool()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(store, run_id, stop), daemon=True)
+    beat.start()
+    with tempfile.TemporaryDirectory(prefix=f"hpcfleet-{run_id}-") as scratch:
+        ctx = RunContext(
+            store=store, run=run, plans=plans, drivers=drivers, watchers=watchers,
+            tracker=tracker, experiment_id=experiment_id, parent_mlflow_id=parent,
+            files=store.run_files(run_id), sites=sites, scratch=Path(scratch),
+            flow_run_id=flow_run_id,
+        )
+        try:
+            yield ctx
+        finally:
+            stop.set()
+            watchers.close()
+            drivers.close()
+            store.update_run(run_id, orchestrator=None)
+            store.close()
+
+
+def _claim(store: Store, run: RunRecord, force: bool) -> None:
+    me = orchestrator_id()
+    fresh = run.heartbeat is not None and now() - run.heartbeat < STALE_AFTER
+    if run.orchestrator and run.orchestrator != me and fresh and not force:
+        raise RunBusy(
+            f"run {run.run_id} is being driven by {run.orchestrator} (heartbeat "
+            f"{int((now() - run.heartbeat).total_seconds()) if run.heartbeat else '?'} s ago); "
+            "use --force only if that process is gone"
+        )
+    store.update_run(run.run_id, orchestrator=me, heartbeat=now())
+
+
+def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            store.update_run(run_id, heartbeat=now())
+        except HpcfleetError as exc:
+            log.warning("heartbeat of run %s failed: %s", run_id, exc)
+
+
+def _start_parent(
+    tracker: Tracker, experiment_id: str, run: RunRecord, flow_run_id: str | None
+) -> str:
+    tags = {"hpcfleet.run_id": run.run_id, "hpcfleet.partner": run.partner,
+            "hpcfleet.run_name": run.name}
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    return tracker.start_run(experiment_id, f"{run.name} ({run.run_id})", tags,
+                             params=run.spec.params)
+
+
+StageRunner = Callable[[RunContext, str], RunState]
+
+
+def drive_stages(ctx: RunContext, runner: StageRunner = run_stage) -> dict[str, RunState]:
+    """Run every stage once its needs are final; independent stages run concurrently."""
+    spec = ctx.spec
+    futures: dict[str, Future[RunState]] = {}
+    with ThreadPoolExecutor(max_workers=len(spec.stages), thread_name_prefix="stage") as pool:
+        for name in spec.order:
+            needs = [futures[n] for n in spec.stage(name).needs]
+            futures[name] = pool.submit(_after, needs, runner, ctx, name)
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _after(
+    needs: list[Future[RunState]], runner: StageRunner, ctx: RunContext, name: str
+) -> RunState:
+    wait(needs)
+    return guarded(runner, ctx, name)
+
+
+def guarded(runner: StageRunner, ctx: RunContext, name: str) -> RunState:
+    """Run a stage; a bug in it fails that stage (and skips its dependents), not the run."""
+    try:
+        return runner(ctx, name)
+    except HpcfleetError as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the stage fails with the reason; the run goes on
+        log.exception("stage %s of run %s crashed", name, ctx.run_id)
+        reason = f"internal error: {exc.__class__.__name__}: {exc}"
+    ctx.store.update_stage(ctx.run_id, name, state=RunState.FAILED, reason=reason, ended=now())
+    return RunState.FAILED
+
+
+def conclude(ctx: RunContext) -> RunRecord:
+    """Set the run's final state and reason from its stages; close the MLflow parent."""
+    stages = ctx.store.stages(ctx.run_id)
+    failed = [s for s in stages if s.state is RunState.FAILED]
+    if ctx.cancel_requested():
+        state, reason = RunState.CANCELLED, "cancelled on request"
+    elif failed:
+        state, reason = RunState.FAILED, f"stage {failed[0].name} failed: {failed[0].reason}"
+    elif all(s.state is RunState.COMPLETED for s in stages):
+        state, reason = RunState.COMPLETED, None
+    else:
+        unfinished = [s.name for s in stages if not s.state.is_final]
+        state = RunState.FAILED
+        reason = f"stages did not finish: {', '.join(unfinished)}" if unfinished else "cancelled"
+    gpu_hours = sum(job.gpu_hours for job in ctx.store.jobs(ctx.run_id))
+    ctx.tracker.log_metrics(ctx.parent_mlflow_id, [MetricPoint("gpu_hours", gpu_hours)])
+    ctx.tracker.set_tags(ctx.parent_mlflow_id, {"hpcfleet.state": state.value})
+    ctx.tracker.finish(ctx.parent_mlflow_id, MLFLOW_STATUS[state.value])
+    return ctx.store.update_run(ctx.run_id, state=state, reason=reason, ended=now())
+
+
+def execute_run(config: EngineConfig, run_id: str, *, force: bool = False) -> RunRecord:
+    """Drive a stored run to its end in this process, without Prefect."""
+    with run_context(config, run_id, force=force) as ctx:
+        drive_stages(ctx)
+        return conclude(ctx)

@@ -1,0 +1,88 @@
+"""Turning a stage attempt on one site into a `JobRequest`. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flows.commands import render_argv
+from flows.layout import StageLayout
+from registry.runspec import RunSpec, Stage
+from registry.site import Site
+from sites.scheduler import JobRequest, JobResources, TaskSpec
+
+
+def job_name(run_id: str, stage: str, attempt: int) -> str:
+    """The deterministic scheduler job name (INTERFACE.md, "SLURM job names")."""
+    return f"hpcfleet-{run_id}-{stage}-{attempt}"
+
+
+def build_request(
+    spec: RunSpec,
+    stage: Stage,
+    site: Site,
+    *,
+    run_id: str,
+    attempt: int,
+    layout: StageLayout,
+    partition: str | None,
+    share: Sequence[tuple[int, str]] = (),
+    after_ok: Sequence[str] = (),
+    exclude_nodes: Sequence[str] = (),
+) -> JobRequest:
+    """The job of `stage`'s attempt on `site`; `share` lists its (array index, value)s.
+
+    Task i of the request runs array value share[i]; its metrics file is named after the
+    array index in the spec, so that results from several sites never collide.
+    """
+    env = dict(site.environment.env)
+    env.update(stage.env)
+    env.update(
+        HPCFLEET_RUN_ID=run_id,
+        HPCFLEET_STAGE=stage.name,
+        HPCFLEET_ATTEMPT=str(attempt),
+        HPCFLEET_INPUTS=layout.inputs,
+        HPCFLEET_OUTPUTS=layout.outputs,
+    )
+    slots: Sequence[tuple[int | None, str | None]] = share if share else [(None, None)]
+    tasks = tuple(
+        _task(spec, stage, run_id, attempt, layout, index, value) for index, value in slots
+    )
+    resources = JobResources(
+        nodes=stage.resources.nodes,
+        cpus=stage.resources.cpus,
+        gpus=stage.resources.gpus,
+        mem_mb=stage.resources.mem,
+        time_seconds=stage.resources.time,
+        partition=partition,
+    )
+    return JobRequest(
+        name=job_name(run_id, stage.name, attempt),
+        workdir=layout.work,
+        tasks=tasks,
+        env=env,
+        resources=resources,
+        log_dir=layout.logs(attempt),
+        after_ok=tuple(after_ok),
+        exclude_nodes=tuple(exclude_nodes),
+    )
+
+
+def _task(
+    spec: RunSpec,
+    stage: Stage,
+    run_id: str,
+    attempt: int,
+    layout: StageLayout,
+    index: int | None,
+    value: str | None,
+) -> TaskSpec:
+    env = {"HPCFLEET_METRICS": layout.metrics_file(attempt, index or 0)}
+    if value is not None and stage.array_key is not None:
+        env["HPCFLEET_ARRAY_VALUE"] = value
+        env["HPCFLEET_ARRAY_KEY"] = stage.array_key
+    if stage.script is not None:
+        # A script is bash: it reads $HPCFLEET_ARRAY_VALUE itself; no placeholders.
+        return TaskSpec(script=stage.script, env=env, array_value=value)
+    argv = render_argv(spec, stage, run_id, attempt, value)
+    return TaskSpec(argv=argv, env=env, array_value=value)
+

@@ -1,0 +1,126 @@
+"""MLflow bookkeeping of a run: one parent run per hpcfleet run, one child per stage
+attempt and array value, tagged as INTERFACE.md says. MLflow errors are translated
+into `TrackingError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.metrics import MetricPoint
+from registry.errors import HpcfleetError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch request
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(HpcfleetError):
+    """The MLflow tracking server or store failed."""
+
+
+@contextmanager
+def _mlflow_errors(action: str) -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        code = getattr(exc, "error_code", "")
+        transient = code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
+        raise TrackingError(f"MLflow: cannot {action}: {exc.message}", transient=transient) from exc
+    except OSError as exc:
+        raise TrackingError(f"MLflow: cannot {action}: {exc}", transient=True) from exc
+
+
+class Tracker:
+    """A thin, thread-safe wrapper over `MlflowClient` for one tracking URI."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        self.requests = 0  # metric-logging requests sent (for benchmarks)
+
+    def experiment_id(self, name: str) -> str:
+        with _mlflow_errors(f"open experiment {name!r}"):
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            location = None
+            if self.artifact_root is not None:
+                location = f"{self.artifact_root.rstrip('/')}/{name}"
+            return str(self.client.create_experiment(name, artifact_location=location))
+
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        parent: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
+        all_tags = dict(tags)
+        if parent is not None:
+            all_tags[PARENT_RUN_TAG] = parent
+        with _mlflow_errors(f"start run {name!r}"):
+            run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+            run_id = str(run.info.run_id)
+            if params:
+                from mlflow.entities import Param
+
+                self.client.log_batch(
+                    run_id, params=[Param(k, str(v)) for k, v in params.items()]
+                )
+            return run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        with _mlflow_errors("set tags"):
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
+        """Log points in batches of at most 1,000 (one request each)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(p.key, p.value, p.timestamp_ms or now, p.step) for p in points]
+        with _mlflow_errors("log metrics"):
+            for start in range(0, len(metrics), BATCH_LIMIT):
+                self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+                self.requests += 1
+
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        with _mlflow_errors("log artifacts"):
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
+        with _mlflow_errors("log an artifact"):
+            self.client.log_artifact(run_id, str(local_file), artifact_path)
+
+    def finish(self, run_id: str, status: str) -> None:
+        """End a run: status is FINISHED, FAILED or KILLED."""
+        with _mlflow_errors("end a run"):
+            self.client.set_terminated(run_id, status=status)
+
+    def children(self, experiment_id: str, hpcfleet_run_id: str) -> list[Any]:
+        with _mlflow_errors("search runs"):
+            return list(
+                self.client.search_runs(
+                    [experiment_id],
+                    filter_string=f"tags.`hpcfleet.run_id` = '{hpcfleet_run_id}'",
+                    max_results=5000,
+                )
+            )
+
+
+MLFLOW_STATUS = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}

@@ -1,0 +1,3 @@
+from hpcfleet.cli import main
+
+main()

@@ -1,0 +1,254 @@
+"""`hpcfleet run ...`: launch, watch, list, show, cancel and resume runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hpcfleet import display
+from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
+from registry import access
+from registry.records import JobRecord, RunRecord, StageRecord
+from registry.states import JobState, RunState
+from registry.store import Store, now
+
+run_app = typer.Typer(help="Launch and follow cross-site runs.", no_args_is_help=True)
+
+
+def _loader(store: Store, run_id: str) -> Any:
+    def load() -> tuple[RunRecord, list[StageRecord], list[JobRecord]]:
+        return store.get_run(run_id), store.stages(run_id), store.jobs(run_id)
+
+    return load
+
+
+def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> RunRecord:
+    """Drive the run in this process through the Prefect flow, with live progress."""
+    config = settings()
+    from flows.prefect_env import configure_prefect
+
+    configure_prefect(config.home)
+    from flows.cross_site import cross_site_run
+
+    store = open_store()
+    show = sys.stdout.isatty() if live is None else live
+    stop = threading.Event()
+    viewer = threading.Thread(
+        target=display.watch, args=(_loader(store, run_id),), kwargs={"until": stop.is_set},
+        daemon=True,
+    )
+    if show:
+        viewer.start()
+    try:
+        cross_site_run(
+            run_id=run_id, database_url=config.store_url, home=str(config.home),
+            tracking_uri=config.tracking_uri, artifact_root=config.artifact_root, force=force,
+        )
+    finally:
+        stop.set()
+        if show:
+            viewer.join()
+    return store.get_run(run_id)
+
+
+def print_summary(store: Store, run: RunRecord) -> None:
+    from flows.summary import summarize
+    from flows.tracking import Tracker
+
+    config = settings()
+    children: list[Any] = []
+    try:
+        tracker = Tracker(config.tracking_uri, config.artifact_root)
+        children = tracker.children(tracker.experiment_id(run.experiment), run.run_id)
+    except Exception as exc:  # noqa: BLE001 - the summary is still useful without metrics
+        display.err.print(f"(metrics unavailable: {exc})")
+    rows = summarize(run, store.stages(run.run_id), store.jobs(run.run_id), children)
+    display.out.print(display.summary_table(run, rows))
+
+
+def mlflow_hint() -> str:
+    config = settings()
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return f"Results are in MLflow at {config.tracking_uri}"
+    return (
+        "See every metric and log in the MLflow UI:\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri} "
+        f"--default-artifact-root {config.artifact_root} --port 5000\n"
+        "  then open http://127.0.0.1:5000"
+    )
+
+
+@run_app.command("launch")
+def launch(
+    file: Path,
+    wait: Annotated[bool, typer.Option("--wait", help="Stay until the run ends; exit 1 if it fails.")] = False,
+    as_partner: AsOption = None,
+) -> None:
+    """Validate and start a run; prints its id."""
+    from flows.launch import launch as launch_run
+
+    store = open_store()
+    actor = acting_partner(store, as_partner)
+    run = launch_run(store, file, actor)
+    print(run.run_id, flush=True)
+    if not wait:
+        log = _spawn_orchestrator(run.run_id, actor)
+        display.err.print(f"running in the background (log: {log}); follow it with "
+                          f"'hpcfleet run watch {run.run_id}'")
+        return
+    final = execute(run.run_id)
+    print_summary(store, final)
+    if final.state is not RunState.COMPLETED:
+        raise typer.Exit(1)
+
+
+def _spawn_orchestrator(run_id: str, actor: str) -> Path:
+    logs = settings().home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{run_id}.log"
+    with log.open("ab") as handle:
+        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "hpcfleet", "run", "resume", run_id, "--as", actor],
+            stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True,
+        )
+    return log
+
+
+@run_app.command("watch")
+def watch(run_id: str) -> None:
+    """Live progress per stage and site until the run ends."""
+    store = open_store()
+    run = display.watch(_loader(store, run_id))
+    print_summary(store, run)
+    if run.state is not RunState.COMPLETED:
+        raise typer.Exit(1)
+
+
+@run_app.command("list")
+def list_runs(json: JsonOption = False) -> None:
+    """All runs, oldest first."""
+    runs = open_store().list_runs()
+    if json:
+        display.print_json([_run_dict(r) for r in runs])
+        return
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "name", "partner", "state", "created", "reason"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(run.run_id, run.name, run.partner, display.state_text(run.state.value),
+                      f"{run.created:%Y-%m-%d %H:%M:%S}Z", run.reason or "")
+    display.out.print(table)
+
+
+def _run_dict(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "name": run.name, "partner": run.partner,
+        "experiment": run.experiment, "state": run.state.value, "reason": run.reason,
+        "created": run.created.isoformat(),
+        "started": run.started.isoformat() if run.started else None,
+        "ended": run.ended.isoformat() if run.ended else None,
+        "mlflow_run_id": run.mlflow_run_id, "prefect_flow_run_id": run.prefect_flow_run_id,
+    }
+
+
+@run_app.command("show")
+def show(run_id: str, json: JsonOption = False) -> None:
+    """One run: its stages, where they ran and why, and their jobs."""
+    store = open_store()
+    run = store.get_run(run_id)
+    stages, jobs = store.stages(run_id), store.jobs(run_id)
+    if json:
+        data = _run_dict(run)
+        data["stages"] = [
+            {
+                "name": s.name, "state": s.state.value, "site": ",".join(s.sites) or None,
+                "sites": s.sites, "attempt": s.attempt, "reason": s.reason, "choice": s.choice,
+                "jobs": [j.model_dump(mode="json", exclude={"run_id"})
+                         for j in jobs if j.stage == s.name],
+            }
+            for s in stages
+        ]
+        display.print_json(data)
+        return
+    display.out.print(display.progress_table(run, stages, jobs))
+    for stage in stages:
+        if stage.choice:
+            display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")
+        if stage.reason:
+            display.out.print(f"  reason: {stage.reason}")
+    if run.reason:
+        display.out.print(f"run: {run.reason}")
+
+
+@run_app.command("cancel")
+def cancel(run_id: str, as_partner: AsOption = None) -> None:
+    """Cancel every live job of the run on every site."""
+    from sites.driver import DriverPool
+
+    store = open_store()
+    actor = acting_partner(store, as_partner)
+    run = store.get_run(run_id)
+    access.check_run_control(actor, run.partner, run_id, "cancel")
+    if run.state.is_final:
+        display.err.print(f"run {run_id} already ended {run.state.value}")
+        return
+    store.update_run(run_id, cancel_requested=True)
+    live = [j for j in store.jobs(run_id) if not j.state.is_final]
+    by_site: dict[str, list[JobRecord]] = defaultdict(list)
+    for job in live:
+        by_site[job.site].append(job)
+    pool = DriverPool(settings().home / "sites")
+    try:
+        for site, jobs in by_site.items():
+            ids = sorted({j.scheduler_id for j in jobs if j.scheduler_id})
+            if ids:
+                pool.get(store.get_site(site).site).scheduler.cancel(ids)
+    finally:
+        pool.close()
+    if not _orchestrator_alive(run):
+        # Nobody will observe the cancellation: record it ourselves.
+        store.update_jobs([(j.id, {"state": JobState.CANCELLED, "ended": now()}) for j in live])
+        for stage in store.stages(run_id):
+            if not stage.state.is_final:
+                store.update_stage(run_id, stage.name, state=RunState.CANCELLED,
+                                   reason="cancelled on request", ended=now())
+        store.update_run(run_id, state=RunState.CANCELLED, reason="cancelled on request",
+                         ended=now())
+    display.err.print(f"run {run_id}: cancelled {len(live)} live job(s)")
+
+
+def _orchestrator_alive(run: RunRecord) -> bool:
+    from flows.engine import STALE_AFTER
+
+    return bool(run.orchestrator and run.heartbeat and now() - run.heartbeat < STALE_AFTER)
+
+
+@run_app.command("resume")
+def resume(
+    run_id: str,
+    as_partner: AsOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Take over even if another orchestrator seems alive.")] = False,
+) -> None:
+    """Reattach to a run after its orchestrator died; never submits a job twice."""
+    store = open_store()
+    actor = acting_partner(store, as_partner)
+    run = store.get_run(run_id)
+    access.check_run_control(actor, run.partner, run_id, "resume")
+    if run.state.is_final:
+        display.err.print(f"run {run_id} already ended {run.state.value}")
+        if run.state is not RunState.COMPLETED:
+            raise typer.Exit(1)
+        return
+    final = execute(run_id, force=force)
+    print_summary(store, final)
+    if final.state is not RunState.COMPLETED:
+        raise typer.Exit(1)

@@ -1,0 +1,130 @@
+"""`hpcfleet site ...`: register, list, show, remove, trust and check sites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
+from hpcfleet.display import err, out, print_json
+from registry.loading import load_document
+from registry.records import ProbeRecord
+from registry.site import Site
+
+site_app = typer.Typer(help="Register and inspect compute sites.", no_args_is_help=True)
+
+
+@site_app.command("add")
+def add(file: Path, as_partner: AsOption = None) -> None:
+    """Validate a site document, check ownership, and store it (update if same owner)."""
+    site = load_document(file, Site)
+    store = open_store()
+    actor = acting_partner(store, as_partner)
+    new = store.put_site(site, actor)
+    err.print(f"site {site.name} {'added' if new else 'updated'} (partner {site.partner})")
+
+
+@site_app.command("list")
+def list_sites(json: JsonOption = False) -> None:
+    """List registered sites."""
+    store = open_store()
+    records = store.list_sites()
+    if json:
+        print_json([r.site.model_dump(mode="json") for r in records])
+        return
+    probes = store.latest_probes()
+    table = Table()
+    for column in ("site", "partner", "scheduler", "login", "shared with", "last check"):
+        table.add_column(column)
+    for record in records:
+        site = record.site
+        probe = probes.get(site.name)
+        login = f"{site.ssh.user + '@' if site.ssh and site.ssh.user else ''}{site.ssh.host}" if site.ssh else "this machine"
+        table.add_row(site.name, site.partner, site.scheduler, login,
+                      ", ".join(site.shared_with) or "-", _probe_text(probe))
+    out.print(table)
+
+
+def _probe_text(probe: ProbeRecord | None) -> str:
+    if probe is None:
+        return "never"
+    verdict = "ok" if probe.ok else ("unreachable" if not probe.reachable else "problems")
+    return f"{verdict} at {probe.checked_at:%Y-%m-%d %H:%M}Z"
+
+
+@site_app.command("show")
+def show(name: str, json: JsonOption = False) -> None:
+    """Show one site's document."""
+    record = open_store().get_site(name)
+    if json:
+        print_json(record.site.model_dump(mode="json"))
+        return
+    import yaml
+
+    out.print(yaml.safe_dump(record.site.model_dump(mode="json", exclude_none=True),
+                             sort_keys=False).rstrip())
+
+
+@site_app.command("remove")
+def remove(name: str, as_partner: AsOption = None) -> None:
+    """Remove a site (only its owner may)."""
+    store = open_store()
+    store.remove_site(name, acting_partner(store, as_partner))
+    err.print(f"site {name} removed")
+
+
+@site_app.command("trust")
+def trust(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Pin without asking.")] = False,
+    as_partner: AsOption = None,
+) -> None:
+    """Show the server's host key fingerprint and pin it in the site document."""
+    from sites.probe import trust_site
+
+    store = open_store()
+    actor = acting_partner(store, as_partner)
+    site = store.get_site(name).site
+    key_line, fingerprint = trust_site(site)
+    out.print(f"site {name}: host key {key_line.split()[0]} {fingerprint}")
+    if site.ssh is not None and site.ssh.host_key == key_line:
+        out.print("already pinned")
+        return
+    if not yes and not typer.confirm("Pin this host key?", default=False):
+        raise typer.Exit(1)
+    assert site.ssh is not None
+    pinned = site.model_copy(update={"ssh": site.ssh.model_copy(update={"host_key": key_line})})
+    store.put_site(Site.model_validate(pinned.model_dump()), actor)
+    out.print(f"pinned {fingerprint} for site {name}")
+
+
+@site_app.command("check")
+def check(name: str, json: JsonOption = False) -> None:
+    """Probe a site: login, host key, scheduler, partitions, account, work dir."""
+    from sites.driver import DriverPool
+    from sites.probe import probe_site
+
+    store = open_store()
+    site = store.get_site(name).site
+    pool = DriverPool(settings().home / "sites")
+    try:
+        result = probe_site(site, pool)
+    finally:
+        pool.close()
+    store.add_probe(result.record())
+    if json:
+        print_json(result.as_dict())
+    else:
+        table = Table(title=f"site {name}")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
+        for item in result.checks:
+            table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAILED[/]", item.detail)
+        out.print(table)
+    if not result.reachable:
+        raise typer.Exit(4)
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,37 @@
+"""What every CLI command shares: settings, the store, the acting partner, options."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hpcfleet.settings import Settings
+from registry.errors import DocumentError
+from registry.store import Store
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Act as this partner (default: $HPCFLEET_PARTNER).",
+                 show_default=False),
+]
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def open_store() -> Store:
+    return Store.open(settings().store_url)
+
+
+def acting_partner(store: Store, as_partner: str | None) -> str:
+    """The partner the CLI acts as: --as, else HPCFLEET_PARTNER; it must be registered."""
+    partner = as_partner or settings().partner
+    if not partner:
+        raise DocumentError(
+            "no acting partner: pass --as PARTNER or set HPCFLEET_PARTNER"
+        )
+    store.get_partner(partner)
+    return partner

@@ -1,0 +1,106 @@
+"""Rendering runs, stages and sites for people (rich) and for scripts (--json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from flows.summary import StageSummary
+from registry.records import JobRecord, RunRecord, StageRecord
+
+STATE_STYLES = {
+    "PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "bold red",
+    "CANCELLED": "magenta", "SUBMITTING": "yellow", "TIMEOUT": "red", "NODE_FAIL": "red",
+    "OUT_OF_MEMORY": "red", "PREEMPTED": "red", "UNKNOWN": "dim",
+}
+
+out = Console()
+err = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def progress_table(run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence[JobRecord]) -> Table:
+    """One row per stage: state, sites, attempt, tasks done, running time."""
+    table = Table(title=f"run {run.run_id}  {run.name}  [{run.state.value}]", title_justify="left")
+    for column in ("stage", "state", "site", "attempt", "tasks", "time"):
+        table.add_column(column)
+    moment = datetime.now(UTC)
+    for stage in stages:
+        stage_jobs = [j for j in jobs if j.stage == stage.name]
+        latest: dict[tuple[str, int | None], JobRecord] = {}
+        for job in stage_jobs:
+            latest[(job.site, job.array_index)] = job
+        done = sum(j.state.value == "COMPLETED" for j in latest.values())
+        running = sum(j.state.value == "RUNNING" for j in latest.values())
+        total = len(latest) or len(run.spec.stage(stage.name).array_values) or 1
+        tasks = f"{done}/{total}" + (f" ({running} running)" if running else "")
+        end = stage.ended or moment
+        elapsed = (end - stage.started).total_seconds() if stage.started else None
+        table.add_row(stage.name, state_text(stage.state.value), ", ".join(stage.sites) or "-",
+                      str(stage.attempt or "-"), tasks, duration_text(elapsed))
+    return table
+
+
+def watch(
+    load: Callable[[], tuple[RunRecord, list[StageRecord], list[JobRecord]]],
+    *,
+    until: Callable[[], bool] | None = None,
+    interval: float = 1.0,
+) -> RunRecord:
+    """Live progress until the run is final (or `until()` says stop)."""
+    run, stages, jobs = load()
+    with Live(progress_table(run, stages, jobs), console=out, refresh_per_second=4,
+              transient=False) as live:
+        while not run.state.is_final and not (until and until()):
+            time.sleep(interval)
+            run, stages, jobs = load()
+            live.update(progress_table(run, stages, jobs))
+    return run
+
+
+def summary_table(run: RunRecord, rows: Sequence[StageSummary]) -> Group:
+    table = Table(title=f"run {run.run_id}  {run.name}  {run.state.value}", title_justify="left")
+    for column in ("stage", "site", "state", "tasks", "attempts", "duration", "key metrics"):
+        table.add_column(column)
+    for row in rows:
+        metrics = ", ".join(
+            f"{key} {'mean ' if row.metric_counts.get(key, 1) > 1 else ''}{value:.4g}"
+            + (f" over {row.metric_counts[key]}" if row.metric_counts.get(key, 1) > 1 else "")
+            for key, value in sorted(row.metrics.items())[:4]
+        )
+        table.add_row(row.name, ", ".join(row.sites), state_text(row.state),
+                      f"{row.tasks_done}/{row.tasks_total}", str(row.attempts),
+                      duration_text(row.duration_seconds), metrics or (row.reason or "-"))
+    parts: list[Any] = [table]
+    if run.reason:
+        parts.append(Text(f"reason: {run.reason}", style="red"))
+    return Group(*parts)

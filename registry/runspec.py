@@ -1,0 +1,284 @@
+"""RunSpec: a DAG of stages (INTERFACE.md, "Run spec"), validated as a whole.
+
+Besides field types, a spec is checked for duplicate stage names, `needs` that name
+unknown stages, cycles, and `{placeholders}` in commands that nothing would fill.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
+
+from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
+
+StageKind = Literal["data", "train", "eval", "other"]
+Scalar = str | int | float | bool
+
+# `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_PLACEHOLDER_NAME = re.compile(r"^(params\.)?[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SiteRequirement(StrictModel):
+    gpu_type: str | None = None
+    min_gpus: Annotated[int, Field(ge=0)] = 0
+    labels: dict[str, str] = {}
+
+
+class SiteSelector(StrictModel):
+    """Where a stage may run: one site by name, any of several, or by requirements.
+
+    Written in a spec as `site: lumi`, `site: {any_of: [a, b]}` or
+    `site: {require: {...}}`.
+    """
+
+    name: str | None = None
+    any_of: list[Identifier] | None = None
+    require: SiteRequirement | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("name", "any_of", "require") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of: a site name, {any_of: [...]}, or {require: {...}}"
+            )
+        if self.any_of is not None and not self.any_of:
+            raise ValueError("any_of needs at least one site name")
+        return self
+
+    @model_serializer
+    def _to_shorthand(self) -> Any:
+        if self.name is not None:
+            return self.name
+        if self.any_of is not None:
+            return {"any_of": list(self.any_of)}
+        assert self.require is not None
+        return {"require": self.require.model_dump(exclude_defaults=True)}
+
+    def named_sites(self) -> list[str]:
+        if self.name is not None:
+            return [self.name]
+        return list(self.any_of or [])
+
+
+class Resources(StrictModel):
+    nodes: Annotated[int, Field(ge=1)] = 1
+    gpus: Annotated[int, Field(ge=0)] = 0  # per node
+    cpus: Annotated[int, Field(ge=1)] = 1  # per task
+    mem: MemoryMiB | None = None
+    time: Walltime = 3600
+    partition: str | None = None
+
+
+class Stage(StrictModel):
+    name: Identifier
+    kind: StageKind = "other"
+    site: SiteSelector
+    resources: Resources = Resources()
+    command: Annotated[list[str], Field(min_length=1)] | None = None
+    script: str | None = None
+    needs: list[str] = []
+    array: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+    env: dict[str, str] = {}
+    outputs: list[str] = []
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
+    resumable: bool = False
+    max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                    for v in value]
+        if isinstance(value, str):
+            raise ValueError("write the command as a list, e.g. [python3, train.py]; "
+                             "or use 'script:' for a bash script")
+        return value
+
+    @field_validator("array")
+    @classmethod
+    def _one_array_key(
+        cls, value: dict[str, list[Scalar]] | None
+    ) -> dict[str, list[Scalar]] | None:
+        if value is None:
+            return None
+        if len(value) != 1:
+            raise ValueError("an array has exactly one key, e.g. {language: [bg, cs]}")
+        key, values = next(iter(value.items()))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key == "params":
+            raise ValueError(f"{key!r} is not a valid array key (a word, not 'params')")
+        texts = [str(v) for v in values]
+        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        if repeated:
+            raise ValueError(f"array values repeat: {', '.join(repeated)}")
+        return value
+
+    @field_validator("outputs")
+    @classmethod
+    def _relative_outputs(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parts = path.strip("/").split("/") if path else []
+            if not path or path.startswith("/") or ".." in parts:
+                raise ValueError(
+                    f"{path!r}: outputs are paths inside $HPCFLEET_OUTPUTS "
+                    "(relative, no '..')"
+                )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _command_or_script(self) -> Self:
+        if (self.command is None) == (self.script is None):
+            raise ValueError("give exactly one of 'command' (a list) or 'script' (bash)")
+        return self
+
+    @property
+    def array_key(self) -> str | None:
+        return next(iter(self.array)) if self.array else None
+
+    @property
+    def array_values(self) -> list[str]:
+        return [str(v) for v in next(iter(self.array.values()))] if self.array else []
+
+
+class RunSpec(StrictModel):
+    name: Identifier
+    experiment: str | None = None
+    description: str = ""
+    params: dict[str, Scalar] = {}
+    # Files next to the spec that travel with every stage, besides those commands name.
+    files: list[str] = []
+    stages: Annotated[list[Stage], Field(min_length=1)]
+
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_dag(self) -> Self:
+        names = [s.name for s in self.stages]
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            if name in seen:
+                raise FieldError(f"stages[{index}].name", f"duplicate stage name {name!r}")
+            seen.add(name)
+        for index, stage in enumerate(self.stages):
+            for j, need in enumerate(stage.needs):
+                if need not in seen:
+                    raise FieldError(
+                        f"stages[{index}].needs[{j}]",
+                        f"unknown stage {need!r}; stages are: {', '.join(names)}",
+                    )
+                if need == stage.name:
+                    raise FieldError(f"stages[{index}].needs[{j}]", "a stage cannot need itself")
+        self._order = _topological_order(self.stages)
+        for index, stage in enumerate(self.stages):
+            _check_placeholders(index, stage, self.params)
+        return self
+
+    @field_validator("files")
+    @classmethod
+    def _relative_files(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path or path.startswith("/") or ".." in path.split("/"):
+                raise ValueError(f"{path!r}: files are paths next to the spec (relative, no '..')")
+        return value
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    @property
+    def order(self) -> list[str]:
+        """Stage names in an order where every stage comes after the ones it needs."""
+        return list(self._order)
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def dependents(self, name: str) -> list[str]:
+        """Stages that need `name`, directly or transitively."""
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            current = frontier.pop()
+            for stage in self.stages:
+                if current in stage.needs and stage.name not in found:
+                    found.append(stage.name)
+                    frontier.append(stage.name)
+        return found
+
+
+class FieldError(ValueError):
+    """A whole-document check failed at a specific field (reported with its path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+
+
+def _topological_order(stages: list[Stage]) -> list[str]:
+    remaining = {s.name: set(s.needs) for s in stages}
+    order: list[str] = []
+    while remaining:
+        ready = [name for name, needs in remaining.items() if not needs]
+        if not ready:
+            cycle = " -> ".join(_find_cycle(remaining))
+            index = next(i for i, s in enumerate(stages) if s.name in remaining)
+            raise FieldError(f"stages[{index}].needs", f"the stages form a cycle: {cycle}")
+        for name in ready:  # keep document order among stages that are ready together
+            order.append(name)
+            del remaining[name]
+        for needs in remaining.values():
+            needs.difference_update(ready)
+    return order
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    start = next(iter(graph))
+    path = [start]
+    while True:
+        nxt = sorted(graph[path[-1]])[0]
+        if nxt in path:
+            return [*path[path.index(nxt):], nxt]
+        path.append(nxt)
+
+
+def placeholders(text: str) -> list[str]:
+    """Names of the `{placeholders}` in `text` (escaped braces excluded)."""
+    return [m.group(1) for m in PLACEHOLDER.finditer(text) if m.group(1) is not None]
+
+
+def _check_placeholders(index: int, stage: Stage, params: dict[str, Scalar]) -> None:
+    known = {f"params.{p}" for p in params} | {"run_id", "stage", "attempt"}
+    if stage.array_key:
+        known.add(stage.array_key)
+    for j, arg in enumerate(stage.command or []):
+        for name in placeholders(arg):
+            if not _PLACEHOLDER_NAME.match(name) or name not in known:
+                raise FieldError(
+                    f"stages[{index}].command[{j}]",
+                    f"unknown placeholder {{{name}}}; known: "
+                    + ", ".join("{" + k + "}" for k in sorted(known))
+                    + " (write {{ and }} for literal braces)",
+                )

@@ -1,0 +1,194 @@
+"""Site: a compute site owned by one partner (INTERFACE.md, "Site").
+
+Secrets are never part of a site: only references to where they live (an identity file
+path, the ssh-agent, an AWS profile name).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from registry.common import Duration, Identifier, StrictModel, Walltime
+
+ALL_PARTNERS = "*"
+_HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+)
+
+
+class SshSettings(StrictModel):
+    """How to log in. `host` may be an alias of ~/.ssh/config; then the other fields
+    left unset come from there."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    proxy_jump: list[str] = []
+    host_key: str | None = None
+    known_hosts: str | None = None
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key_is_public_key_line(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.split()
+        if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
+            raise ValueError(
+                "must be a public host key line such as 'ssh-ed25519 AAAAC3Nza...' "
+                f"(key types: {', '.join(_HOST_KEY_TYPES)})"
+            )
+        if "PRIVATE KEY" in value:
+            raise ValueError("looks like private key material; give the public host key")
+        return " ".join(parts[:2])
+
+
+class Partition(StrictModel):
+    name: Annotated[str, Field(min_length=1)]
+    gpus_per_node: Annotated[int, Field(ge=0)] = 0
+    gpu_type: str | None = None
+    max_time: Walltime | None = None
+    default: bool = False
+
+
+class SlurmSettings(StrictModel):
+    account: str | None = None
+    qos: str | None = None
+    partitions: Annotated[list[Partition], Field(min_length=1)]
+    extra_flags: list[str] = []
+
+    @model_validator(mode="after")
+    def _partitions_unique(self) -> Self:
+        names = [p.name for p in self.partitions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate partition names: {', '.join(duplicates)}")
+        if sum(p.default for p in self.partitions) > 1:
+            raise ValueError("at most one partition can be the default")
+        return self
+
+    @property
+    def default_partition(self) -> Partition:
+        return next((p for p in self.partitions if p.default), self.partitions[0])
+
+
+class LocalSettings(StrictModel):
+    """A site that runs jobs as processes on the machine itself."""
+
+    slots: Annotated[int, Field(ge=1, le=256)] = 2
+    gpus: Annotated[int, Field(ge=0)] = 0
+    gpu_type: str | None = None
+
+
+class Container(StrictModel):
+    runtime: Literal["apptainer", "singularity"] = "apptainer"
+    image: Annotated[str, Field(min_length=1)]
+    options: list[str] = []
+
+
+class Environment(StrictModel):
+    workdir: str | None = None  # local sites default to $HPCFLEET_HOME/sites/<name>
+    modules: list[str] = []
+    env: dict[str, str] = {}
+    container: Container | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+            if name.startswith("HPCFLEET_"):
+                raise ValueError(f"{name!r}: HPCFLEET_* variables are set by hpcfleet")
+        return value
+
+
+class S3Store(StrictModel):
+    endpoint: str | None = None
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    profile: str | None = None  # the AWS profile name; credentials never live here
+    prefix: str = "hpcfleet"
+    region: str | None = None
+
+
+class Storage(StrictModel):
+    s3: S3Store | None = None
+
+
+class Allocation(StrictModel):
+    gpu_hours: Annotated[float, Field(ge=0)]
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must come after start ({self.start})")
+        return self
+
+
+class Policy(StrictModel):
+    max_queued_jobs: Annotated[int, Field(ge=1)] = 200
+    # None: 30 s for SLURM sites (be gentle with a shared login node), 0.5 s for local ones.
+    min_poll_interval: Duration | None = None
+
+
+class Site(StrictModel):
+    name: Identifier
+    partner: Identifier
+    description: str = ""
+    ssh: SshSettings | None = None
+    scheduler: Literal["slurm", "local"]
+    slurm: SlurmSettings | None = None
+    local: LocalSettings | None = None
+    environment: Environment = Environment()
+    storage: Storage | None = None
+    allocation: Allocation | None = None
+    shared_with: list[str] = []
+    labels: dict[str, str] = {}
+    policy: Policy = Policy()
+
+    @model_validator(mode="after")
+    def _scheduler_section(self) -> Self:
+        if self.scheduler == "slurm" and self.slurm is None:
+            raise ValueError("scheduler 'slurm' needs a 'slurm:' section with partitions")
+        if self.scheduler == "slurm" and self.local is not None:
+            raise ValueError("'local:' only applies to scheduler 'local'")
+        if self.scheduler == "local" and self.slurm is not None:
+            raise ValueError("'slurm:' only applies to scheduler 'slurm'")
+        if self.scheduler == "local" and self.ssh is not None:
+            raise ValueError("scheduler 'local' runs on this machine and takes no 'ssh:'")
+        return self
+
+    @field_validator("shared_with")
+    @classmethod
+    def _shared_with(cls, value: list[str]) -> list[str]:
+        from registry.common import _identifier
+
+        for entry in value:
+            if entry != ALL_PARTNERS:
+                _identifier(entry)
+        return value
+
+    @property
+    def poll_interval(self) -> float:
+        if self.policy.min_poll_interval is not None:
+            return self.policy.min_poll_interval
+        return 30.0 if self.scheduler == "slurm" else 0.5
+
+    def gpu_partitions(self) -> list[tuple[str, int, str | None]]:
+        """(partition name, GPUs per node, GPU type) for every place a GPU job can go."""
+        if self.slurm is not None:
+            return [(p.name, p.gpus_per_node, p.gpu_type) for p in self.slurm.partitions]
+        local = self.local or LocalSettings()
+        return [("local", local.gpus, local.gpu_type)]

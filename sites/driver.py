@@ -1,0 +1,121 @@
+"""From a registered `Site` to something that can be driven: its transport, its
+scheduler and its work directory, opened once per site per process and shared.
+"""
+
+from __future__ import annotations
+
+import os
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.site import Site
+from sites.errors import SiteError
+from sites.scheduler import Scheduler
+from sites.transport import Transport
+
+
+@dataclass
+class SiteDriver:
+    """A site, opened: how to reach it, how to run jobs on it, where to put files."""
+
+    site: Site
+    transport: Transport
+    scheduler: Scheduler
+    workdir: str  # absolute path on the site
+
+    @property
+    def name(self) -> str:
+        return self.site.name
+
+    @property
+    def is_local_machine(self) -> bool:
+        """True when the site's files are this machine's files (no SSH)."""
+        return self.site.ssh is None
+
+
+def container_prefix(site: Site) -> tuple[str, ...]:
+    container = site.environment.container
+    if container is None:
+        return ()
+    return (container.runtime, "exec", *container.options, container.image)
+
+
+def local_workdir(site: Site, default_root: Path) -> str:
+    configured = site.environment.workdir
+    if configured is None:
+        return str((default_root / site.name).resolve())
+    return str(Path(os.path.expandvars(os.path.expanduser(configured))).resolve())
+
+
+def remote_workdir(site: Site, transport: Transport) -> str:
+    """Absolute work dir on an SSH site; relative paths and ~ are under the login home."""
+    configured = site.environment.workdir or "hpcfleet"
+    if configured.startswith("/"):
+        return configured
+    result = transport.run('printf %s "$HOME"')
+    if not result.ok or not result.stdout.startswith("/"):
+        raise SiteError(site.name, f"cannot resolve the home directory: {result.stderr.strip()}")
+    relative = configured.removeprefix("~").lstrip("/") or "."
+    return f"{result.stdout.rstrip('/')}/{relative}"
+
+
+def open_driver(site: Site, default_root: Path) -> SiteDriver:
+    """Open a driver for `site` (no connection is made for local sites)."""
+    if site.scheduler == "local":
+        from sites.local import LocalTransport
+        from sites.local_scheduler import LocalScheduler
+
+        workdir = local_workdir(site, default_root)
+        local = site.local
+        scheduler = LocalScheduler(
+            site.name,
+            Path(workdir),
+            local.slots if local else 2,
+            modules=site.environment.modules,
+            container=container_prefix(site),
+        )
+        return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
+
+    from sites.slurm import SlurmScheduler
+
+    transport: Transport
+    if site.ssh is None:
+        from sites.local import LocalTransport
+
+        transport = LocalTransport(site.name)
+        workdir = local_workdir(site, default_root)
+    else:
+        from sites.ssh import SshTransport
+
+        transport = SshTransport.shared(site.name, site.ssh)
+        workdir = remote_workdir(site, transport)
+    assert site.slurm is not None  # the Site model guarantees it for scheduler 'slurm'
+    scheduler = SlurmScheduler(site.name, transport, site.slurm, site.environment)
+    return SiteDriver(site, transport, scheduler, workdir)
+
+
+class DriverPool:
+    """One driver per site for the whole process (one SSH connection per site)."""
+
+    def __init__(self, default_root: Path) -> None:
+        self._default_root = default_root
+        self._drivers: dict[str, SiteDriver] = {}
+        self._lock = threading.Lock()
+
+    def get(self, site: Site) -> SiteDriver:
+        with self._lock:
+            driver = self._drivers.get(site.name)
+            if driver is None or driver.site != site:
+                driver = open_driver(site, self._default_root)
+                self._drivers[site.name] = driver
+            return driver
+
+    def close(self) -> None:
+        with self._lock:
+            for driver in self._drivers.values():
+                driver.transport.close()
+            self._drivers.clear()
+
+

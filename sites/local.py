@@ -1,0 +1,153 @@
+"""`LocalTransport`: the `Transport` of a site that is this machine.
+
+Commands run under `bash -c` as child processes; "transfers" are file copies. Used by
+the embedded default and by an orchestrator that runs on a site's own login node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from sites.errors import SiteError, TransferError
+from sites.transport import CommandResult
+
+# Errors that a retry of the same call can get past (a busy or briefly unavailable
+# filesystem); everything else (missing file, no permission, disk full) needs a person.
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE}
+)
+
+# How long a timed-out command's output pipes may stay open after its process group was
+# killed (a grandchild that left the group can hold them).
+_PIPE_DRAIN_SECONDS = 5.0
+
+
+def is_transient_oserror(exc: OSError) -> bool:
+    """Whether retrying the operation that raised `exc` can help."""
+    return exc.errno in _TRANSIENT_ERRNOS
+
+
+class LocalTransport:
+    """Run commands and copy files on this machine, for the site named `site`."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run `command` with `bash -c`; a non-zero exit is returned, not raised.
+
+        The command gets its own session so that a timeout kills everything it started,
+        not only the `bash` in front.
+        """
+        try:
+            proc = subprocess.Popen(
+                ["bash", "-c", command],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SiteError(
+                self.site,
+                f"cannot run command {command!r}: {exc}",
+                transient=is_transient_oserror(exc),
+            ) from exc
+        try:
+            stdout, stderr = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            _kill_session(proc)
+            raise SiteError(
+                self.site,
+                f"command {command!r} did not finish within {timeout} s",
+                transient=True,
+            ) from exc
+        return CommandResult(
+            command=command,
+            returncode=proc.returncode,
+            stdout=stdout.decode(errors="replace"),
+            stderr=stderr.decode(errors="replace"),
+        )
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy file or directory `local` to the path `remote` (directories merge)."""
+        self._copy(Path(local), Path(remote))
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy file or directory `remote` to the path `local` (directories merge)."""
+        self._copy(Path(remote), Path(local))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _copy(self, source: Path, target: Path) -> None:
+        """Copy `source` to exactly `target` (never into it), creating parents.
+
+        A directory is merged into an existing one; each file lands whole or not at all.
+        """
+        try:
+            if source.is_dir():
+                if _same_or_inside(target, source):
+                    if target.resolve() == source.resolve():
+                        return
+                    raise TransferError(
+                        self.site, f"cannot copy directory {source} into itself ({target})"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(source, target, dirs_exist_ok=True, copy_function=_copy_file)
+            else:
+                if target.is_dir():
+                    raise TransferError(
+                        self.site, f"cannot copy file {source} to {target}: it is a directory"
+                    )
+                if target.exists() and os.path.samefile(source, target):
+                    return
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_file(source, target)
+        except OSError as exc:
+            raise TransferError(
+                self.site,
+                f"cannot copy {source} to {target}: {exc}",
+                transient=is_transient_oserror(exc),
+            ) from exc
+
+
+def _copy_file(source: str | Path, target: str | Path) -> None:
+    """Copy one file with its mode and times via a temporary file next to the target,
+    so that a reader never sees half a file."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _same_or_inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the process group of a timed-out command and collect what is left of it."""
+    # The leader is our unreaped child, so its pid (= the group id) cannot be reused yet.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=_PIPE_DRAIN_SECONDS)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()

@@ -1,0 +1,111 @@
+"""`site check`: probe a site and say, check by check, whether it can run jobs.
+
+The results are stored (registry probes) so that the dashboard shows site health
+without ever opening a connection itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.records import ProbeRecord
+from registry.site import Site
+from registry.store import now
+from sites.driver import DriverPool, SiteDriver
+from sites.errors import SiteError, SiteUnreachable
+
+MIN_FREE_GIB = 1.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ProbeResult:
+    site: str
+    reachable: bool
+    checks: list[Check] = field(default_factory=list)
+    queue_depth: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and all(c.ok for c in self.checks)
+
+    def record(self) -> ProbeRecord:
+        return ProbeRecord(
+            site=self.site, checked_at=now(), reachable=self.reachable, ok=self.ok,
+            queue_depth=self.queue_depth,
+            details={"checks": [c.__dict__ for c in self.checks]},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site, "reachable": self.reachable, "ok": self.ok,
+            "queue_depth": self.queue_depth, "checks": [c.__dict__ for c in self.checks],
+        }
+
+
+def probe_site(site: Site, pool: DriverPool) -> ProbeResult:
+    """Run every check that applies to `site`; unreachable sites stop at the login."""
+    result = ProbeResult(site.name, reachable=True)
+    try:
+        driver = pool.get(site)
+        login = driver.transport.run("true")
+        if not login.ok:
+            raise SiteUnreachable(site.name, f"login shell failed: {login.stderr.strip()}")
+        if site.ssh is not None:
+            result.checks.append(Check("login", True, f"{site.ssh.user or ''}@{site.ssh.host}"))
+            result.checks.append(Check("host key", True, "matches the pinned key"))
+        result.checks.extend(_workdir_checks(driver))
+        if site.scheduler == "slurm":
+            from sites.slurm_probe import slurm_checks
+
+            checks, depth = slurm_checks(driver)
+            result.checks.extend(checks)
+            result.queue_depth = depth
+        else:
+            result.checks.append(Check("scheduler", True, f"local, {_slots(site)} slot(s)"))
+            result.queue_depth = 0
+    except SiteUnreachable as exc:
+        result.reachable = False
+        result.checks.append(Check("login", False, str(exc)))
+    except SiteError as exc:
+        result.checks.append(Check("probe", False, str(exc)))
+    return result
+
+
+def _slots(site: Site) -> int:
+    return site.local.slots if site.local else 2
+
+
+def _workdir_checks(driver: SiteDriver) -> list[Check]:
+    workdir = shlex.quote(driver.workdir)
+    writable = driver.transport.run(
+        f"mkdir -p {workdir} && probe=$(mktemp -p {workdir} .hpcfleet-probe.XXXXXX) "
+        '&& rm -f "$probe"'
+    )
+    checks = [Check("work dir writable", writable.ok,
+                    driver.workdir if writable.ok else writable.stderr.strip())]
+    space = driver.transport.run(f"df -Pk {workdir} | tail -n 1")
+    fields = space.stdout.split()
+    if space.ok and len(fields) >= 4 and fields[3].isdigit():
+        free_gib = int(fields[3]) / (1024 * 1024)
+        checks.append(Check("free space", free_gib >= MIN_FREE_GIB, f"{free_gib:.1f} GiB free"))
+    else:
+        checks.append(Check("free space", False, space.stderr.strip() or "df gave no answer"))
+    return checks
+
+
+def trust_site(site: Site) -> tuple[str, str]:
+    """The server's host key line and its SHA256 fingerprint, fetched without logging in."""
+    if site.ssh is None:
+        raise SiteError(site.name, "has no 'ssh:' section: there is no host key to trust")
+    from sites.ssh import fetch_host_key
+
+    return fetch_host_key(site.name, site.ssh)

@@ -1,0 +1,53 @@
+"""The `Transport` protocol: how hpcfleet reaches a site.
+
+A transport only executes: it runs a shell command string and moves files. Building the
+commands (and quoting every value in them) is the job of the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """Outcome of one command run on a site."""
+
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Transport(Protocol):
+    """Run commands on a site and move files to and from it."""
+
+    site: str
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run `command` (a shell string, values already quoted) in the login shell.
+
+        A non-zero exit is returned, not raised; failing to reach the site raises
+        `SiteUnreachable`.
+        """
+        ...
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file or directory (recursively) to `remote`, creating parents."""
+        ...
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy a remote file or directory (recursively) to `local`, creating parents."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection. Safe to call twice."""
+        ...
