@@ -48,8 +48,10 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
         log.warning("%s: metrics %s", job.job_name, problem)
     log_names = [Path(p).name for p in (job.stdout_path, job.stderr_path) if p]
     reason = job.reason
-    if job.state is not JobState.COMPLETED and not reason:
-        reason = _last_line(fetched / "logs" / log_names[-1]) if log_names else None
+    if job.state is JobState.FAILED or (job.state is not JobState.COMPLETED and not reason):
+        # A failed job's own last words say more than the scheduler's "exit code 3".
+        tail = _last_line(fetched / "logs" / log_names[-1]) if log_names else None
+        reason = tail or reason
 
     tags = ctx.base_tags(job.stage, job.site, job.attempt)
     tags["hpcfleet.job_id"] = job.scheduler_id or ""

@@ -1,6 +1,6 @@
 """The `cross_site_run` Prefect flow: one task run per stage, over `flows.engine`.
 
-Call `flows.prefect_env.configure_prefect()` before importing this module. The number of
+Call `flows.engine_env.configure_engines()` before importing this module. The number of
 Prefect task runs grows with stages only: polling happens in the per-site watchers, not
 in tasks.
 """

@@ -15,7 +15,9 @@ from typing import Annotated
 import click
 import typer
 
+from flows.engine_env import configure_engines
 from hpcfleet import cli_misc, cli_runs, cli_sites
+from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
 
 app = typer.Typer(
@@ -42,6 +44,7 @@ def _root(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    configure_engines(Settings().home)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,9 +32,6 @@ def _loader(store: Store, run_id: str) -> Any:
 def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> RunRecord:
     """Drive the run in this process through the Prefect flow, with live progress."""
     config = settings()
-    from flows.prefect_env import configure_prefect
-
-    configure_prefect(config.home)
     from flows.cross_site import cross_site_run
 
     store = open_store()

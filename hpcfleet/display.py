@@ -23,8 +23,9 @@ STATE_STYLES = {
     "OUT_OF_MEMORY": "red", "PREEMPTED": "red", "UNKNOWN": "dim",
 }
 
-out = Console()
-err = Console(stderr=True)
+# Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def print_json(data: Any) -> None:

@@ -43,6 +43,7 @@ from sites.localjob import (
     observe,
     parse_iso,
     process_start_ticks,
+    read_spawn,
     read_task,
     signal_group,
     signal_process,
@@ -55,10 +56,38 @@ from sites.scheduler import JobRequest, JobStatus
 
 logger = logging.getLogger(__name__)
 
+# How long cancel waits for SIGKILLed runners to be seen gone.
+_AFTER_SIGKILL_SECONDS = 5.0
 _JOB_ID = re.compile(r"^(\d+)(?:_(\d+))?$")
 # The runner is started as `python -m sites.localjob` from the directory holding the
 # `sites` package, so that it imports this very code even when it is not installed.
 _CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Runners this process started and has not reaped yet. They are our children whatever
+# scheduler object started them, so any of them collects their exit status.
+_UNREAPED_RUNNERS: set[int] = set()
+_UNREAPED_LOCK = threading.Lock()
+
+
+class _DetachedRunner(subprocess.Popen[bytes]):
+    """A runner outlives the object that started it by design: forgetting the object
+    must not warn "still running"; `_reap_runners` collects the exit status instead."""
+
+    def __del__(self) -> None:
+        pass
+
+
+def _reap_runners() -> None:
+    """Collect runners that have exited, so that they do not linger as zombies."""
+    with _UNREAPED_LOCK:
+        for pid in list(_UNREAPED_RUNNERS):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                _UNREAPED_RUNNERS.discard(pid)
 
 
 @dataclass(frozen=True)
@@ -82,7 +111,10 @@ class LocalScheduler:
         *,
         modules: Sequence[str] = (),
         container: Sequence[str] = (),
+        kill_grace_seconds: float = KILL_GRACE_SECONDS,
     ) -> None:
+        """`kill_grace_seconds`: how long a cancelled or timed-out task may take to exit
+        after SIGTERM before its process group gets SIGKILL."""
         if slots < 1:
             raise ValueError(f"a local scheduler needs at least one slot, not {slots}")
         self.site = site
@@ -90,10 +122,8 @@ class LocalScheduler:
         self.slots = slots
         self.modules = tuple(modules)
         self.container = tuple(container)
+        self.kill_grace_seconds = float(kill_grace_seconds)
         self.state_dir = self.root / STATE_DIR_NAME
-        # Runners we started, kept only to reap them (they are our children).
-        self._runners: list[subprocess.Popen[bytes]] = []
-        self._runners_lock = threading.Lock()
 
     # ------------------------------------------------------------------ protocol
 
@@ -104,7 +134,7 @@ class LocalScheduler:
             "#!/bin/bash",
             # json.dumps keeps the name on one line whatever it contains.
             f"# hpcfleet local job {json.dumps(request.name)}",
-            f"# tasks: {len(request.tasks)}; sites.localjob runs task i with HPCFLEET_ARRAY_INDEX=i",
+            f"# tasks: {len(request.tasks)}; task i runs with HPCFLEET_ARRAY_INDEX=i",
             f"# resources: nodes={res.nodes} cpus={res.cpus} gpus={res.gpus} "
             f"time_seconds={res.time_seconds} (only the time limit is enforced)",
         ]
@@ -113,7 +143,7 @@ class LocalScheduler:
 
     def submit(self, request: JobRequest) -> str:
         """Record the job in files and start one detached runner per task."""
-        self._reap_runners()
+        _reap_runners()
         self._check_request(request)
         try:
             script = self.render(request)
@@ -130,7 +160,7 @@ class LocalScheduler:
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Status of every task of the given jobs, read from their state files."""
-        self._reap_runners()
+        _reap_runners()
         try:
             tasks, broken = self._resolve(job_ids)
             result = {key: _unknown(key, reason) for key, reason in broken.items()}
@@ -145,7 +175,7 @@ class LocalScheduler:
 
         Returns once every addressed task is in a final state.
         """
-        self._reap_runners()
+        _reap_runners()
         try:
             tasks, broken = self._resolve(job_ids)
             for key, reason in broken.items():
@@ -153,10 +183,12 @@ class LocalScheduler:
             for task in tasks:
                 cancel_path(task.jobdir, task.index).touch()
             self._signal_tasks(tasks, signal.SIGTERM)
-            left = self._wait_until_final(tasks, KILL_GRACE_SECONDS + 1.0)
+            # The runners escalate to SIGKILL themselves; we only step in for a stuck one.
+            grace = max((t.job.kill_grace_seconds for t in tasks), default=0.0)
+            left = self._wait_until_final(tasks, grace + 1.0)
             if left:
                 self._signal_tasks(left, signal.SIGKILL)
-                self._wait_until_final(left, KILL_GRACE_SECONDS)
+                self._wait_until_final(left, _AFTER_SIGKILL_SECONDS)
         except OSError as exc:
             raise self._error("cannot cancel jobs", exc) from exc
 
@@ -242,6 +274,7 @@ class LocalScheduler:
             after_ok=tuple(request.after_ok),
             submitted=submitted,
             slots=self.slots,
+            kill_grace_seconds=self.kill_grace_seconds,
         )
         (tmpdir / "script.sh").write_text(script, encoding="utf-8")
         write_json_atomic(tmpdir / "job.json", record.to_json())
@@ -266,7 +299,7 @@ class LocalScheduler:
     def _start_runners(self, job_id: str, jobdir: Path, count: int) -> None:
         for index in range(count):
             try:
-                proc = subprocess.Popen(
+                proc = _DetachedRunner(
                     [sys.executable, "-m", "sites.localjob", str(jobdir), str(index)],
                     cwd=_CODE_ROOT,
                     stdin=subprocess.DEVNULL,
@@ -275,8 +308,8 @@ class LocalScheduler:
                     start_new_session=True,
                     close_fds=True,
                 )
-                with self._runners_lock:
-                    self._runners.append(proc)
+                with _UNREAPED_LOCK:
+                    _UNREAPED_RUNNERS.add(proc.pid)
                 spawn = {"pid": proc.pid, "start": process_start_ticks(proc.pid)}
                 write_json_atomic(spawn_path(jobdir, index), spawn)
             except OSError as exc:
@@ -284,10 +317,6 @@ class LocalScheduler:
                 for other in range(count):
                     cancel_path(jobdir, other).touch()
                 raise self._error(f"cannot start the runner of job {job_id}", exc) from exc
-
-    def _reap_runners(self) -> None:
-        with self._runners_lock:
-            self._runners = [proc for proc in self._runners if proc.poll() is None]
 
     # ------------------------------------------------------------------ status, cancel
 
@@ -367,11 +396,17 @@ class LocalScheduler:
         for task in tasks:
             try:
                 record = read_task(task.jobdir, task.index)
+                # Until the runner records itself, only its submitter knows its pid.
+                runner = (
+                    (record.runner_pid, record.runner_start)
+                    if record.runner_pid is not None
+                    else read_spawn(task.jobdir, task.index)
+                )
             except (FileNotFoundError, ValueError):
                 continue
             signal_group(record.pgid, record.pgid_start, sig)
-            if not record.state.is_final:
-                signal_process(record.runner_pid, record.runner_start, sig)
+            if runner is not None and not record.state.is_final:
+                signal_process(*runner, sig)
 
     def _wait_until_final(self, tasks: Sequence[_Task], seconds: float) -> list[_Task]:
         """Poll until every task is final (or unknown) or `seconds` pass; the rest."""

@@ -17,6 +17,10 @@ Files under `<root>/.hpcfleet-local/`:
     jobs/<id>/task-<i>.spawn  runner pid and start time, as recorded by the submitter
     jobs/<id>/task-<i>.cancel cancel marker
 
+A task ends with its script: whatever `bash script.sh` leaves running in its process
+group is killed then (as SLURM ends a job). A cancelled or timed-out task gets SIGTERM
+and `kill_grace_seconds` to exit (a checkpoint's worth of time) before SIGKILL.
+
 Not enforced: memory (`mem_mb`), CPUs, GPUs and nodes; every task takes one slot, and
 only the time limit is imposed. Linux only: processes are identified by pid plus their
 start time from /proc, so that a reused pid is never mistaken for ours.
@@ -34,6 +38,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -48,10 +53,14 @@ from sites.scheduler import JobResources
 STATE_DIR_NAME = ".hpcfleet-local"
 POLL_SECONDS = 0.1  # slot, cancel and time-limit checks
 DEPENDENCY_POLL_SECONDS = 0.5  # dependencies are read from files: poll them less often
-KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of a task's process group
+KILL_GRACE_SECONDS = 5.0  # default time between SIGTERM and SIGKILL of a task's group
 # A task whose runner has not recorded itself this long after submission never will
 # (the submitter died between writing the job and starting its runners).
 RUNNER_START_GRACE_SECONDS = 60.0
+
+# How long after SIGKILL a group may linger (a process stuck in the kernel) before the
+# runner records its verdict anyway.
+_UNKILLABLE_SECONDS = 10.0
 
 RUNNER_VANISHED = "local runner vanished"
 DEPENDENCY_NEVER_SATISFIED = "dependency never satisfied"
@@ -90,7 +99,8 @@ def parse_iso(text: str | None) -> datetime | None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace `path` with `data` in one step: a reader sees the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per writer (process and thread), so that writers never share a temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -142,6 +152,7 @@ class JobRecord:
     after_ok: tuple[str, ...]
     submitted: str
     slots: int
+    kill_grace_seconds: float = KILL_GRACE_SECONDS
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +176,7 @@ class JobRecord:
             after_ok=_strings(data, "after_ok"),
             submitted=_required(data, "submitted", str),
             slots=_required(data, "slots", int),
+            kill_grace_seconds=_required(data, "kill_grace_seconds", float),
         )
         if record.tasks < 1 or record.slots < 1:
             raise ValueError("a job needs at least one task and one slot")
@@ -450,14 +462,14 @@ class TaskRunner:
         return None
 
     def _run_script(self) -> None:
-        try:
-            stdout = open(self.job.stdout[self.index], "wb")  # noqa: SIM115 - closed below
-            stderr = open(self.job.stderr[self.index], "wb")  # noqa: SIM115
-        except OSError as exc:
-            self._finish(JobState.FAILED, f"cannot open the task's log files: {exc}")
-            return
         env = dict(os.environ, HPCFLEET_ARRAY_INDEX=str(self.index))
-        with stdout, stderr:
+        with contextlib.ExitStack() as logs:
+            try:
+                stdout = logs.enter_context(open(self.job.stdout[self.index], "wb"))
+                stderr = logs.enter_context(open(self.job.stderr[self.index], "wb"))
+            except OSError as exc:
+                self._finish(JobState.FAILED, f"cannot open the task's log files: {exc}")
+                return
             proc = subprocess.Popen(
                 ["bash", str(self.jobdir / "script.sh")],
                 cwd=self.jobdir,
@@ -490,29 +502,53 @@ class TaskRunner:
             self._finish(JobState.FAILED, f"exit code {exit_code}", exit_code)
 
     def _supervise(self, pgid: int) -> tuple[JobState, str] | None:
-        """Wait for the group leader to exit, stopping the group on cancel or time limit.
+        """Wait for the task to end, stopping its group on cancel or time limit.
 
         Returns the final state to record if we stopped it, None if it ended by itself.
+        A stopped group gets the whole grace between SIGTERM and SIGKILL, even once
+        `bash script.sh` itself is gone: the processes it started may be checkpointing.
         """
         deadline = time.monotonic() + self.job.resources.time_seconds
         stopped_as: tuple[JobState, str] | None = None
-        kill_at = float("inf")
-        while not _has_exited(pgid):
+        kill_at = give_up_at = float("inf")
+        while True:
+            leader_done = _has_exited(pgid)
             now = time.monotonic()
             if stopped_as is None:
-                if self.cancel_requested():
-                    stopped_as = (JobState.CANCELLED, "cancelled")
-                elif now >= deadline:
-                    limit = self.job.resources.time_seconds
-                    stopped_as = (JobState.TIMEOUT, f"time limit of {limit} s reached")
+                stopped_as = self._stop_reason(now >= deadline)
                 if stopped_as is not None:
                     _signal_own_group(pgid, signal.SIGTERM)
-                    kill_at = now + KILL_GRACE_SECONDS
+                    kill_at = now + self.job.kill_grace_seconds
+                    give_up_at = kill_at + _UNKILLABLE_SECONDS
+                elif leader_done:
+                    return None
+            elif (leader_done and not group_has_live_members(pgid)) or now >= give_up_at:
+                return stopped_as  # all gone, or stuck in the kernel past any help
             elif now >= kill_at:
                 _signal_own_group(pgid, signal.SIGKILL)
-                kill_at = float("inf")
             time.sleep(POLL_SECONDS)
-        return stopped_as
+
+    def _stop_reason(self, past_deadline: bool) -> tuple[JobState, str] | None:
+        if self.cancel_requested():
+            return JobState.CANCELLED, "cancelled"
+        if past_deadline:
+            return JobState.TIMEOUT, f"time limit of {self.job.resources.time_seconds} s reached"
+        return None
+
+
+def group_has_live_members(pgid: int) -> bool:
+    """Whether any process other than a zombie is in process group `pgid`."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _signal_own_group(pgid: int, sig: int) -> None:

@@ -5,8 +5,15 @@ Layout (after PSI/J's batch executors and AiiDA's SLURM plugin):
 - `sites.slurm_script`: `render_sbatch`, the batch script;
 - `sites.slurm_parse`: `SLURM_STATES` and the parsers of SLURM's output;
 - here: one `*_command()` per operation, the translation of SLURM's error messages
-  into `SchedulerError`, and `SlurmScheduler`, where each method is one
-  `transport.run` of a built command followed by its parser.
+  into `SchedulerError`, and `SlurmScheduler`, whose methods run a built command
+  through the transport and hand its output to the matching parser.
+
+Where status comes from: `sacct` (slurmdbd) knows every job, also long after it ended,
+but lags slurmctld by a few seconds; right after sbatch a job can be missing there or
+still carry a placeholder row. So `status()` makes ONE sacct call for all jobs and, only
+when some of them are not final in it, ONE squeue call (slurmctld, live) for those.
+Sites without accounting (`sacct` says "accounting storage is disabled") use squeue
+alone, which forgets a job MinJobAge (300 s by default) after it ended.
 
 Every value placed in a command goes through `shlex.quote` exactly once, here.
 """
@@ -14,27 +21,34 @@ Every value placed in a command goes through `shlex.quote` exactly once, here.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from registry.site import Environment, SlurmSettings
 from sites.errors import SchedulerError
 from sites.scheduler import JobRequest, JobStatus
 from sites.slurm_parse import (
     SACCT_FIELDS,
-    SINFO_FORMAT,
     SLURM_STATES,
     SQUEUE_FIELDS,
-    Association,
-    PartitionInfo,
     accounting_disabled,
-    known_job_ids,
-    parse_associations,
     parse_sacct,
-    parse_sinfo,
     parse_squeue,
     parse_submit,
+    same_job_name,
+    select_jobs,
+    settled_ids,
+)
+from sites.slurm_probes import (
+    Association,
+    PartitionInfo,
+    account_check_command,
+    parse_associations,
+    parse_sinfo,
     parse_versions,
+    partitions_command,
+    versions_command,
 )
 from sites.slurm_script import render_sbatch
 from sites.transport import CommandResult, Transport
@@ -58,62 +72,72 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Epoch seconds in every time field: no guessing at the cluster's time zone.
-_TIME_FORMAT = "SLURM_TIME_FORMAT=%s"
-_SACCT = f"{_TIME_FORMAT} sacct --noheader --parsable2 --allocations"
+# Epoch seconds in every time field (no guessing at the cluster's time zone), and
+# array index lists never cut short (SLURM's default limit is 64 characters).
+_ENV = "SLURM_TIME_FORMAT=%s SLURM_BITSTR_LEN=0"
+_SACCT = f"{_ENV} sacct --noheader --parsable2 --allocations"
 _SACCT_FORMAT = "--format=" + ",".join(SACCT_FIELDS)
 # How far back find_by_name looks. sacct rejects "now-10min": units are spelled out.
 FIND_WINDOW = "now-30days"
-_SQUEUE_DELIMITER = "|"
-_SQUEUE_FORMAT = "--Format=" + ",".join(f"{f}:{_SQUEUE_DELIMITER}" for f in SQUEUE_FIELDS)
-VERSION_TOOLS = ("sbatch", "sacct", "squeue", "scancel", "sinfo")
+SQUEUE_DELIMITER = "|"
+# Each field gets the delimiter as its suffix ("Field:|" = no width, suffix "|"),
+# except the last, the free-text job name.
+_SQUEUE_FORMAT = "--Format=" + ",".join(
+    [f"{field}:{SQUEUE_DELIMITER}" for field in SQUEUE_FIELDS[:-1]] + [f"{SQUEUE_FIELDS[-1]}:"]
+)
+_SQUEUE = f"{_ENV} squeue --noheader --array --states=all {shlex.quote(_SQUEUE_FORMAT)}"
+_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
 
 
 # -- commands (pure) ------------------------------------------------------------------------
 
 
-def _job_list(job_ids: Sequence[str]) -> str:
-    for job_id in job_ids:
-        base, _, task = job_id.partition("_")
-        if not base.isdigit() or (task and not task.isdigit()):
-            raise ValueError(f"{job_id!r} is not a SLURM job id")
-    return ",".join(job_ids)
+def _job_list(job_ids: Iterable[str]) -> str:
+    """Validated, comma-separated ids: only digits and "_" reach the command line."""
+    ids = list(job_ids)
+    if not ids:
+        raise ValueError("no job ids given")
+    for job_id in ids:
+        if not _JOB_ID.fullmatch(job_id):
+            raise ValueError(f"{job_id!r} is not a SLURM job id (such as 123 or 123_4)")
+    return ",".join(ids)
 
 
 def submit_command(request: JobRequest) -> str:
     """Create the job's log and work directories, then `sbatch --parsable` the script
-    read from stdin (sbatch would not create them, and the job would fail unseen)."""
+    read from stdin. (sbatch creates neither; the job would then fail unseen.)"""
     dirs = shlex.join(["mkdir", "-p", "--", request.log_dir, request.workdir])
     return f"{dirs} && sbatch --parsable"
 
 
-def status_command(job_ids: Sequence[str]) -> str:
+def status_command(job_ids: Iterable[str]) -> str:
     """ONE sacct call for all jobs; `--allocations` hides job steps, not array tasks."""
     return f"{_SACCT} --jobs={_job_list(job_ids)} {_SACCT_FORMAT}"
 
 
-def squeue_status_command() -> str:
-    """Every job of the user that slurmctld still remembers (sites without accounting).
+def squeue_status_command(job_ids: Iterable[str]) -> str:
+    """ONE squeue call for all jobs slurmctld still remembers, one line per array task.
 
-    Not `--jobs=...`: squeue fails outright if any one of the ids has been purged.
-    Callers keep the ids they asked for (`slurm_parse.known_job_ids`).
+    Ids it has forgotten are left out, except when only one id is asked for: then
+    squeue fails with "Invalid job id specified" (`is_unknown_job`).
     """
-    return (
-        f"{_TIME_FORMAT} squeue --noheader --array --states=all --me {shlex.quote(_SQUEUE_FORMAT)}"
-    )
+    return f"{_SQUEUE} --jobs={_job_list(job_ids)}"
 
 
 def find_by_name_command(name: str, since: str = FIND_WINDOW) -> str:
-    """Jobs of the user with exactly this name, submitted within `since`."""
+    """The user's jobs with exactly this name that were eligible within `since`."""
     return f"{_SACCT} --name={shlex.quote(name)} --starttime={shlex.quote(since)} {_SACCT_FORMAT}"
 
 
 def squeue_find_by_name_command(name: str) -> str:
-    return f"{squeue_status_command()} --name={shlex.quote(name)}"
+    """The user's jobs with exactly this name that slurmctld still remembers."""
+    # --user rather than --me, which older SLURM (before 20.11) lacks.
+    return f'{_SQUEUE} --user="$(id -un)" --name={shlex.quote(name)}'
 
 
-def cancel_command(job_ids: Sequence[str]) -> str:
-    return f"scancel {_job_list(job_ids).replace(',', ' ')}"
+def cancel_command(job_ids: Iterable[str]) -> str:
+    """scancel; an array's id cancels all of its tasks."""
+    return "scancel " + _job_list(job_ids).replace(",", " ")
 
 
 def tail_command(path: str, lines: int = 100) -> str:
@@ -121,54 +145,35 @@ def tail_command(path: str, lines: int = 100) -> str:
     return f"tail -n {int(lines)} -- {shlex.quote(path)}"
 
 
-def versions_command(tools: Sequence[str] = VERSION_TOOLS) -> str:
-    """One line per tool: "TOOL slurm 22.05.8", or "TOOL missing"."""
-    names = " ".join(shlex.quote(t) for t in tools)
-    return (
-        f'for tool in {names}; do printf "%s " "$tool"; '
-        'if command -v "$tool" >/dev/null 2>&1; then "$tool" --version 2>&1 | head -n 1; '
-        "else echo missing; fi; done"
-    )
-
-
-def partitions_command() -> str:
-    return f"sinfo --noheader --format={shlex.quote(SINFO_FORMAT)}"
-
-
-def account_check_command(account: str | None = None) -> str:
-    """The user's associations (optionally for one account): what it may submit under."""
-    where = f" account={shlex.quote(account)}" if account else ""
-    return (
-        'sacctmgr --noheader --parsable2 show assoc user="$(id -un)"'
-        f"{where} format=Account,Partition,QOS"
-    )
-
-
 # -- errors ---------------------------------------------------------------------------------
 
-# Messages after which the same call can succeed later: the controller or database
-# was busy, restarting or unreachable. Everything else (invalid account, partition,
-# time limit, GRES...) is the request's fault and will fail again.
+# Messages after which the same call can succeed later: the controller or the database
+# was busy, restarting or unreachable. Anything else (invalid account, partition, time
+# limit, GRES, ...) is the request's fault and would fail again.
 TRANSIENT_MESSAGES = (
     "socket timed out",
     "unable to contact slurm controller",
     "slurm controller not responding",
     "problem talking to the database",
-    "slurmdbd",
     "connection refused",
     "connection timed out",
     "zero bytes were transmitted or received",
     "temporarily unable to accept job",
     "resource temporarily unavailable",
     "communication connection failure",
-    "slurmctld is busy",
     "send/recv operation",
 )
 
 
-def is_transient(stderr: str) -> bool:
-    text = stderr.lower()
+def is_transient(output: str) -> bool:
+    """Whether a failed SLURM command's output says that a retry can help."""
+    text = output.lower()
     return any(message in text for message in TRANSIENT_MESSAGES)
+
+
+def is_unknown_job(result: CommandResult) -> bool:
+    """squeue (or scancel) asked about one job that slurmctld has forgotten."""
+    return not result.ok and "invalid job id specified" in result.stderr.lower()
 
 
 def scheduler_error(site: str, action: str, result: CommandResult) -> SchedulerError:
@@ -178,12 +183,8 @@ def scheduler_error(site: str, action: str, result: CommandResult) -> SchedulerE
     return SchedulerError(
         site,
         f"{action} failed (exit {result.returncode}): {detail}",
-        transient=is_transient(result.stderr + result.stdout),
+        transient=is_transient(result.stderr + "\n" + result.stdout),
     )
-
-
-# Benign scancel complaints: the job is already over (or long forgotten).
-_CANCEL_DONE = ("already completing or completed", "invalid job id specified")
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -205,8 +206,8 @@ class SlurmScheduler:
         self.transport = transport
         self.slurm = slurm
         self.environment = environment
-        # False: the site has no slurmdbd, so status comes from squeue (which forgets
-        # finished jobs after MinJobAge, 300 s by default).
+        # False: the site has no slurmdbd; status then comes from squeue alone. Also
+        # switched off by itself when sacct says accounting is disabled.
         self.accounting = accounting
 
     def _run(self, command: str, action: str, *, stdin: bytes | None = None) -> CommandResult:
@@ -214,6 +215,25 @@ class SlurmScheduler:
         if not result.ok:
             raise scheduler_error(self.site, action, result)
         return result
+
+    def _sacct(self, command: str) -> dict[str, JobStatus] | None:
+        """Statuses from sacct, or None when the site turns out to have no accounting."""
+        result = self.transport.run(command)
+        if result.ok:
+            return parse_sacct(result.stdout)
+        if not accounting_disabled(result.stderr + result.stdout):
+            raise scheduler_error(self.site, "sacct", result)
+        log.info("site %r has no SLURM accounting; using squeue from now on", self.site)
+        self.accounting = False
+        return None
+
+    def _squeue(self, command: str) -> dict[str, JobStatus]:
+        result = self.transport.run(command)
+        if is_unknown_job(result):
+            return {}
+        if not result.ok:
+            raise scheduler_error(self.site, "squeue", result)
+        return parse_squeue(result.stdout, SQUEUE_DELIMITER)
 
     def render(self, request: JobRequest) -> str:
         return render_sbatch(request, self.slurm, self.environment)
@@ -229,47 +249,42 @@ class SlurmScheduler:
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if not job_ids:
             return {}
+        statuses: dict[str, JobStatus] = {}
+        unsettled = set(job_ids)
         if self.accounting:
-            result = self.transport.run(status_command(job_ids))
-            if result.ok:
-                return parse_sacct(result.stdout)
-            if not accounting_disabled(result.stderr):
-                raise scheduler_error(self.site, "sacct", result)
-            log.info("site %r runs without accounting; using squeue from now on", self.site)
-            self.accounting = False
-        result = self._run(squeue_status_command(), "squeue")
-        return known_job_ids(job_ids, parse_squeue(result.stdout, _SQUEUE_DELIMITER))
+            recorded = self._sacct(status_command(job_ids))
+            if recorded is not None:
+                statuses = select_jobs(job_ids, recorded)
+                unsettled -= settled_ids(job_ids, statuses)
+                if not unsettled:
+                    return statuses
+        live = self._squeue(squeue_status_command(sorted(unsettled)))
+        return _prefer_live(statuses, select_jobs(unsettled, live), unsettled)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
         result = self.transport.run(cancel_command(job_ids))
-        if result.ok:
+        # Cancelling a job that already ended (or was forgotten) is not an error.
+        if result.ok or is_unknown_job(result):
             return
-        lines = [line for line in result.stderr.lower().splitlines() if line.strip()]
-        if lines and all(any(done in line for done in _CANCEL_DONE) for line in lines):
+        if "already completing or completed" in result.stderr.lower():
             return
         raise scheduler_error(self.site, "scancel", result)
 
     def find_by_name(self, name: str) -> list[JobStatus]:
+        # Both sources: a job submitted just before a crash may not be in sacct yet,
+        # and missing it here would mean submitting it twice.
+        statuses: dict[str, JobStatus] = {}
         if self.accounting:
-            result = self.transport.run(find_by_name_command(name))
-            if result.ok:
-                statuses = parse_sacct(result.stdout)
-                return [s for s in statuses.values() if s.name == name]
-            if not accounting_disabled(result.stderr):
-                raise scheduler_error(self.site, "sacct", result)
-            self.accounting = False
-        result = self._run(squeue_find_by_name_command(name), "squeue")
-        statuses = parse_squeue(result.stdout, _SQUEUE_DELIMITER)
-        return [s for s in statuses.values() if s.name == name]
+            statuses = self._sacct(find_by_name_command(name)) or {}
+        live = self._squeue(squeue_find_by_name_command(name))
+        merged = _prefer_live(statuses, live, {task_id.split("_")[0] for task_id in live})
+        return [s for s in merged.values() if s.name is not None and same_job_name(s.name, name)]
 
     def tail(self, path: str, lines: int = 100) -> str:
         """The last lines of a file on the site, e.g. `request.stderr_path(0)`."""
-        result = self.transport.run(tail_command(path, lines))
-        if not result.ok:
-            raise scheduler_error(self.site, f"tail {path}", result)
-        return result.stdout
+        return self._run(tail_command(path, lines), f"tail {path}").stdout
 
     # -- probes for `site check` --
 
@@ -281,6 +296,21 @@ class SlurmScheduler:
         return parse_sinfo(self._run(partitions_command(), "sinfo").stdout)
 
     def associations(self, account: str | None = None) -> list[Association]:
-        """The user's associations, for the configured account unless given."""
+        """The user's associations, for `account` (default: the site's account)."""
         command = account_check_command(account or self.slurm.account)
         return parse_associations(self._run(command, "sacctmgr").stdout)
+
+
+def _prefer_live(
+    recorded: dict[str, JobStatus], live: dict[str, JobStatus], job_ids: Iterable[str]
+) -> dict[str, JobStatus]:
+    """sacct's statuses, with squeue's replacing them for each of `job_ids` squeue knows
+    (an array as a whole: sacct may still show it as one placeholder row)."""
+    merged = dict(recorded)
+    for job_id in job_ids:
+        fresh = select_jobs([job_id], live)
+        if fresh:
+            for stale in select_jobs([job_id], recorded):
+                del merged[stale]
+            merged.update(fresh)
+    return merged

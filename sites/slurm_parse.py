@@ -1,4 +1,4 @@
-"""Reading SLURM's output: job states, `sacct`/`squeue`/`sbatch` output, probes. Pure.
+"""Reading SLURM's output: job states and what `sacct`, `squeue` and `sbatch` print. Pure.
 
 Every function here takes text a SLURM command printed and returns plain values; the
 commands that print it are built in `sites.slurm`, next to the fields they ask for.
@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from registry.common import parse_walltime
 from registry.states import JobState
 from sites.scheduler import JobStatus
 
@@ -74,7 +72,7 @@ def job_state(slurm_state: str) -> JobState:
 
 # -- small fields ----------------------------------------------------------------------
 
-_EMPTY = {"", "Unknown", "None", "N/A", "(null)", "None assigned"}
+_EMPTY = {"", "Unknown", "None", "NONE", "N/A", "(null)", "None assigned"}
 
 
 def parse_time(text: str) -> datetime | None:
@@ -95,14 +93,26 @@ def parse_time(text: str) -> datetime | None:
         return None
 
 
-def parse_exit_code(text: str) -> tuple[int | None, int]:
-    """sacct's "EXIT:SIGNAL" -> (exit code, signal); a job killed by signal N reports
-    128+N as its exit code, as a shell would."""
+def _exit_code(code: int, signal: int) -> int:
+    # A job killed by signal N reports 128+N, as a shell would.
+    return 128 + signal if signal else code
+
+
+def parse_exit_code(text: str) -> int | None:
+    """sacct's ExitCode "CODE:SIGNAL" ("3:0", "0:9") -> 3, 137."""
     code, _, signal = text.strip().partition(":")
     if not code.isdigit():
-        return None, 0
-    sig = int(signal) if signal.isdigit() else 0
-    return (128 + sig if sig else int(code)), sig
+        return None
+    return _exit_code(int(code), int(signal) if signal.isdigit() else 0)
+
+
+def parse_wait_status(text: str) -> int | None:
+    """squeue's exit_code, a raw wait(2) status ("768" = exit 3, "9" = signal 9)."""
+    text = text.strip()
+    if not text.isdigit():
+        return None
+    status = int(text)
+    return _exit_code((status >> 8) & 0xFF, status & 0x7F)
 
 
 def parse_gpu_count(tres: str) -> int:
@@ -114,7 +124,7 @@ def parse_gpu_count(tres: str) -> int:
     total: int | None = None
     typed = 0
     for item in tres.split(","):
-        key, _, value = item.partition("=")
+        key, _, value = item.strip().partition("=")
         if not value.isdigit():
             continue
         if key == "gres/gpu":
@@ -129,14 +139,33 @@ def parse_seconds(text: str) -> float | None:
     return float(text) if text.isdigit() else None
 
 
+def parse_elapsed(text: str) -> float | None:
+    """squeue's TimeUsed ("0:04", "1:02:03", "1-01:02:03") -> seconds."""
+    text = text.strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text)
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
 def _node(text: str) -> str | None:
     text = text.strip()
     return None if text in _EMPTY else text
 
 
-def _reason(state_text: str, reason: str) -> str:
+def _reason(state_text: str, state: JobState, reason: str) -> str:
+    """SLURM's state text, plus its Reason while that still means something (SLURM
+    leaves stale reasons such as JobArrayTaskLimit on completed tasks)."""
     reason = reason.strip()
-    return f"{state_text} ({reason})" if reason and reason not in _EMPTY else state_text
+    if state is JobState.COMPLETED or reason in _EMPTY:
+        return state_text
+    return f"{state_text} ({reason})"
+
+
+def same_job_name(a: str, b: str) -> bool:
+    """Names equal as slurmdbd stores them: it turns '"' into '`' (sacct shows that)."""
+    return a.replace('"', "`") == b.replace('"', "`")
 
 
 # -- job ids and arrays ------------------------------------------------------------------
@@ -145,9 +174,10 @@ _ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]*)\]$")
 
 
 def expand_task_ids(job_id: str) -> list[str]:
-    """ "123_[0-2,5%2]" -> ["123_0", "123_1", "123_2", "123_5"]; other ids unchanged.
+    """Expand "123_[0-2,5%2]" into "123_0", "123_1", "123_2", "123_5".
 
-    sacct and squeue show the not-yet-started tasks of an array as one such row.
+    sacct and squeue show the not-yet-started tasks of an array as one such row (the
+    "%2" is the array's throttle). Other ids come back unchanged.
     """
     match = _ARRAY_RANGE.match(job_id.strip())
     if not match:
@@ -159,28 +189,50 @@ def expand_task_ids(job_id: str) -> list[str]:
         if not first.isdigit() or (last and not last.isdigit()):
             log.warning("unreadable array range %r in %r", part, job_id)
             continue
-        # "0-9:2" steps are not printed by sacct/squeue, which list indices explicitly.
         ids.extend(f"{base}_{i}" for i in range(int(first), int(last or first) + 1))
     return ids
 
 
 def base_job_id(job_id: str) -> str:
-    """ "123_4" -> "123"; "123" -> "123"."""
+    """The array's id for a task id ("123_4" -> "123"); other ids unchanged."""
     return job_id.split("_", 1)[0]
+
+
+def select_jobs(job_ids: Iterable[str], statuses: dict[str, JobStatus]) -> dict[str, JobStatus]:
+    """The statuses that answer `job_ids` (an array's id covers all of its tasks)."""
+    wanted = set(job_ids)
+    return {
+        task_id: status
+        for task_id, status in statuses.items()
+        if task_id in wanted or base_job_id(task_id) in wanted
+    }
+
+
+def settled_ids(job_ids: Iterable[str], statuses: dict[str, JobStatus]) -> set[str]:
+    """The ids among `job_ids` that `statuses` answers with final states only."""
+    by_id: dict[str, list[JobStatus]] = {}
+    for task_id, status in statuses.items():
+        for key in {task_id, base_job_id(task_id)}:
+            by_id.setdefault(key, []).append(status)
+    return {
+        job_id
+        for job_id in job_ids
+        if by_id.get(job_id) and all(s.state.is_final for s in by_id[job_id])
+    }
 
 
 # -- sacct --------------------------------------------------------------------------------
 
-# Order of the fields our sacct calls ask for. JobName comes last: it is the only
-# free-text field, so a "|" in it cannot shift the others.
+# The fields our sacct calls ask for, in order. JobName comes last: it is the only
+# free-text field, so a "|" in a name cannot shift the others.
 SACCT_FIELDS: tuple[str, ...] = (
-    "JobID",
-    "State",
-    "ExitCode",
+    "JobID",  # "123", "123_4", or "123_[5-9%2]" for an array's not-yet-started tasks
+    "State",  # "COMPLETED", "CANCELLED by 1000", ...
+    "ExitCode",  # "CODE:SIGNAL"
     "Start",
     "End",
-    "ElapsedRaw",
-    "AllocTRES",
+    "ElapsedRaw",  # seconds
+    "AllocTRES",  # "billing=1,cpu=1,gres/gpu=1,node=1"
     "NodeList",
     "Reason",
     "JobName",
@@ -199,104 +251,95 @@ def _rows(stdout: str, n_fields: int, delimiter: str = "|") -> Iterator[list[str
 
 
 def parse_sacct(stdout: str) -> dict[str, JobStatus]:
-    """`sacct --parsable2 --noheader --format=<SACCT_FIELDS>` -> status per task id.
+    """`sacct --noheader --parsable2 --format=<SACCT_FIELDS>` -> status per task id.
 
     Job steps ("123.batch") are skipped; a pending array range row becomes one PENDING
     entry per task. GPU-hours = allocated GPUs × elapsed hours.
     """
     result: dict[str, JobStatus] = {}
     for row in _rows(stdout, len(SACCT_FIELDS)):
-        job_id, state, exit_code, start, end, elapsed, tres, nodes, reason, name = row
+        job_id, state_text, exit_code, start, end, elapsed, tres, nodes, reason, name = row
         if "." in job_id:
             continue
+        state = job_state(state_text)
         seconds = parse_seconds(elapsed)
-        gpus = parse_gpu_count(tres)
+        gpu_hours = parse_gpu_count(tres) * (seconds or 0.0) / 3600.0
         for task_id in expand_task_ids(job_id):
             result[task_id] = JobStatus(
                 job_id=task_id,
-                state=job_state(state),
-                exit_code=parse_exit_code(exit_code)[0],
+                state=state,
+                exit_code=parse_exit_code(exit_code),
                 name=name,
                 started=parse_time(start),
                 ended=parse_time(end),
                 elapsed_seconds=seconds,
-                gpu_hours=gpus * (seconds or 0.0) / 3600.0,
+                gpu_hours=gpu_hours,
                 node=_node(nodes),
-                reason=_reason(state, reason),
+                reason=_reason(state_text, state, reason),
             )
     return result
 
 
-def accounting_disabled(stderr: str) -> bool:
+def accounting_disabled(output: str) -> bool:
     """True when sacct refuses because the site runs without slurmdbd."""
-    return "accounting storage is disabled" in stderr.lower()
+    return "accounting storage is disabled" in output.lower()
 
 
-# -- squeue (sites without accounting) -----------------------------------------------------
+# -- squeue ---------------------------------------------------------------------------------
 
-# squeue --Format fields of our squeue calls (`sites.slurm` adds the delimiter as each
-# field's suffix). Name is last, as in SACCT_FIELDS.
+# The `squeue --Format` fields of our squeue calls, in order (`sites.slurm` appends the
+# delimiter to each as its suffix). Name comes last, as in SACCT_FIELDS.
 SQUEUE_FIELDS: tuple[str, ...] = (
-    "JobArrayID",  # the array's base id; the job id for a plain job
-    "ArrayTaskID",  # the task index; "N/A" for a plain job
+    "JobArrayID",  # "123" for a plain job, "123_4" for an array task
+    "ArrayTaskID",  # "4", or "N/A" for a plain job
     "State",
-    "exit_code",
-    "StartTime",
-    "EndTime",
+    "exit_code",  # a raw wait status: 768 = exit 3
+    "StartTime",  # expected start while pending
+    "EndTime",  # expected end while running
     "TimeUsed",
-    "tres-alloc",
+    "tres-alloc",  # allocated TRES while running, else requested
     "NodeList",
     "Reason",
     "Name",
 )
 
 
+def _squeue_task_ids(job_id: str, task: str) -> list[str]:
+    if "_" in job_id:
+        return expand_task_ids(job_id)
+    if task.isdigit():
+        return [f"{job_id}_{task}"]
+    if task in _EMPTY:
+        return [job_id]
+    return expand_task_ids(f"{job_id}_[{task.strip('[]')}]")
+
+
 def parse_squeue(stdout: str, delimiter: str = "|") -> dict[str, JobStatus]:
     """squeue rows in SQUEUE_FIELDS order -> status per task id."""
     result: dict[str, JobStatus] = {}
     for row in _rows(stdout, len(SQUEUE_FIELDS), delimiter):
-        fields = [f.strip() for f in row[:-1]] + [row[-1].rstrip()]
-        base, task, state, exit_code, start, end, used, tres, nodes, reason, name = fields
-        if task in _EMPTY:
-            task_ids = [base]
-        elif task.isdigit():
-            task_ids = [f"{base}_{task}"]
-        else:
-            task_ids = expand_task_ids(f"{base}_[{task.strip('[]')}]")
-        seconds = _parse_elapsed(used)
-        gpus = parse_gpu_count(tres)
-        ours = job_state(state)
-        # squeue shows *expected* start and end times for jobs that have not got there.
-        started = parse_time(start) if ours not in (JobState.PENDING, JobState.UNKNOWN) else None
-        ended = parse_time(end) if ours.is_final else None
-        for task_id in task_ids:
+        fields = [f.strip() for f in row[:-1]] + [row[-1].rstrip("\n")]
+        job_id, task, state_text, status, start, end, used, tres, nodes, reason, name = fields
+        state = job_state(state_text)
+        seconds = parse_elapsed(used)
+        gpu_hours = parse_gpu_count(tres) * (seconds or 0.0) / 3600.0
+        # Start and end times are only expected ones until the job gets there.
+        started = None if state in (JobState.PENDING, JobState.UNKNOWN) else parse_time(start)
+        ended = parse_time(end) if state.is_final else None
+        for task_id in _squeue_task_ids(job_id, task):
             result[task_id] = JobStatus(
                 job_id=task_id,
-                state=ours,
-                exit_code=parse_exit_code(exit_code)[0],
+                state=state,
+                exit_code=parse_wait_status(status),
                 name=name,
                 started=started,
                 ended=ended,
                 elapsed_seconds=seconds,
-                gpu_hours=gpus * (seconds or 0.0) / 3600.0,
+                gpu_hours=gpu_hours,
                 node=_node(nodes),
-                reason=_reason(state, reason),
+                reason=_reason(state_text, state, reason),
             )
     return result
-
-
-def _parse_elapsed(text: str) -> float | None:
-    """squeue's TimeUsed ("1:02", "1:02:03", "1-01:02:03") -> seconds."""
-    text = text.strip()
-    if text in _EMPTY or text in ("0:00", "INVALID"):
-        return 0.0 if text == "0:00" else None
-    try:
-        if ":" in text and text.count(":") == 1 and "-" not in text:
-            minutes, seconds = text.split(":")
-            return float(int(minutes) * 60 + int(seconds))
-        return float(parse_walltime(text))
-    except ValueError:
-        return None
 
 
 # -- sbatch --------------------------------------------------------------------------------
@@ -309,118 +352,3 @@ def parse_submit(stdout: str) -> str:
         if job_id.isdigit():
             return job_id
     raise ValueError(f"sbatch printed no job id: {stdout.strip()!r}")
-
-
-# -- probes for `site check` ---------------------------------------------------------------
-
-_VERSION = re.compile(r"slurm(?:-wlm)?\s+(\d+(?:\.\d+)+\S*)", re.IGNORECASE)
-
-
-def parse_versions(stdout: str) -> dict[str, str | None]:
-    """Lines "TOOL slurm 22.05.8" or "TOOL missing" -> {tool: version or None}."""
-    versions: dict[str, str | None] = {}
-    for line in stdout.splitlines():
-        tool, _, rest = line.strip().partition(" ")
-        if not tool:
-            continue
-        match = _VERSION.search(rest)
-        versions[tool] = match.group(1) if match else None
-    return versions
-
-
-@dataclass(frozen=True)
-class PartitionInfo:
-    """A partition as `sinfo` describes it."""
-
-    name: str
-    available: bool
-    default: bool
-    max_time_seconds: int | None  # None: no limit
-    gpus_per_node: int
-    gpu_types: tuple[str, ...]
-
-
-SINFO_FORMAT = "%P|%a|%l|%G"
-
-
-def parse_gres_gpus(gres: str) -> tuple[int, tuple[str, ...]]:
-    """sinfo's GRES column ("gpu:a100:4(S:0-1),shard:8" or "(null)") -> (GPUs, types)."""
-    count, types = 0, []
-    for item in re.split(r",(?![^()]*\))", gres):
-        parts = item.split("(", 1)[0].split(":")
-        if parts[0] != "gpu" or len(parts) < 2:
-            continue
-        number = parts[-1]
-        if number.isdigit():
-            count += int(number)
-        if len(parts) == 3:
-            types.append(parts[1])
-    return count, tuple(types)
-
-
-def parse_sinfo(stdout: str) -> dict[str, PartitionInfo]:
-    """`sinfo --noheader --format=SINFO_FORMAT` -> partitions by name.
-
-    sinfo prints one line per group of alike nodes; a partition's GPUs per node is the
-    largest count among its groups.
-    """
-    partitions: dict[str, PartitionInfo] = {}
-    for row in _rows(stdout, 4):
-        raw_name, avail, limit, gres = (f.strip() for f in row)
-        name = raw_name.rstrip("*")
-        gpus, types = parse_gres_gpus(gres)
-        previous = partitions.get(name)
-        if previous is not None:
-            gpus = max(gpus, previous.gpus_per_node)
-            types = tuple(dict.fromkeys(previous.gpu_types + types))
-        partitions[name] = PartitionInfo(
-            name=name,
-            available=avail == "up",
-            default=raw_name.endswith("*"),
-            max_time_seconds=_parse_limit(limit),
-            gpus_per_node=gpus,
-            gpu_types=types,
-        )
-    return partitions
-
-
-def _parse_limit(text: str) -> int | None:
-    if text.lower() in ("infinite", "unlimited", "n/a", ""):
-        return None
-    try:
-        return parse_walltime(text)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class Association:
-    """One row of `sacctmgr show assoc`: the user may submit under this account."""
-
-    account: str
-    partition: str | None
-    qos: tuple[str, ...]
-
-
-def parse_associations(stdout: str) -> list[Association]:
-    """`sacctmgr --noheader --parsable2 show assoc format=Account,Partition,QOS`."""
-    associations = []
-    for account, partition, qos in _rows(stdout, 3):
-        associations.append(
-            Association(
-                account=account.strip(),
-                partition=partition.strip() or None,
-                qos=tuple(q for q in qos.strip().split(",") if q),
-            )
-        )
-    return associations
-
-
-def known_job_ids(job_ids: Sequence[str], statuses: dict[str, JobStatus]) -> dict[str, JobStatus]:
-    """Keep the statuses that answer `job_ids` (a base id covers all of its tasks)."""
-    wanted = set(job_ids)
-    return {
-        task_id: status
-        for task_id, status in statuses.items()
-        if task_id in wanted or base_job_id(task_id) in wanted
-    }

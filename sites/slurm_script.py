@@ -12,10 +12,11 @@ line breaks are refused.
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
 from registry.common import format_memory, format_walltime
 from registry.site import Container, Environment, SlurmSettings
-from sites.jobscript import render_exports, render_job_body
+from sites.jobscript import render_job_body
 from sites.scheduler import JobRequest
 
 _LINE_BREAKS = ("\n", "\r", "\x00")
@@ -34,7 +35,15 @@ def sbatch_quote(value: str, field: str) -> str:
 
 
 def escape_filename_pattern(path: str) -> str:
-    """Escape `%` so sbatch takes it literally in --output/--error (`%%` -> `%`)."""
+    """Escape `%` so sbatch takes it literally in --output/--error (`%%` -> `%`).
+
+    A backslash anywhere would switch off all replacements (also our `%a`), so a path
+    holding one is refused.
+    """
+    if "\\" in path:
+        raise ValueError(
+            f"log_dir: {path!r} contains a backslash, which makes sbatch ignore %a in --output"
+        )
     return path.replace("%", "%%")
 
 
@@ -101,10 +110,11 @@ def render_sbatch(request: JobRequest, slurm: SlurmSettings, environment: Enviro
         raise ValueError("log_dir: a SLURM job needs a log directory for its output")
     lines: list[str] = ["#!/bin/bash", *render_sbatch_header(request, slurm)]
     lines.append('export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"')
-    # The site's environment first, so that the job's own env can override it.
-    lines.extend(render_exports(environment.env))
+    # The site's variables go after `module load` (a module must not undo them) and
+    # before the job's own, which win.
+    with_site_env = replace(request, env={**environment.env, **request.env})
     body = render_job_body(
-        request,
+        with_site_env,
         modules=environment.modules,
         container=container_prefix(environment.container),
     )

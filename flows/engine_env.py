@@ -1,4 +1,5 @@
-"""Prefect settings hpcfleet applies before Prefect is imported (it reads them once).
+"""Prefect and MLflow settings hpcfleet applies before they are imported (both read
+them once).
 
 Only defaults: anything the user set in the environment wins.
 """
@@ -9,7 +10,7 @@ import os
 from pathlib import Path
 
 
-def configure_prefect(home: Path) -> None:
+def configure_engines(home: Path) -> None:
     """Quiet, self-contained Prefect for the embedded default.
 
     No analytics or telemetry (there may be no network, and it logs errors then), state
@@ -23,3 +24,5 @@ def configure_prefect(home: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # MLflow logs its schema migrations at INFO on first use of a store.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

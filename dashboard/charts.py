@@ -1,0 +1,100 @@
+"""Plotly figures of the dashboard. Pure: data in, figure out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from dashboard.languages import EU_LANGUAGES, language_label
+from dashboard.queries import AllocationView
+
+STATE_COLORS = {
+    "COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#9e9e9e",
+    "FAILED": "#c62828", "CANCELLED": "#6d4c41",
+}
+GAP_COLOR = "#e6e6e6"  # heatmap cells without a result show the background
+
+
+def _compact(fig: go.Figure, height: int) -> go.Figure:
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def burn_chart(allocation: AllocationView) -> go.Figure:
+    """Cumulative GPU-hours used, the linear forecast to the period's end, the grant."""
+    f = allocation.forecast
+    usage = allocation.usage
+    now = min(max(f.as_of, f.start), f.end)
+    x = [*usage["time"], now]
+    y = [*usage["used"], f.used]
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=y, mode="lines", line_shape="hv", name="used",
+                    line={"color": "#1565c0", "width": 3})
+    if f.status in ("on pace", "over", "under"):
+        color = "#c62828" if f.status == "over" else "#f9a825"
+        fig.add_scatter(x=[now, f.end], y=[f.used, f.projected], mode="lines",
+                        name=f"forecast ({f.projected:,.0f} h)",
+                        line={"color": color, "dash": "dash"})
+    fig.add_scatter(x=[f.start, f.end], y=[f.granted, f.granted], mode="lines",
+                    name=f"granted ({f.granted:,.0f} h)", line={"color": "#616161", "dash": "dot"})
+    fig.update_xaxes(range=[f.start, f.end])
+    fig.update_yaxes(title="GPU-hours", rangemode="tozero")
+    return _compact(fig, 260)
+
+
+def gantt_chart(timeline: pd.DataFrame) -> go.Figure:
+    """Stage attempts of one run as bars on a time axis, one lane per site."""
+    fig = px.timeline(
+        timeline, x_start="start", x_end="end", y="site", color="stage", text="label",
+        pattern_shape="state",
+        pattern_shape_map={"COMPLETED": "", "RUNNING": "/", "PENDING": ".", "FAILED": "x",
+                           "CANCELLED": "-", "TIMEOUT": "x", "PREEMPTED": "x",
+                           "NODE_FAIL": "x", "OUT_OF_MEMORY": "x"},
+        hover_data={"attempt": True, "state": True, "tasks": True},
+    )
+    fig.update_traces(textposition="inside", insidetextanchor="middle")
+    fig.update_yaxes(title=None, autorange="reversed")
+    return _compact(fig, 120 + 60 * max(1, timeline["site"].nunique()))
+
+
+def language_heatmap(matrix: pd.DataFrame, metric: str) -> go.Figure:
+    """Languages (rows, fixed order) × runs (columns); missing results stay grey."""
+    labels = [language_label(code) for code in matrix.index]
+    show_values = matrix.shape[1] <= 25
+    fig = go.Figure(go.Heatmap(
+        z=matrix.to_numpy(), x=list(matrix.columns), y=labels, colorscale="Viridis",
+        colorbar={"title": metric}, hoverongaps=True,
+        texttemplate="%{z:.2f}" if show_values else None,
+        hovertemplate="%{y}<br>%{x}<br>" + metric + " = %{z:.4f}<extra></extra>",
+        xgap=1, ygap=1,
+    ))
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=labels, ticktext=labels)
+    fig.update_xaxes(tickangle=-30)
+    fig.update_layout(plot_bgcolor=GAP_COLOR)
+    return _compact(fig, 720)
+
+
+def array_results_chart(results: pd.DataFrame, metric: str) -> go.Figure:
+    """One bar per array value of `metric` (EU languages in their fixed order first)."""
+    chosen = results[results["metric"] == metric].copy()
+    order = [v for v in EU_LANGUAGES if v in set(chosen["value_name"])]
+    order += sorted(set(chosen["value_name"]) - set(order))
+    fig = px.bar(chosen, x="value_name", y="value",
+                 category_orders={"value_name": order}, labels={"value_name": "", "value": metric})
+    return _compact(fig, 280)
+
+
+def metric_history_chart(history: pd.DataFrame, key: str) -> go.Figure:
+    chosen = history[history["key"] == key]
+    fig = px.line(chosen, x="step", y="value", color="run", markers=len(chosen) <= 50,
+                  labels={"value": key})
+    return _compact(fig, 280)
+
+
+def runs_by_partner_chart(runs: pd.DataFrame) -> go.Figure:
+    counts = runs.groupby(["partner", "state"]).size().reset_index(name="runs")
+    fig = px.bar(counts, x="partner", y="runs", color="state",
+                 color_discrete_map=STATE_COLORS)
+    return _compact(fig, 280)

@@ -1,0 +1,267 @@
+"""`SshTransport`: reach a site over SSH (paramiko), one shared connection per site.
+
+    transport = SshTransport("lumi", site.ssh)        # cheap: connects on first use
+    transport.run("squeue -h -u $USER", timeout=30)
+    transport.put(Path("data"), "runs/r1/data")       # files and directory trees
+    transport.close()
+
+Every `SshTransport` for the same site and settings in this process shares ONE
+`SshConnection` (the `ConnectionPool`), which carries at most `max_channels` channels
+at a time; callers beyond that wait. The connection closes when the last transport
+using it is closed. Host keys are verified against `host_key` or `known_hosts` and
+never added automatically; `fetch_host_key` reads a server's key for `site trust`.
+
+Pieces: `ssh_config` (resolve ~/.ssh/config), `hostkeys` (verification, fingerprints),
+`ssh_connect` (sockets, hops, authentication), `ssh_connection` (sharing, reconnects),
+`ssh_channel` (channel I/O), `ssh_transfer` (put/get), `ssh_errors` (error mapping).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from registry.site import SshSettings
+from sites import ssh_transfer
+from sites.errors import SiteError, SiteUnreachable
+from sites.ssh_channel import EXIT_STATUS_MISSING, BackgroundReader, read_all, send_all
+from sites.ssh_config import load_ssh_config, resolve_route
+from sites.ssh_connect import ConnectOptions
+from sites.ssh_connect import fetch_host_key as _fetch_host_key
+from sites.ssh_connection import SshConnection
+from sites.ssh_errors import ssh_errors
+from sites.transport import CommandResult
+
+__all__ = ["ConnectionPool", "SshTransport", "fetch_host_key"]
+
+
+@dataclass(frozen=True)
+class _PoolKey:
+    site: str
+    settings: str  # SshSettings as canonical JSON
+    ssh_config_path: str | None
+    options: ConnectOptions
+    max_channels: int
+
+
+class ConnectionPool:
+    """The process-wide registry of `SshConnection`s, one per site + settings, counted
+    by how many transports use each. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: dict[_PoolKey, tuple[SshConnection, int]] = {}
+
+    def acquire(
+        self,
+        site: str,
+        settings: SshSettings,
+        *,
+        ssh_config_path: Path | None,
+        options: ConnectOptions,
+        max_channels: int,
+    ) -> SshConnection:
+        key = _PoolKey(
+            site,
+            settings.model_dump_json(),
+            str(ssh_config_path) if ssh_config_path else None,
+            options,
+            max_channels,
+        )
+        with self._lock:
+            connection, users = self._connections.get(key, (None, 0))
+            if connection is None:
+                connection = SshConnection(
+                    site,
+                    settings,
+                    ssh_config_path=ssh_config_path,
+                    options=options,
+                    max_channels=max_channels,
+                )
+            self._connections[key] = (connection, users + 1)
+            return connection
+
+    def release(self, connection: SshConnection) -> None:
+        """One user fewer; the last one out closes the connection."""
+        with self._lock:
+            for key, (known, users) in list(self._connections.items()):
+                if known is connection:
+                    if users > 1:
+                        self._connections[key] = (known, users - 1)
+                        return
+                    del self._connections[key]
+                    break
+        connection.close()
+
+    def connections(self) -> list[SshConnection]:
+        with self._lock:
+            return [connection for connection, _ in self._connections.values()]
+
+    def close_all(self) -> None:
+        """Close every connection (at shutdown, or between tests)."""
+        with self._lock:
+            connections = [connection for connection, _ in self._connections.values()]
+            self._connections.clear()
+        for connection in connections:
+            connection.close()
+
+
+POOL = ConnectionPool()
+
+
+class SshTransport:
+    """The `Transport` protocol over SSH. See the module docstring."""
+
+    def __init__(
+        self,
+        site: str,
+        settings: SshSettings,
+        *,
+        ssh_config_path: Path | None = None,
+        connect_timeout: float = 10,
+        keepalive: float = 15,
+        max_channels: int = 8,
+        pool: ConnectionPool | None = None,
+    ) -> None:
+        self.site = site
+        self._pool = pool or POOL
+        self._connection = self._pool.acquire(
+            site,
+            settings,
+            ssh_config_path=ssh_config_path,
+            options=ConnectOptions(connect_timeout=connect_timeout, keepalive=keepalive),
+            max_channels=max_channels,
+        )
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @classmethod
+    def shared(
+        cls,
+        site: str,
+        settings: SshSettings,
+        *,
+        ssh_config_path: Path | None = None,
+        connect_timeout: float = 10,
+        keepalive: float = 15,
+        max_channels: int = 8,
+    ) -> SshTransport:
+        """Same as the constructor (which always shares); the name says it at call sites."""
+        return cls(
+            site,
+            settings,
+            ssh_config_path=ssh_config_path,
+            connect_timeout=connect_timeout,
+            keepalive=keepalive,
+            max_channels=max_channels,
+        )
+
+    @property
+    def connection(self) -> SshConnection:
+        """The shared connection (for diagnostics: `logins`, `is_connected()`)."""
+        return self._connection
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run `command` in the login shell. A non-zero exit is returned; not reaching
+        the site, losing the connection mid-command, or passing `timeout` (seconds)
+        raises a transient `SiteUnreachable`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        action = f"running {_shorten(command)}"
+        with self._errors(action), self._connection.channel(action) as channel:
+            channel.exec_command(command)
+            reader = BackgroundReader(channel, deadline) if stdin else None
+            if reader is not None:
+                send_all(channel, stdin or b"", deadline)
+                output = reader.result()
+            else:
+                channel.shutdown_write()
+                output = read_all(channel, deadline)
+            carrier = channel.get_transport()
+            if output.exit_status == EXIT_STATUS_MISSING and not (carrier and carrier.is_active()):
+                raise SiteUnreachable(
+                    self.site,
+                    f"{action}: the connection was lost before the command finished "
+                    "(it may or may not have run)",
+                )
+        return CommandResult(
+            command=command,
+            returncode=output.exit_status,
+            stdout=output.stdout.decode("utf-8", "replace"),
+            stderr=output.stderr.decode("utf-8", "replace"),
+        )
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file or directory tree to `remote`, creating parents. The data
+        is checked with SHA-256 on both ends; a file appears only when complete."""
+        with self._errors(f"uploading {local} to {remote}"):
+            ssh_transfer.put(self.site, self._connection.channel, Path(local), remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy a remote file or directory tree to `local`, creating parents."""
+        with self._errors(f"downloading {remote} to {local}"):
+            ssh_transfer.get(self.site, self._connection.channel, remote, Path(local))
+
+    def close(self) -> None:
+        """Stop using the shared connection (closed when its last user closes). Safe
+        to call twice."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pool.release(self._connection)
+
+    def __enter__(self) -> SshTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        if self._closed:
+            raise SiteError(self.site, f"{action}: this transport was closed")
+        return _connection_errors(self.site, action, self._connection)
+
+
+def fetch_host_key(
+    site: str,
+    settings: SshSettings,
+    *,
+    ssh_config_path: Path | None = None,
+    connect_timeout: float = 10,
+) -> tuple[str, str]:
+    """Connect to the site's SSH server without authenticating and return its host key
+    as (`"ssh-ed25519 AAAA..."` line, `SHA256:...` fingerprint), for `site trust`.
+    ProxyJump hops are verified as usual (known_hosts) and authenticated."""
+    with ssh_errors(site, f"resolving ssh host {settings.host!r}"):
+        route = resolve_route(settings, load_ssh_config(ssh_config_path))
+    key = _fetch_host_key(site, route, ConnectOptions(connect_timeout=connect_timeout))
+    return key.line, key.fingerprint
+
+
+@contextmanager
+def _connection_errors(site: str, action: str, connection: SshConnection) -> Iterator[None]:
+    """`ssh_errors`, plus: anything that failed because the connection died becomes a
+    transient `SiteUnreachable` (the next call reconnects)."""
+    try:
+        with ssh_errors(site, action):
+            yield
+    except SiteError as exc:
+        if isinstance(exc, SiteUnreachable) or connection.is_connected() or not exc.transient:
+            raise
+        raise SiteUnreachable(site, f"{action}: the connection was lost ({exc.message})") from exc
+
+
+def _shorten(command: str, limit: int = 120) -> str:
+    return repr(command if len(command) <= limit else command[:limit] + "...")

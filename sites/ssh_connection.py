@@ -1,0 +1,166 @@
+"""One multiplexed SSH connection to a site: opened lazily, shared by every thread,
+re-opened with back-off when it drops, never more than `max_channels` channels at once.
+
+Why so strict: HPC login nodes ban addresses that open many connections, and sshd
+refuses the 11th channel on a connection (MaxSessions 10; an SFTP session counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+
+from registry.site import SshSettings
+from sites.errors import SiteError, SiteUnreachable
+from sites.ssh_config import SshRoute, load_ssh_config, resolve_route
+from sites.ssh_connect import ConnectOptions, close_transports, open_route
+from sites.ssh_errors import ssh_errors
+
+log = logging.getLogger(__name__)
+
+# Channel opens refused by the server ("Connect failed": its session table is full,
+# e.g. channels we closed are not reaped yet) are retried this many times, doubling
+# the wait from CHANNEL_RETRY_DELAY.
+CHANNEL_RETRIES = 6
+CHANNEL_RETRY_DELAY = 0.05
+# Connection attempts after a drop (or on the first use), doubling RECONNECT_DELAY.
+# Slow failures (time-outs) are not retried beyond one connect_timeout in total.
+RECONNECT_ATTEMPTS = 3
+RECONNECT_DELAY = 0.25
+
+
+class SshConnection:
+    """The single connection to one site (plus its ProxyJump hops)."""
+
+    def __init__(
+        self,
+        site: str,
+        settings: SshSettings,
+        *,
+        ssh_config_path: Path | None = None,
+        options: ConnectOptions | None = None,
+        max_channels: int = 8,
+    ) -> None:
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.site = site
+        self.settings = settings
+        self.options = options or ConnectOptions()
+        self.max_channels = max_channels
+        self._ssh_config_path = ssh_config_path
+        self._route: SshRoute | None = None
+        self._lock = threading.Lock()  # guards connecting; held while (re)connecting
+        self._slots = threading.BoundedSemaphore(max_channels)
+        self._transports: list[paramiko.Transport] = []
+        self._closed = False
+        self.logins = 0  # successful logins so far (each one is a new TCP connection)
+
+    @property
+    def route(self) -> SshRoute:
+        """Where this connection goes, resolved against ~/.ssh/config on first use."""
+        if self._route is None:
+            try:
+                config = load_ssh_config(self._ssh_config_path)
+                self._route = resolve_route(self.settings, config)
+            except (OSError, ValueError, paramiko.SSHException) as exc:
+                raise SiteUnreachable(
+                    self.site,
+                    f"cannot resolve ssh host {self.settings.host!r}: {exc}",
+                    transient=False,
+                ) from exc
+        return self._route
+
+    def transport(self) -> paramiko.Transport:
+        """The live transport to the target, connecting (with back-off) if needed."""
+        with self._lock:
+            if self._closed:
+                raise SiteError(self.site, "the SSH transport was closed", transient=False)
+            if self._transports and self._transports[-1].is_active():
+                return self._transports[-1]
+            if self._transports:
+                log.info("site %s: SSH connection lost; reconnecting", self.site)
+                close_transports(self._transports)
+                self._transports = []
+            self._transports = self._connect_with_backoff()
+            self.logins += 1
+            return self._transports[-1]
+
+    def is_connected(self) -> bool:
+        return bool(self._transports) and self._transports[-1].is_active()
+
+    @contextmanager
+    def channel(self, action: str) -> Iterator[paramiko.Channel]:
+        """An open session channel; waits while `max_channels` are in use."""
+        with self._slots:
+            channel = self._open_session(action)
+            try:
+                yield channel
+            finally:
+                channel.close()
+
+    def discard(self, transport: paramiko.Transport) -> None:
+        """Drop `transport` (it looks dead) so that the next use reconnects."""
+        with self._lock:
+            if self._transports and self._transports[-1] is transport:
+                close_transports(self._transports)
+                self._transports = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            close_transports(self._transports)
+            self._transports = []
+
+    def _open_session(self, action: str) -> paramiko.Channel:
+        delay = CHANNEL_RETRY_DELAY
+        reconnected = False
+        for attempt in range(CHANNEL_RETRIES + 1):
+            transport = self.transport()
+            try:
+                with ssh_errors(self.site, f"{action}: opening a channel"):
+                    return transport.open_session(timeout=self.options.connect_timeout)
+            except SiteUnreachable as exc:
+                cause = exc.__cause__
+                if isinstance(cause, paramiko.ChannelException) and attempt < CHANNEL_RETRIES:
+                    time.sleep(delay)  # the server's session table is full for now
+                    delay *= 2
+                    continue
+                if not transport.is_active() and not reconnected:
+                    # Died before the command was sent: safe to reconnect and go on.
+                    reconnected = True
+                    continue
+                # No answer to a channel open: the connection is likely dead.
+                self.discard(transport)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect_with_backoff(self) -> list[paramiko.Transport]:
+        route = self.route
+        started = time.monotonic()
+        delay = RECONNECT_DELAY
+        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+            try:
+                transports = open_route(self.site, route, self.settings.host_key, self.options)
+            except SiteError as exc:
+                slow = time.monotonic() - started + delay > self.options.connect_timeout
+                if not exc.transient or attempt == RECONNECT_ATTEMPTS or slow:
+                    raise
+                log.info(
+                    "site %s: connection attempt %d failed (%s); retrying in %.2f s",
+                    self.site,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay *= 2
+                continue
+            log.debug("site %s: connected to %s", self.site, route.target.address)
+            return transports
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,23 @@
+#!/bin/bash
+# hpcfleet local job "hpcfleet-run1-evaluate-2"
+# tasks: 3; task i runs with HPCFLEET_ARRAY_INDEX=i
+# resources: nodes=1 cpus=1 gpus=1 time_seconds=3600 (only the time limit is enforced)
+module load python/3.11
+cd /home/me/.hpcfleet/work/run1/evaluate || exit 1
+case "${HPCFLEET_ARRAY_INDEX:-0}" in
+  0)
+    export HPCFLEET_ARRAY_VALUE=bg
+    apptainer exec t.sif python3 evaluate.py --lang bg
+    ;;
+  1)
+    export HPCFLEET_ARRAY_VALUE=cs
+    apptainer exec t.sif python3 evaluate.py --lang cs
+    ;;
+  2)
+    export HPCFLEET_ARRAY_VALUE=fi
+    apptainer exec t.sif python3 evaluate.py --lang fi
+    ;;
+  *)
+    echo "hpcfleet: this job has no task ${HPCFLEET_ARRAY_INDEX}" >&2; exit 97
+    ;;
+esac

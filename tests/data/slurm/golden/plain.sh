@@ -1,0 +1,26 @@
+#!/bin/bash
+#SBATCH --job-name=hpcfleet-r1-prepare-1
+#SBATCH --account=project_465000001
+#SBATCH --partition=small
+#SBATCH --qos=normal
+#SBATCH --time=00:10:00
+#SBATCH --nodes=1
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=1G
+#SBATCH --output=/scratch/p/hpcfleet/r1/prepare/logs/1/0.out
+#SBATCH --error=/scratch/p/hpcfleet/r1/prepare/logs/1/0.err
+#SBATCH --chdir=/scratch/p/hpcfleet/r1/prepare
+export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
+module load LUMI/24.03 partition/G
+export HF_HOME=/scratch/project_465000001/hf
+export HPCFLEET_RUN_ID=r1
+export HPCFLEET_STAGE=prepare
+cd /scratch/p/hpcfleet/r1/prepare || exit 1
+case "${HPCFLEET_ARRAY_INDEX:-0}" in
+  0)
+    python3 prepare.py --seed 1
+    ;;
+  *)
+    echo "hpcfleet: this job has no task ${HPCFLEET_ARRAY_INDEX}" >&2; exit 97
+    ;;
+esac

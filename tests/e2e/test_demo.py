@@ -1,0 +1,102 @@
+"""`hpcfleet demo` on the embedded default: the whole loop, checked in the store and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from registry.states import JobState, RunState
+from registry.store import Store
+from tests.helpers import cli, cli_env
+
+LANGUAGES = "bg cs da de el en es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    home = tmp_path_factory.mktemp("demo-home")
+    result = cli(cli_env(home), "demo", timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return home, output
+
+
+def test_demo_prints_a_summary_and_how_to_open_mlflow(demo: tuple[Path, str]) -> None:
+    _, output = demo
+    for stage in ("prepare", "train", "evaluate"):
+        assert stage in output
+    assert "24/24" in output and "accuracy" in output
+    assert "mlflow ui --backend-store-uri" in output
+    # Prefect and MLflow stay quiet: no telemetry errors, no tracebacks, no INFO chatter.
+    for noise in ("Traceback", "telemetry", "Error", "INFO"):
+        assert noise not in output, noise
+
+
+def test_demo_run_is_stored_completed_across_both_sites(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    assert run.state is RunState.COMPLETED and run.partner == "cuni"
+    assert run.prefect_flow_run_id
+    stages = {s.name: s for s in store.stages(run.run_id)}
+    assert stages["prepare"].sites == ["site-a"] and stages["train"].sites == ["site-b"]
+    assert set(stages["evaluate"].sites) == {"site-a", "site-b"}
+    jobs = store.jobs(run.run_id)
+    assert len(jobs) == 26 and all(j.state is JobState.COMPLETED for j in jobs)
+    evaluated = sorted(j.array_value or "" for j in jobs if j.stage == "evaluate")
+    assert evaluated == sorted(LANGUAGES)
+    assert {j.site for j in jobs if j.stage == "evaluate"} == {"site-a", "site-b"}
+    assert all(j.mlflow_run_id for j in jobs)
+
+
+def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    parent = client.get_run(run.mlflow_run_id or "")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["hpcfleet.run_id"] == run.run_id
+    assert parent.data.tags["prefect.flow_run_id"] == run.prefect_flow_run_id
+    accuracy = {k.split("/")[1]: v for k, v in parent.data.metrics.items() if k.startswith("accuracy/")}
+    assert sorted(accuracy) == sorted(LANGUAGES)
+    assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+    assert parent.data.params["seed"] == "1"
+
+    experiment = client.get_experiment_by_name("tiny-llm")
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'")
+    assert len(children) == 26
+    by_stage: dict[str, list[object]] = {}
+    for child in children:
+        tags = child.data.tags
+        for tag in ("hpcfleet.run_id", "hpcfleet.stage", "hpcfleet.site", "hpcfleet.partner",
+                    "hpcfleet.attempt", "prefect.flow_run_id"):
+            assert tags.get(tag), (tag, tags)
+        assert tags["hpcfleet.run_id"] == run.run_id and tags["hpcfleet.partner"] == "cuni"
+        by_stage.setdefault(tags["hpcfleet.stage"], []).append(child)
+        assert "gpu_hours" in child.data.metrics
+    assert {k: len(v) for k, v in by_stage.items()} == {"prepare": 1, "train": 1, "evaluate": 24}
+    fi = [c for c in by_stage["evaluate"] if c.data.tags["hpcfleet.array_value"] == "fi"][0]  # type: ignore[attr-defined]
+    assert fi.data.metrics["accuracy"] == accuracy["fi"]
+    train = by_stage["train"][0]
+    assert train.data.metrics["gpu_hours"] > 0  # site-b lends it a (pretend) GPU
+    history = client.get_metric_history(train.info.run_id, "train_nll")  # type: ignore[attr-defined]
+    assert len(history) == 24  # one point per language, with steps
+    artifacts = [a.path for a in client.list_artifacts(fi.info.run_id, "logs")]
+    assert any(p.endswith(".out") for p in artifacts)
+
+
+def test_run_list_and_show_json_shapes(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    env = cli_env(home)
+    [listed] = json.loads(cli(env, "run", "list", "--json").stdout)
+    assert {"run_id", "name", "partner", "state", "created"} <= set(listed)
+    shown = json.loads(cli(env, "run", "show", listed["run_id"], "--json").stdout)
+    assert shown["state"] == "COMPLETED"
+    assert [s["name"] for s in shown["stages"]] == ["prepare", "train", "evaluate"]
+    assert len(shown["stages"][2]["jobs"]) == 24
+    assert "spread over 2 sites" in shown["stages"][2]["choice"]

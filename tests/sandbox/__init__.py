@@ -1,0 +1,1 @@
+"""The real SLURM + sshd test sandbox: script ``hpc-sandbox``, helper ``sandbox``, fixtures."""

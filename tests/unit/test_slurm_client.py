@@ -1,0 +1,311 @@
+"""SlurmScheduler over a scripted transport: which commands it runs, what it makes of
+the answers (recorded from the sandbox), and how SLURM's failures become errors."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from registry.site import Environment, Partition, SlurmSettings
+from registry.states import JobState
+from sites.errors import SchedulerError
+from sites.scheduler import JobRequest, TaskSpec
+from sites.slurm import (
+    SlurmScheduler,
+    account_check_command,
+    cancel_command,
+    find_by_name_command,
+    status_command,
+    submit_command,
+    tail_command,
+)
+from sites.transport import CommandResult
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "slurm" / "recorded"
+SETTINGS = SlurmSettings(account="sandbox", partitions=[Partition(name="cpu", default=True)])
+
+
+def recorded(name: str) -> str:
+    return (RECORDED / name).read_text()
+
+
+Reply = CommandResult | Callable[[str], CommandResult]
+
+
+class ScriptedTransport:
+    """Answers each command with the first reply whose key occurs in the command."""
+
+    site = "site-b"
+
+    def __init__(self, replies: dict[str, Reply]) -> None:
+        self.replies = replies
+        self.commands: list[str] = []
+        self.stdins: list[bytes | None] = []
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        self.commands.append(command)
+        self.stdins.append(stdin)
+        for key, reply in self.replies.items():
+            if key in command:
+                return reply(command) if callable(reply) else reply
+        raise AssertionError(f"unexpected command {command!r}")
+
+    def put(self, local: Path, remote: str) -> None:
+        raise NotImplementedError
+
+    def get(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def ok(stdout: str = "") -> CommandResult:
+    return CommandResult("", 0, stdout, "")
+
+
+def fail(stderr: str, returncode: int = 1) -> CommandResult:
+    return CommandResult("", returncode, "", stderr)
+
+
+def scheduler(
+    replies: dict[str, Reply], **kwargs: bool
+) -> tuple[SlurmScheduler, ScriptedTransport]:
+    transport = ScriptedTransport(replies)
+    return SlurmScheduler("site-b", transport, SETTINGS, Environment(), **kwargs), transport
+
+
+REQUEST = JobRequest(
+    name="hpcfleet-r1-s-1", workdir="/w d", log_dir="/w d/logs", tasks=(TaskSpec(argv=("true",)),)
+)
+
+
+def test_submit_sends_the_script_on_stdin_and_returns_the_id() -> None:
+    sched, transport = scheduler({"sbatch": ok(recorded("sbatch_parsable.stdout"))})
+    job_id = sched.submit(REQUEST)
+    assert job_id == recorded("sbatch_parsable.stdout").strip()
+    assert transport.commands == [submit_command(REQUEST)]
+    assert transport.stdins[0] == sched.render(REQUEST).encode()
+    # The directories exist before sbatch runs; the paths are quoted.
+    assert shlex.split(transport.commands[0].split("&&")[0]) == [
+        "mkdir",
+        "-p",
+        "--",
+        "/w d/logs",
+        "/w d",
+    ]
+
+
+def test_submit_reads_federated_ids() -> None:
+    sched, _ = scheduler({"sbatch": ok("sbatch: warning: something\n1234;cluster-a\n")})
+    assert sched.submit(REQUEST) == "1234"
+
+
+@pytest.mark.parametrize(
+    ("stderr_file", "transient"),
+    [
+        ("sbatch_invalid_partition.stderr", False),
+        ("sbatch_node_config.stderr", False),
+        ("sbatch_controller_down.stderr", True),
+    ],
+)
+def test_submit_failures_say_whether_a_retry_helps(stderr_file: str, transient: bool) -> None:
+    stderr = recorded(stderr_file)
+    sched, _ = scheduler({"sbatch": fail(stderr)})
+    with pytest.raises(SchedulerError) as error:
+        sched.submit(REQUEST)
+    assert error.value.transient is transient
+    assert stderr.strip().splitlines()[-1] in str(error.value)
+    assert "site-b" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "transient"),
+    [
+        (
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+            True,
+        ),
+        ("squeue: error: slurm_receive_msg: Socket timed out on send/recv operation", True),
+        ("sacct: error: Problem talking to the database: Connection refused", True),
+        (
+            "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+            "combination specified",
+            False,
+        ),
+        ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy", False),
+    ],
+)
+def test_error_messages_are_classified(stderr: str, transient: bool) -> None:
+    sched, _ = scheduler({"sbatch": fail(stderr)})
+    with pytest.raises(SchedulerError) as error:
+        sched.submit(REQUEST)
+    assert error.value.transient is transient
+
+
+def test_status_is_one_sacct_call_when_everything_is_final() -> None:
+    sched, transport = scheduler({"sacct": ok(recorded("sacct_final.stdout"))})
+    statuses = sched.status(["40", "42"])
+    assert transport.commands == [status_command(["40", "42"])]
+    assert sorted(statuses) == ["40_0", "40_1", "40_2", "42"]
+    assert statuses["42"].state is JobState.FAILED
+    assert statuses["42"].exit_code == 3
+
+
+def test_status_asks_squeue_only_about_jobs_sacct_has_not_caught_up_with() -> None:
+    # Right after sbatch, sacct knows some jobs by a placeholder row, others not at all.
+    sched, transport = scheduler(
+        {
+            "sacct": ok(recorded("sacct_just_submitted.stdout")),
+            "squeue": ok(recorded("squeue_running.stdout")),
+        }
+    )
+    statuses = sched.status(["40", "41", "42"])
+    assert len(transport.commands) == 2
+    assert "--jobs=40,41,42" in transport.commands[1]
+    # The array's placeholder row is replaced by its tasks as slurmctld sees them.
+    assert "40" not in statuses
+    assert sorted(statuses) == [f"40_{i}" for i in range(3)] + [f"41_{i}" for i in range(6)] + [
+        "42"
+    ]
+    assert statuses["42"].exit_code == 3
+
+
+def test_status_trusts_sacct_for_final_jobs_and_squeue_for_the_others() -> None:
+    sched, transport = scheduler(
+        {
+            "sacct": ok(recorded("sacct_running.stdout")),
+            "squeue": ok(recorded("squeue_final.stdout")),
+        }
+    )
+    statuses = sched.status(["42", "48", "41"])
+    assert "--jobs=41,48" in transport.commands[1]
+    assert statuses["42"].exit_code == 3
+    assert statuses["48"].state is JobState.COMPLETED
+    assert all(statuses[f"41_{i}"].state is JobState.COMPLETED for i in range(6))
+
+
+def test_status_of_jobs_nobody_knows_is_empty() -> None:
+    sched, _ = scheduler(
+        {
+            "sacct": ok(recorded("sacct_unknown_id.stdout")),
+            "squeue": fail(recorded("squeue_unknown_id.stderr")),
+        }
+    )
+    assert sched.status(["999999"]) == {}
+
+
+def test_status_falls_back_to_squeue_when_accounting_is_disabled() -> None:
+    sched, transport = scheduler(
+        {
+            "sacct": fail(recorded("sacct_accounting_disabled.stderr")),
+            "squeue": ok(recorded("squeue_final.stdout")),
+        }
+    )
+    first = sched.status(["42"])
+    assert first["42"].state is JobState.FAILED and first["42"].exit_code == 3
+    assert sched.accounting is False
+    sched.status(["42"])
+    # Once found out, sacct is not tried again.
+    assert [c.split()[2] for c in transport.commands] == ["sacct", "squeue", "squeue"]
+
+
+def test_status_without_accounting_never_calls_sacct() -> None:
+    sched, transport = scheduler({"squeue": ok("")}, accounting=False)
+    assert sched.status(["5"]) == {}
+    assert all("sacct" not in c for c in transport.commands)
+
+
+def test_status_of_nothing_runs_nothing() -> None:
+    sched, transport = scheduler({})
+    assert sched.status([]) == {}
+    assert transport.commands == []
+
+
+def test_sacct_failure_is_a_transient_scheduler_error() -> None:
+    sched, _ = scheduler(
+        {"sacct": fail("sacct: error: Problem talking to the database: Connection refused")}
+    )
+    with pytest.raises(SchedulerError) as error:
+        sched.status(["1"])
+    assert error.value.transient
+
+
+def test_cancel_is_one_scancel_for_all_jobs() -> None:
+    sched, transport = scheduler({"scancel": ok()})
+    sched.cancel(["20", "21_3"])
+    assert transport.commands == ["scancel 20 21_3"]
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "scancel: error: Kill job error on job id 20: Invalid job id specified",
+        "scancel: error: Kill job error on job id 20: Job/step already completing or completed",
+    ],
+)
+def test_cancelling_a_finished_job_is_not_an_error(stderr: str) -> None:
+    sched, _ = scheduler({"scancel": fail(stderr)})
+    sched.cancel(["20"])
+
+
+def test_cancel_failure_raises() -> None:
+    sched, _ = scheduler({"scancel": fail("scancel: error: Unable to contact slurm controller")})
+    with pytest.raises(SchedulerError) as error:
+        sched.cancel(["20"])
+    assert error.value.transient
+
+
+def test_find_by_name_asks_both_sources_and_keeps_exact_matches() -> None:
+    sched, transport = scheduler(
+        {
+            "sacct": ok(recorded("sacct_find_by_name.stdout")),
+            "squeue": ok(
+                "31|N/A|PENDING|0|N/A|N/A|0:00|cpu=1|| Priority|hpcfleet-rec-find-1\n"
+                "32|N/A|PENDING|0|N/A|N/A|0:00|cpu=1||Priority|hpcfleet-rec-find-10\n"
+            ),
+        }
+    )
+    found = sched.find_by_name("hpcfleet-rec-find-1")
+    assert transport.commands[0] == find_by_name_command("hpcfleet-rec-find-1")
+    # Two earlier jobs of that name (in sacct and squeue) and one just submitted.
+    assert {s.job_id for s in found} == {"29", "53", "31"}
+
+
+def test_find_by_name_matches_names_as_slurmdbd_stores_them() -> None:
+    sacct = "7|COMPLETED|0:0|1|2|1||n|None|say `hi`\n"
+    sched, _ = scheduler({"sacct": ok(sacct), "squeue": ok("")})
+    assert [s.job_id for s in sched.find_by_name('say "hi"')] == ["7"]
+
+
+def test_probes_parse_recorded_output() -> None:
+    sched, transport = scheduler(
+        {
+            "--version": ok(recorded("versions.stdout")),
+            "sinfo": ok(recorded("sinfo.stdout")),
+            "sacctmgr": ok(recorded("sacctmgr_assoc.stdout")),
+        }
+    )
+    assert sched.versions()["sbatch"] == "22.05.8"
+    assert sched.partitions()["gpu"].gpus_per_node == 2
+    assert {a.account for a in sched.associations()} == {"sandbox"}
+    assert transport.commands[-1] == account_check_command("sandbox")
+
+
+def test_tail_returns_the_file_end() -> None:
+    sched, transport = scheduler({"tail": ok("last line\n")})
+    assert sched.tail("/l/0 .err", 5) == "last line\n"
+    assert transport.commands == [tail_command("/l/0 .err", 5)]
+    assert shlex.split(transport.commands[0]) == ["tail", "-n", "5", "--", "/l/0 .err"]
+
+
+@pytest.mark.parametrize("bad", ["1;reboot", "$(id)", "12 13", "", "12_", "_3"])
+def test_commands_refuse_anything_but_job_ids(bad: str) -> None:
+    for build in (status_command, cancel_command):
+        with pytest.raises(ValueError):
+            build([bad])
