@@ -37,9 +37,9 @@ def from_mlflow(load: Callable[[], T], fallback: T) -> T:
         return fallback
 
 
-def live(render: Callable[[DashboardConfig], None], cfg: DashboardConfig) -> None:
-    """Render `render(cfg)` as a fragment that refreshes itself every few seconds."""
-    st.fragment(render, run_every=cfg.refresh_seconds)(cfg)
+def live(render: Callable[..., None], cfg: DashboardConfig, *args: object) -> None:
+    """Render `render(cfg, *args)` as a fragment that refreshes itself every few seconds."""
+    st.fragment(render, run_every=cfg.refresh_seconds)(cfg, *args)
 
 
 def sources_caption(cfg: DashboardConfig) -> None:

@@ -56,7 +56,9 @@ def cross_site_run(
             futures: dict[str, PrefectFuture[str]] = {}
             for name in ctx.spec.order:
                 needs = [futures[n] for n in ctx.spec.stage(name).needs]
-                futures[name] = stage_task.submit(run_id, name, wait_for=needs)
+                futures[name] = stage_task.submit(  # type: ignore[call-overload]
+                    run_id, name, wait_for=needs
+                )
             wait(list(futures.values()))
             return conclude(ctx).state.value
         finally:

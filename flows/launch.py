@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
+from flows.ledger import (
+    SiteUsage,
+    allocation_warnings,
+    requested_gpu_hours,
+    site_usage,
+    today_utc,
+)
 from flows.planning import StagePlan, fit, plan_run, spread
-from registry.errors import DocumentError
+from registry.errors import AccessDenied, DocumentError
 from registry.loading import load_document
 from registry.records import RunRecord, StageRecord
 from registry.runspec import RunSpec, Stage
@@ -54,14 +62,47 @@ def spec_files(spec: RunSpec, spec_dir: Path, source: str) -> dict[str, tuple[by
     return files
 
 
-def launch(store: Store, spec_path: Path, partner: str, run_id: str | None = None) -> RunRecord:
-    """Validate and store a run from its spec file; nothing is stored on error."""
+class AllocationExceeded(AccessDenied):
+    """A strict launch would exceed what is left of a site's allocation."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    run: RunRecord
+    warnings: list[str]
+
+
+def launch(
+    store: Store, spec_path: Path, partner: str, *, strict: bool = False,
+    run_id: str | None = None,
+) -> Launched:
+    """Validate and store a run from its spec file; nothing is stored on error.
+
+    A run that could exceed the remaining allocation of a site it uses is launched with
+    a warning, or refused when `strict`.
+    """
     spec = load_document(spec_path, RunSpec)
     sites = [record.site for record in store.list_sites()]
     store.get_partner(partner)
-    plan_run(spec, sites, partner, store.latest_probes(), source=str(spec_path))
+    plans = plan_run(spec, sites, partner, store.latest_probes(), source=str(spec_path))
     files = spec_files(spec, spec_path.parent, str(spec_path))
-    return store.create_run(run_id or new_run_id(), spec, partner, files)
+    warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage_by_site(store))
+    if warnings and strict:
+        raise AllocationExceeded(f"{spec_path}: {warnings[0]} (launched without --strict, "
+                                 "it would run with a warning)")
+    return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
+
+
+def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:
+    """The allocation ledger of every site (or the named ones), from stored job records."""
+    partners = {run.run_id: run.partner for run in store.list_runs()}
+    jobs = store.all_jobs()
+    today = today_utc()
+    return {
+        record.site.name: site_usage(record.site, jobs, partners, today)
+        for record in store.list_sites()
+        if names is None or record.site.name in names
+    }
 
 
 def plans_for(

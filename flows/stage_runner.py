@@ -12,11 +12,13 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 from flows import staging
 from flows.collect import collect_attempt
 from flows.context import RunContext
 from flows.jobs import build_request, job_name
+from flows.watcher import SiteWatcher
 from registry.records import JobRecord
 from registry.states import JobState, RunState
 from registry.store import now
@@ -241,7 +243,7 @@ def _submit_once(driver: SiteDriver, request: JobRequest) -> str:
 
 def _reattach(ctx: RunContext, name: str, attempt: int, live: list[JobRecord]) -> list[JobRecord]:
     """Adopt jobs recorded as SUBMITTING (id unknown) by finding them by name."""
-    records = []
+    records: list[JobRecord] = []
     by_site: dict[str, list[JobRecord]] = defaultdict(list)
     for job in live:
         by_site[job.site].append(job)
@@ -274,7 +276,7 @@ def _wait(ctx: RunContext, name: str, jobs: list[JobRecord]) -> list[JobRecord]:
     """Follow the jobs until all are final, writing every change to the store."""
     current = {j.id: j for j in jobs}
     live = {j.id: j for j in jobs if not j.state.is_final and j.scheduler_id}
-    watchers = {}
+    watchers: dict[str, SiteWatcher] = {}
     for job in live.values():
         watcher = watchers.setdefault(job.site, ctx.watchers.get(ctx.driver(job.site)))
         watcher.track([job.scheduler_id or ""])
@@ -285,7 +287,7 @@ def _wait(ctx: RunContext, name: str, jobs: list[JobRecord]) -> list[JobRecord]:
             for site, watcher in watchers.items():
                 ids = {j.scheduler_id for j in live.values() if j.site == site}
                 if ids:
-                    watcher.wait(lambda latest, ids=ids: _changed(latest, ids, live),
+                    watcher.wait(partial(_changed, ids=ids, live=live),
                                  timeout=max(1.0, watcher.interval))
             if not cancelling and ctx.cancel_requested():
                 cancelling = True

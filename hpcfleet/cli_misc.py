@@ -136,7 +136,7 @@ def demo(
     for path in sorted((folder / "milestones").glob("*.yaml")):
         store.put_milestone(load_document(path, Milestone), owner)
     display.err.print(f"home: {settings().home}")
-    run = launch_run(store, folder / "run.yaml", owner)
+    run = launch_run(store, folder / "run.yaml", owner).run
     display.out.print(f"launched run [bold]{run.run_id}[/] ({run.name}) as partner {owner}")
     final = execute(run.run_id)
     print_summary(store, final)

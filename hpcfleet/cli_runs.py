@@ -86,6 +86,7 @@ def mlflow_hint() -> str:
 def launch(
     file: Path,
     wait: Annotated[bool, typer.Option("--wait", help="Stay until the run ends; exit 1 if it fails.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse a run that could exceed a site's remaining allocation.")] = False,
     as_partner: AsOption = None,
 ) -> None:
     """Validate and start a run; prints its id."""
@@ -93,7 +94,10 @@ def launch(
 
     store = open_store()
     actor = acting_partner(store, as_partner)
-    run = launch_run(store, file, actor)
+    launched = launch_run(store, file, actor, strict=strict)
+    for warning in launched.warnings:
+        display.err.print(f"[yellow]warning:[/] {warning}")
+    run = launched.run
     print(run.run_id, flush=True)
     if not wait:
         log = _spawn_orchestrator(run.run_id, actor)

@@ -101,6 +101,36 @@ def trust(
     out.print(f"pinned {fingerprint} for site {name}")
 
 
+@site_app.command("usage")
+def usage(
+    name: Annotated[str | None, typer.Argument(help="One site (default: all).")] = None,
+    json: JsonOption = False,
+) -> None:
+    """GPU-hours used per partner vs granted, with the burn-rate forecast to the period's end."""
+    from flows.launch import usage_by_site
+
+    store = open_store()
+    if name is not None:
+        store.get_site(name)
+    ledger = usage_by_site(store, [name] if name else None)
+    if json:
+        print_json([u.as_dict() for u in ledger.values()])
+        return
+    table = Table()
+    for column in ("site", "granted", "used", "remaining", "burn/day", "forecast", "by partner"):
+        table.add_column(column)
+    for u in ledger.values():
+        forecast = "-" if u.forecast is None else f"{u.forecast:,.1f}"
+        if u.over_forecast:
+            forecast = f"[red]{forecast} (over)[/]"
+        table.add_row(
+            u.site, "-" if u.granted is None else f"{u.granted:,.0f}", f"{u.used:,.2f}",
+            "-" if u.remaining is None else f"{u.remaining:,.1f}", f"{u.burn_per_day:,.2f}",
+            forecast, ", ".join(f"{p} {h:,.2f}" for p, h in sorted(u.by_partner.items())) or "-",
+        )
+    out.print(table)
+
+
 @site_app.command("check")
 def check(name: str, json: JsonOption = False) -> None:
     """Probe a site: login, host key, scheduler, partitions, account, work dir."""

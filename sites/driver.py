@@ -12,6 +12,7 @@ from pathlib import Path
 
 from registry.site import Site
 from sites.errors import SiteError
+from sites.jobscript import container_prefix
 from sites.scheduler import Scheduler
 from sites.transport import Transport
 
@@ -33,13 +34,6 @@ class SiteDriver:
     def is_local_machine(self) -> bool:
         """True when the site's files are this machine's files (no SSH)."""
         return self.site.ssh is None
-
-
-def container_prefix(site: Site) -> tuple[str, ...]:
-    container = site.environment.container
-    if container is None:
-        return ()
-    return (container.runtime, "exec", *container.options, container.image)
 
 
 def local_workdir(site: Site, default_root: Path) -> str:
@@ -69,12 +63,13 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
 
         workdir = local_workdir(site, default_root)
         local = site.local
+        scheduler: Scheduler
         scheduler = LocalScheduler(
             site.name,
             Path(workdir),
             local.slots if local else 2,
             modules=site.environment.modules,
-            container=container_prefix(site),
+            container=container_prefix(site.environment.container),
         )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 
@@ -92,8 +87,8 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
         transport = SshTransport.shared(site.name, site.ssh)
         workdir = remote_workdir(site, transport)
     assert site.slurm is not None  # the Site model guarantees it for scheduler 'slurm'
-    scheduler = SlurmScheduler(site.name, transport, site.slurm, site.environment)
-    return SiteDriver(site, transport, scheduler, workdir)
+    slurm_scheduler = SlurmScheduler(site.name, transport, site.slurm, site.environment)
+    return SiteDriver(site, transport, slurm_scheduler, workdir)
 
 
 class DriverPool:

@@ -11,6 +11,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+from registry.site import Container
 from sites.scheduler import JobRequest, TaskSpec
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -27,6 +28,13 @@ def check_env_name(name: str) -> str:
             "not starting with a digit"
         )
     return name
+
+
+def container_prefix(container: Container | None) -> tuple[str, ...]:
+    """argv prefix that runs a command inside the site's container image, if any."""
+    if container is None:
+        return ()
+    return (container.runtime, "exec", *container.options, container.image)
 
 
 def render_exports(env: Mapping[str, str]) -> list[str]:

@@ -64,11 +64,8 @@ def probe_site(site: Site, pool: DriverPool) -> ProbeResult:
             result.checks.append(Check("host key", True, "matches the pinned key"))
         result.checks.extend(_workdir_checks(driver))
         if site.scheduler == "slurm":
-            from sites.slurm_probe import slurm_checks
-
-            checks, depth = slurm_checks(driver)
-            result.checks.extend(checks)
-            result.queue_depth = depth
+            result.checks.extend(_slurm_checks(driver))
+            result.queue_depth = _queue_depth(driver)
         else:
             result.checks.append(Check("scheduler", True, f"local, {_slots(site)} slot(s)"))
             result.queue_depth = 0
@@ -100,6 +97,50 @@ def _workdir_checks(driver: SiteDriver) -> list[Check]:
     else:
         checks.append(Check("free space", False, space.stderr.strip() or "df gave no answer"))
     return checks
+
+
+def _slurm_checks(driver: SiteDriver) -> list[Check]:
+    from sites.slurm import SlurmScheduler
+
+    scheduler = driver.scheduler
+    assert isinstance(scheduler, SlurmScheduler)
+    settings = scheduler.slurm
+    versions = scheduler.versions()
+    checks = [
+        Check(tool, version is not None, version or f"{tool} not found on the login node")
+        for tool, version in versions.items() if tool in ("sbatch", "sacct", "squeue")
+    ]
+    available = scheduler.partitions()
+    for partition in settings.partitions:
+        info = available.get(partition.name)
+        if info is None:
+            known = ", ".join(sorted(available)) or "none"
+            checks.append(Check(f"partition {partition.name}", False, f"not on the site ({known})"))
+            continue
+        problems = []
+        if not info.available:
+            problems.append("not available")
+        if partition.gpus_per_node > info.gpus_per_node:
+            problems.append(f"declares {partition.gpus_per_node} GPUs/node, GRES has "
+                            f"{info.gpus_per_node}")
+        if partition.gpu_type and info.gpu_types and partition.gpu_type not in info.gpu_types:
+            problems.append(f"GPU type {partition.gpu_type} not in {', '.join(info.gpu_types)}")
+        detail = "; ".join(problems) or (
+            f"up, {info.gpus_per_node} GPU(s)/node" if info.gpus_per_node else "up")
+        checks.append(Check(f"partition {partition.name}", not problems, detail))
+    if settings.account:
+        associations = scheduler.associations(settings.account)
+        checks.append(Check(
+            "account", bool(associations),
+            settings.account if associations else f"user has no association with {settings.account}",
+        ))
+    return checks
+
+
+def _queue_depth(driver: SiteDriver) -> int | None:
+    result = driver.transport.run('squeue --noheader --user="$(id -un)" --format=%i | wc -l')
+    text = result.stdout.strip()
+    return int(text) if result.ok and text.isdigit() else None
 
 
 def trust_site(site: Site) -> tuple[str, str]:

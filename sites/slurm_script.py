@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from registry.common import format_memory, format_walltime
 from registry.site import Container, Environment, SlurmSettings
-from sites.jobscript import render_job_body
+from sites.jobscript import container_prefix, render_job_body
 from sites.scheduler import JobRequest
 
 _LINE_BREAKS = ("\n", "\r", "\x00")
@@ -45,13 +45,6 @@ def escape_filename_pattern(path: str) -> str:
             f"log_dir: {path!r} contains a backslash, which makes sbatch ignore %a in --output"
         )
     return path.replace("%", "%%")
-
-
-def container_prefix(container: Container | None) -> tuple[str, ...]:
-    """argv prefix that runs a command inside the site's container image, if any."""
-    if container is None:
-        return ()
-    return (container.runtime, "exec", *container.options, container.image)
 
 
 def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str, str]]:

@@ -146,3 +146,17 @@ def test_resume_after_sigkill_never_submits_twice(env: dict[str, str], tmp_path:
     assert all(j.state is JobState.COMPLETED for j in jobs)
     local_jobs = list((Path(env["HPCFLEET_HOME"]) / "sites" / "site-a" / ".hpcfleet-local" / "jobs").iterdir())
     assert len(local_jobs) == 2  # one array job for 'slow', one job for 'next'
+
+
+def test_strict_launch_refuses_to_exceed_an_allocation(env: dict[str, str], tmp_path: Path) -> None:
+    small = write_yaml(tmp_path / "site-g.yaml", {
+        "name": "site-g", "partner": "cuni", "scheduler": "local", "local": {"gpus": 2},
+        "allocation": {"gpu_hours": 1, "start": "2026-01-01", "end": "2036-01-01"}})
+    assert cli(env, "site", "add", str(small)).returncode == 0
+    spec = write_yaml(tmp_path / "run.yaml", {"name": "big", "stages": [
+        {"name": "t", "site": "site-g", "command": ["true"],
+         "resources": {"gpus": 2, "time": "01:00:00"}}]})
+    result = cli(env, "run", "launch", str(spec), "--strict")
+    assert result.returncode == 3
+    assert "up to 2.0 GPU-hours but only 1.0 of 1.0 remain" in one_line_error(result)
+    assert runs(env) == []

@@ -100,3 +100,11 @@ def test_run_list_and_show_json_shapes(demo: tuple[Path, str]) -> None:
     assert [s["name"] for s in shown["stages"]] == ["prepare", "train", "evaluate"]
     assert len(shown["stages"][2]["jobs"]) == 24
     assert "spread over 2 sites" in shown["stages"][2]["choice"]
+
+
+def test_site_usage_shows_the_gpu_hours_of_the_run(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    usage = {u["site"]: u for u in json.loads(cli(cli_env(home), "site", "usage", "--json").stdout)}
+    assert usage["site-b"]["granted"] == 5000 and usage["site-b"]["used"] > 0
+    assert set(usage["site-b"]["by_partner"]) == {"cuni"}
+    assert usage["site-a"]["used"] == 0  # site-a lends no GPU

@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> tuple[Store, EngineConfig]:
 
 def start(store: Store, tmp_path: Path, stages: list[dict[str, Any]], **spec: Any) -> str:
     document = {"name": "t", "experiment": "tests", "stages": stages, **spec}
-    return launch(store, write_yaml(tmp_path / "spec" / "run.yaml", document), "cuni").run_id
+    return launch(store, write_yaml(tmp_path / "spec" / "run.yaml", document), "cuni").run.run_id
 
 
 def test_failing_job_is_retried_then_fails_with_reason_and_skips_dependents(

@@ -294,3 +294,11 @@ def test_associations_recorded() -> None:
     associations = parse_associations(recorded("sacctmgr_assoc.stdout"))
     assert associations and {a.account for a in associations} == {"sandbox"}
     assert associations[0].qos == ("normal",)
+
+
+def test_a_job_whose_dependency_failed_waits_forever_without_kill_on_invalid_dep() -> None:
+    # Why render_sbatch adds --kill-on-invalid-dep=yes to every dependent job.
+    statuses = parse_squeue(recorded("squeue_dependency_never.stdout"))
+    held = statuses[JOBS["never_held"]]
+    assert (held.state, held.reason) == (JobState.PENDING, "PENDING (DependencyNeverSatisfied)")
+    assert statuses[JOBS["never_killed"]].state is JobState.CANCELLED

@@ -1,0 +1,66 @@
+"""Languages: how the models do in each of the 24 EU languages, run by run.
+
+A heatmap of language × run for one metric of one experiment; the languages always in
+the same order, and a missing result is a visible grey gap, not a hidden row.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cached, charts, ui
+from dashboard.languages import EU_LANGUAGES, LANGUAGE_NAMES
+from dashboard.queries import array_metrics, language_matrix
+
+DEFAULT_RUNS_SHOWN = 20
+
+
+def main() -> None:
+    cfg = ui.config()
+    st.title("Languages")
+    ui.sources_caption(cfg)
+    empty = pd.DataFrame(columns=["experiment", "metric", "value_name", "label", "start",
+                                  "value"])
+    _, results = ui.from_mlflow(lambda: cached.parent_runs(cfg.tracking_uri), (empty, empty))
+    eu_results = results[results["value_name"].isin(EU_LANGUAGES)]
+    if not len(eu_results):
+        st.info("No per-language results yet: an evaluation stage with "
+                "`array: {language: [...]}` logs them to MLflow as `<metric>/<language>`.")
+        st.dataframe(coverage_table(pd.DataFrame(index=list(EU_LANGUAGES))), hide_index=True)
+        return
+    experiments = list(eu_results.groupby("experiment")["start"].max()
+                       .sort_values(ascending=False).index)
+    left, middle, right = st.columns(3)
+    experiment = left.selectbox("Experiment", experiments, key="languages_experiment")
+    metrics = array_metrics(results, experiment)
+    metric = middle.selectbox("Metric", metrics, key="languages_metric")
+    labels = eu_results[(eu_results["experiment"] == experiment)
+                        & (eu_results["metric"] == metric)]["label"].nunique()
+    shown = right.number_input("Runs shown (newest)", min_value=1, max_value=max(labels, 1),
+                               value=min(DEFAULT_RUNS_SHOWN, max(labels, 1)),
+                               key="languages_runs")
+    matrix = language_matrix(results, experiment, metric, last=int(shown))
+    gaps = int(matrix.isna().to_numpy().sum())
+    st.plotly_chart(charts.language_heatmap(matrix, metric), key="languages_heatmap")
+    st.caption(f"{matrix.shape[1]} of {labels} runs with `{metric}` results · "
+               f"{gaps} gap(s) shown in grey (no result for that language in that run)")
+    st.subheader("Per language")
+    st.dataframe(coverage_table(matrix), hide_index=True)
+
+
+def coverage_table(matrix: pd.DataFrame) -> pd.DataFrame:
+    """One row per EU language (fixed order): how many runs have it, and their values."""
+    matrix = matrix.reindex(index=list(EU_LANGUAGES))
+    rows = []
+    for code in EU_LANGUAGES:
+        values = matrix.loc[code].dropna() if matrix.shape[1] else pd.Series(dtype=float)
+        rows.append({
+            "language": code, "name": LANGUAGE_NAMES[code],
+            "runs with a result": len(values),
+            "latest": float(values.iloc[-1]) if len(values) else None,
+            "lowest": float(values.min()) if len(values) else None,
+            "highest": float(values.max()) if len(values) else None,
+            "mean": float(values.mean()) if len(values) else None,
+        })
+    return pd.DataFrame(rows)

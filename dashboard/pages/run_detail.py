@@ -1,0 +1,148 @@
+"""Run detail: one run's stages and jobs, log tails, metric charts, links out.
+
+The run comes from the `?run=ID` query parameter (so the page can be linked to), or is
+chosen here; the newest run is shown by default.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cached, charts, text, ui
+from dashboard.config import DashboardConfig
+from dashboard.queries import (
+    RunDetail,
+    attempt_timeline,
+    mlflow_run_url,
+    prefect_flow_run_url,
+)
+
+MAX_RUN_CHOICES = 1000
+
+
+def main() -> None:
+    cfg = ui.config()
+    st.title("Run detail")
+    runs = ui.from_store(lambda: cached.runs(cfg.store_url))
+    if not len(runs):
+        st.info("No runs yet. Launch one with `hpcfleet run launch FILE`.")
+        return
+    choices = list(runs["run_id"].head(MAX_RUN_CHOICES))
+    linked = st.query_params.get("run")
+    if linked and linked not in choices and linked in set(runs["run_id"]):
+        choices.insert(0, linked)  # an old run, linked to from elsewhere
+    labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
+                      + runs["state"], strict=True))
+    run_id = st.selectbox("Run", choices, format_func=labels.__getitem__, key="run",
+                          bind="query-params")
+    if run_id is not None:
+        ui.live(_render, cfg, run_id)
+
+
+def _render(cfg: DashboardConfig, run_id: str) -> None:
+    detail = ui.from_store(lambda: cached.run_detail(cfg.store_url, cfg.tracking_uri, run_id))
+    if detail.mlflow_error:
+        st.warning(f"{detail.mlflow_error} — metrics and logs are unavailable.")
+    _header(detail, cfg)
+    st.subheader("Stages")
+    st.dataframe(stages_table(detail.stages), hide_index=True)
+    timeline = attempt_timeline(detail.jobs, datetime.now(UTC))
+    if len(timeline):
+        st.plotly_chart(charts.gantt_chart(timeline), key="detail_gantt")
+    st.subheader("Jobs")
+    if len(detail.jobs):
+        st.dataframe(jobs_table(detail.jobs), hide_index=True)
+    else:
+        st.info("No job submitted yet.")
+    _metrics(detail, cfg)
+    _logs(detail, cfg)
+
+
+def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
+    run = detail.run
+    st.markdown(f"### {run.name} `{run.run_id}` — {text.state(run.state.value)}")
+    duration = (run.ended - run.started).total_seconds() if run.started and run.ended else None
+    gpu_hours = float(detail.jobs["gpu_hours"].sum()) if len(detail.jobs) else 0.0
+    facts = [
+        f"**Partner** {run.partner}", f"**Experiment** {run.experiment}",
+        f"**Created** {text.when(run.created)}", f"**Started** {text.when(run.started)}",
+        f"**Ended** {text.when(run.ended) if run.ended else '-'}",
+        f"**Duration** {text.duration(duration)}",
+        f"**GPU-hours** {text.gpu_hours(gpu_hours)}",
+    ]
+    st.markdown(" · ".join(facts))
+    if run.reason and run.state.value == "FAILED":
+        st.error(run.reason)
+    elif run.reason:
+        st.info(run.reason)
+    links = st.columns(4)
+    if run.mlflow_run_id and detail.experiment_id:
+        links[0].link_button("MLflow run", mlflow_run_url(
+            cfg.mlflow_ui_url, detail.experiment_id, run.mlflow_run_id), icon=":material/science:")
+    if run.prefect_flow_run_id:
+        links[1].link_button("Prefect flow run", prefect_flow_run_url(
+            cfg.prefect_ui_url, run.prefect_flow_run_id), icon=":material/account_tree:")
+
+
+def stages_table(stages: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "stage": stages["stage"], "state": stages["state"].map(text.state),
+        "sites": stages["sites"], "tasks": stages["tasks"], "attempts": stages["attempts"],
+        "duration": stages["duration_s"].map(text.duration),
+        "GPU-hours": stages["gpu_hours"].round(3), "metrics": stages["metrics"],
+        "reason": stages["reason"], "placement": stages["choice"],
+    })
+
+
+def jobs_table(jobs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "stage": jobs["stage"], "attempt": jobs["attempt"], "site": jobs["site"],
+        "scheduler id": jobs["scheduler_id"].fillna("-"),
+        "task": jobs["array_value"].fillna(""), "state": jobs["state"].map(text.state),
+        "exit code": jobs["exit_code"].astype("Int64"),
+        "submitted": jobs["submitted"].map(text.when),
+        "duration": jobs["duration_s"].map(text.duration),
+        "GPU-hours": jobs["gpu_hours"].round(4), "node": jobs["node"].fillna(""),
+        "exit reason": jobs["reason"].fillna(""),
+    })
+
+
+def _metrics(detail: RunDetail, cfg: DashboardConfig) -> None:
+    results = detail.array_results
+    history = pd.DataFrame(columns=["run", "key", "step", "value"])
+    if len(detail.children):
+        history = ui.from_mlflow(lambda: cached.metric_histories(
+            cfg.tracking_uri, detail.run.run_id, detail.children), history)
+    if not len(results) and not len(history):
+        return
+    st.subheader("Metrics")
+    if len(results):
+        metrics = sorted(set(results["metric"]))
+        metric = st.selectbox("Result per array value", metrics, key="detail_array_metric")
+        st.plotly_chart(charts.array_results_chart(results, metric), key="detail_array_chart")
+    keys = sorted(set(history["key"]))
+    for column, key in zip(st.columns(min(len(keys), 3) or 1), keys, strict=False):
+        with column:
+            st.plotly_chart(charts.metric_history_chart(history, key), key=f"history_{key}")
+
+
+def _logs(detail: RunDetail, cfg: DashboardConfig) -> None:
+    children = detail.children
+    if not len(children):
+        return
+    st.subheader("Log tails")
+    failed_first = children.assign(ok=children["state"] == "COMPLETED").sort_values(
+        ["ok", "start"], kind="stable")
+    labels = {row.mlflow_run_id: f"{row.name} @ {row.site} · {row.state}"
+              for row in failed_first.itertuples()}
+    chosen = st.selectbox("Job", list(labels), format_func=labels.__getitem__,
+                          key="detail_log_job")
+    tails = ui.from_mlflow(lambda: cached.log_tails(cfg.tracking_uri, chosen), {})
+    if not tails:
+        st.caption("No logs were collected for this job.")
+    for name, tail in tails.items():
+        st.caption(name)
+        st.code(tail or "(empty)", language=None)

@@ -1,0 +1,129 @@
+"""Sites: health from stored probes, and how fast each allocation burns.
+
+Only references are shown (login, identity file path, environment variable names):
+never key material, never environment values.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cached, charts, text, ui
+from dashboard.burn import BurnForecast
+from dashboard.config import DashboardConfig
+from dashboard.queries import SiteView
+
+
+def main() -> None:
+    cfg = ui.config()
+    st.title("Sites")
+    ui.sources_caption(cfg)
+    ui.live(_render, cfg)
+
+
+def _render(cfg: DashboardConfig) -> None:
+    views = ui.from_store(lambda: cached.sites(cfg.store_url))
+    if not views:
+        st.info("No sites yet. Register one with `hpcfleet site add FILE`.")
+        return
+    st.dataframe(summary_table(views), hide_index=True)
+    for view in views:
+        _card(view)
+
+
+def health(view: SiteView) -> str:
+    if view.probe is None:
+        return "⬜ never checked"
+    if not view.probe.reachable:
+        return "❌ unreachable"
+    return "✅ ok" if view.probe.ok else "⚠️ problems"
+
+
+def summary_table(views: list[SiteView]) -> pd.DataFrame:
+    rows = []
+    for v in views:
+        f = v.allocation.forecast if v.allocation else None
+        rows.append({
+            "site": v.name, "owner": v.owner_name, "scheduler": v.scheduler,
+            "health": health(v), "last probe": text.when(v.probe.checked_at if v.probe else None),
+            "queue depth": v.probe.queue_depth if v.probe else None,
+            "host key pinned": {True: "yes", False: "no", None: "n/a (local)"}[v.host_key_pinned],
+            "GPU-h used": f.used if f else v.gpu_hours_total,
+            "GPU-h granted": f.granted if f else None,
+            "used %": round(100 * f.used_share, 1) if f else None,
+            "forecast at period end": f"{f.projected:,.0f} h ({f.status})" if f else "-",
+        })
+    return pd.DataFrame(rows)
+
+
+def _card(view: SiteView) -> None:
+    with st.container(border=True):
+        st.subheader(f"{view.name} · {view.owner_name}")
+        facts, burn = st.columns([2, 3])
+        with facts:
+            st.markdown(_facts(view))
+            if view.probe is not None and view.probe.checks:
+                with st.expander(f"Last probe: {text.when(view.probe.checked_at)}"):
+                    st.dataframe(pd.DataFrame(
+                        [{"check": n, "result": "ok" if ok else "FAILED", "detail": d}
+                         for n, ok, d in view.probe.checks]), hide_index=True)
+        with burn:
+            if view.allocation is None:
+                st.caption(f"No allocation registered; {text.gpu_hours(view.gpu_hours_total)} "
+                           "GPU-hours used in all.")
+            else:
+                f = view.allocation.forecast
+                st.plotly_chart(charts.burn_chart(view.allocation), key=f"burn_{view.name}")
+                st.caption(_burn_caption(f))
+
+
+def _facts(view: SiteView) -> str:
+    depth = view.probe.queue_depth if view.probe else None
+    lines = [
+        f"**Owner** {view.owner_name} (`{view.owner}`)",
+        f"**Health** {health(view)}",
+        f"**Queue depth** {'-' if depth is None else depth}",
+        f"**Scheduler** {view.scheduler} — {view.partitions}",
+        f"**Login** `{view.login}`",
+        f"**Host key** {view.host_key}",
+    ]
+    if view.description:
+        lines.insert(0, f"_{view.description}_")
+    if view.proxy_jump:
+        lines.append(f"**Via** {' → '.join(f'`{h}`' for h in view.proxy_jump)}")
+    if view.identity_file:
+        lines.append(f"**Identity file** `{view.identity_file}`")
+    if view.modules:
+        lines.append(f"**Modules** {', '.join(f'`{m}`' for m in view.modules)}")
+    if view.env_names:
+        lines.append(f"**Environment variables** {', '.join(f'`{n}`' for n in view.env_names)}")
+    if view.container_image:
+        lines.append(f"**Container** `{view.container_image}`")
+    if view.storage:
+        lines.append(f"**Object storage** `{view.storage}`")
+    lines.append(f"**Shared with** {', '.join(view.shared_with) or 'owner only'}")
+    if view.labels:
+        lines.append("**Labels** " + ", ".join(f"`{k}: {v}`" for k, v in view.labels.items()))
+    return "  \n".join(lines)
+
+
+def _burn_caption(f: BurnForecast) -> str:
+    last_day = f.end - timedelta(days=1)  # the period ends at 24:00 of its last day
+    period = f"{f.start:%Y-%m-%d} – {last_day:%Y-%m-%d}"
+    used = (f"{text.gpu_hours(f.used)} of {text.gpu_hours(f.granted)} GPU-hours used "
+            f"({f.used_share:.1%}), period {period}")
+    if f.status == "not started":
+        return f"{used}; the period has not started."
+    if f.status == "ended":
+        return f"{used}; the period has ended."
+    outlook = {
+        "over": "the grant runs out before the period ends",
+        "under": "much of the grant would go unused",
+        "on pace": "on pace",
+    }[f.status]
+    runs_out = f" (around {f.runs_out:%Y-%m-%d})" if f.status == "over" and f.runs_out else ""
+    return (f"{used}. At {text.gpu_hours(f.rate_per_day)} GPU-h/day: "
+            f"{text.gpu_hours(f.projected)} by the end — {outlook}{runs_out}.")

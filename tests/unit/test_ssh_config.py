@@ -1,0 +1,150 @@
+"""Resolving SshSettings against an ~/.ssh/config text (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from registry.site import SshSettings
+from sites.ssh_config import SshEndpoint, load_ssh_config, parse_jump_spec, resolve_route
+
+CONFIG = """
+Host lumi
+    HostName lumi.csc.fi
+    Port 2200
+    User jdoe
+    IdentityFile ~/.ssh/id_lumi
+    UserKnownHostsFile /etc/hpc/known_hosts /etc/hpc/known_hosts2
+    ProxyJump bastion,alice@gate.example.org:2022
+
+Host bastion
+    HostName bastion.example.org
+    User bob
+    IdentityFile /keys/bastion
+
+Host direct
+    HostName 10.1.2.3
+    ProxyJump none
+
+Host aliased
+    HostName 10.9.9.9
+    Port 2201
+    HostKeyAlias login.cluster
+"""
+
+
+def resolve(settings: SshSettings, config: str = CONFIG) -> tuple[SshEndpoint, list[SshEndpoint]]:
+    route = resolve_route(settings, paramiko.SSHConfig.from_text(config), local_user="me")
+    return route.target, list(route.jumps)
+
+
+def test_an_alias_fills_every_unset_field_from_the_config() -> None:
+    target, jumps = resolve(SshSettings(host="lumi"))
+
+    assert (target.hostname, target.port, target.user) == ("lumi.csc.fi", 2200, "jdoe")
+    assert target.identity_files == (Path("~/.ssh/id_lumi").expanduser(),)
+    assert target.known_hosts_files == (
+        Path("/etc/hpc/known_hosts"),
+        Path("/etc/hpc/known_hosts2"),
+    )
+    assert [j.hostname for j in jumps] == ["bastion.example.org", "gate.example.org"]
+
+
+def test_fields_set_in_the_site_win_over_the_config() -> None:
+    settings = SshSettings(
+        host="lumi",
+        port=22,
+        user="other",
+        identity_file="/keys/site",
+        known_hosts="/site/known_hosts",
+        proxy_jump=["jump.example.org"],
+    )
+
+    target, jumps = resolve(settings)
+
+    assert (target.hostname, target.port, target.user) == ("lumi.csc.fi", 22, "other")
+    assert target.identity_files == (Path("/keys/site"),)
+    assert target.known_hosts_files == (Path("/site/known_hosts"),)
+    assert [(j.hostname, j.port) for j in jumps] == [("jump.example.org", 22)]
+
+
+def test_each_jump_is_itself_resolved_through_the_config() -> None:
+    _, (bastion, gate) = resolve(SshSettings(host="lumi"))
+
+    assert (bastion.name, bastion.hostname, bastion.user) == (
+        "bastion",
+        "bastion.example.org",
+        "bob",
+    )
+    assert bastion.identity_files == (Path("/keys/bastion"),)
+    assert (gate.user, gate.hostname, gate.port) == ("alice", "gate.example.org", 2022)
+
+
+def test_a_jump_without_its_own_identity_uses_the_sites_key() -> None:
+    settings = SshSettings(host="lumi", identity_file="/keys/site")
+
+    _, (_, gate) = resolve(settings)
+
+    assert gate.identity_files == (Path("/keys/site"),)
+
+
+def test_a_host_unknown_to_the_config_gets_ssh_defaults() -> None:
+    target, jumps = resolve(SshSettings(host="cluster.example.org"))
+
+    assert (target.hostname, target.port, target.user) == ("cluster.example.org", 22, "me")
+    assert target.identity_files == ()  # the agent is used
+    assert target.known_hosts_files[0] == Path("~/.ssh/known_hosts").expanduser()
+    assert jumps == []
+
+
+def test_proxyjump_none_means_a_direct_connection() -> None:
+    target, jumps = resolve(SshSettings(host="direct"))
+
+    assert target.hostname == "10.1.2.3"
+    assert jumps == []
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [("example.org", None, "example.org"), ("example.org", 2222, "[example.org]:2222")],
+)
+def test_known_hosts_name_follows_openssh(host: str, port: int | None, expected: str) -> None:
+    target, _ = resolve(SshSettings(host=host, port=port))
+
+    assert target.known_hosts_name == expected
+
+
+def test_host_key_alias_replaces_the_known_hosts_name() -> None:
+    target, _ = resolve(SshSettings(host="aliased"))
+
+    assert (target.hostname, target.port) == ("10.9.9.9", 2201)
+    assert target.known_hosts_name == "login.cluster"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("host", (None, "host", None)),
+        ("user@host", ("user", "host", None)),
+        ("user@host:2022", ("user", "host", 2022)),
+        ("ssh://user@host:2022", ("user", "host", 2022)),
+        ("[::1]:2200", (None, "::1", 2200)),
+        ("a@b@host", ("a@b", "host", None)),
+    ],
+)
+def test_parse_jump_spec(spec: str, expected: tuple[str | None, str, int | None]) -> None:
+    assert parse_jump_spec(spec) == expected
+
+
+def test_a_jump_spec_without_host_is_rejected() -> None:
+    with pytest.raises(ValueError, match="names no host"):
+        parse_jump_spec("user@")
+
+
+def test_load_ssh_config_reads_the_given_file(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("Host x\n    HostName 192.0.2.1\n")
+
+    assert load_ssh_config(path).lookup("x")["hostname"] == "192.0.2.1"
