@@ -2,7 +2,9 @@
 
 Pure functions over job records' GPU-hours. A job's hours count on the day it ended
 (or started, or was submitted, for jobs still in flight), inside the allocation period.
-The forecast extends the average rate since the period's start to its end.
+The forecast extends the recent burn rate (the last 30 days, or the period so far if it
+is younger) linearly to the period's end: a site that started burning last month is
+judged by last month, not diluted by the quiet months before.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 BurnStatus = Literal["not started", "ended", "on pace", "over", "under"]
 UNDER_USE_SHARE = 0.8  # a projection below this share of the grant is "under" (unused hours)
+RATE_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,10 @@ class BurnForecast:
     start: datetime  # period start (00:00 UTC)
     end: datetime  # period end (24:00 UTC of the last day)
     as_of: datetime
-    rate_per_day: float
+    rate_per_day: float  # over the rate window
     projected: float  # GPU-hours used by the end at the current rate
     status: BurnStatus
+    window_days: float = 0.0  # how many days the rate was measured over
 
     @property
     def used_share(self) -> float:
@@ -71,20 +75,33 @@ def cumulative_usage(jobs: pd.DataFrame, start: datetime, end: datetime) -> pd.D
     return pd.concat([origin, steps], ignore_index=True) if len(steps) else origin
 
 
+def used_by(usage: pd.DataFrame, when: datetime) -> float:
+    """Cumulative GPU-hours at `when` from a `cumulative_usage` frame."""
+    before = usage[usage["time"] <= pd.Timestamp(when)]
+    return float(before["used"].iloc[-1]) if len(before) else 0.0
+
+
 def forecast(
-    granted: float, used: float, start: datetime, end: datetime, now: datetime
+    granted: float,
+    usage: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    window: timedelta = RATE_WINDOW,
 ) -> BurnForecast:
-    """Project the usage to the period's end at the average rate since its start."""
+    """Project the usage to the period's end at the rate of the last `window`."""
+    used = used_by(usage, now)
     if now < start:
         return BurnForecast(granted, used, start, end, now, 0.0, used, "not started")
     if now >= end:
         return BurnForecast(granted, used, start, end, now, 0.0, used, "ended")
-    elapsed_days = max((now - start).total_seconds() / 86400, 1 / 24)
-    rate = used / elapsed_days
+    since = max(start, now - window)
+    days = max((now - since).total_seconds() / 86400, 1 / 24)
+    rate = (used - used_by(usage, since)) / days
     projected = used + rate * (end - now).total_seconds() / 86400
     status: BurnStatus = "on pace"
     if granted and projected > granted:
         status = "over"
     elif granted and projected < UNDER_USE_SHARE * granted:
         status = "under"
-    return BurnForecast(granted, used, start, end, now, rate, projected, status)
+    return BurnForecast(granted, used, start, end, now, rate, projected, status, days)

@@ -279,9 +279,8 @@ def site_view(
     if site.allocation is not None:
         start, end = period_bounds(site.allocation.start, site.allocation.end)
         usage = cumulative_usage(site_jobs, start, end)
-        used = float(usage["used"].iloc[-1])
         allocation = AllocationView(
-            forecast(site.allocation.gpu_hours, used, start, end, now), usage
+            forecast(site.allocation.gpu_hours, usage, start, end, now), usage
         )
     env = site.environment
     return SiteView(

@@ -224,12 +224,17 @@ def evaluate_metric(
     passing = len(wanted) - len(missing) - len(failing)
     parts = [f"{source}: {passing}/{len(wanted)} pass"]
     if failing:
-        parts.append("outside the bounds: " + ", ".join(
-            f"{v} ({evidence.values[v]:.3g})" for v in failing))
+        parts.append("outside the bounds: " + _listing(
+            [f"{v} ({values[v]:.3g})" for v in failing]))
     if missing:
-        parts.append("no result: " + ", ".join(missing))
+        parts.append("no result: " + _listing(missing))
     return CriterionStatus("metric", description, passing == len(wanted),
                            passing / len(wanted), "; ".join(parts))
+
+
+def _listing(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
 
 
 def values_from_parent(

@@ -79,7 +79,12 @@ def stage_input(
     target: SiteDriver,
     target_layout: StageLayout,
 ) -> str:
-    """Make `source_layout`'s outputs appear as the target stage's input. Returns how."""
+    """Make `source_layout`'s outputs appear as the target stage's input. Returns how.
+
+    Same site: a link. Else through the S3 store of the source site (or of the target),
+    or, where neither has one, relayed through this machine. Checksums are verified on
+    arrival either way.
+    """
     destination = target_layout.input_of(source_layout.stage)
     if source.name == target.name:
         run_checked(
@@ -89,23 +94,71 @@ def stage_input(
         )
         return "linked (same site)"
     expected = manifest(source, source_layout.outputs)
+    run_checked(target, f"rm -rf {shlex.quote(destination)}")
+    store_site = next((d for d in (source, target) if d.site.storage and d.site.storage.s3), None)
+    if store_site is not None:
+        how = _via_s3(store_site, source, source_layout, target, destination, expected)
+    else:
+        how = _relay(source, source_layout.outputs, target, destination)
+    _verify(target, destination, expected, source_layout.stage, source.name)
+    total = sum(size for size, _ in expected.values())
+    return f"{how}: {len(expected)} files, {total} bytes, checksums verified"
+
+
+def _relay(source: SiteDriver, path: str, target: SiteDriver, destination: str) -> str:
     with tempfile.TemporaryDirectory(prefix="hpcfleet-relay-") as tmp:
         local = Path(tmp) / "outputs"
-        source.transport.get(source_layout.outputs, local)
+        source.transport.get(path, local)
         local.mkdir(exist_ok=True)
-        run_checked(target, f"rm -rf {shlex.quote(destination)}")
         target.transport.put(local, destination)
+    return f"relayed from {source.name} through this machine"
+
+
+def _via_s3(
+    store_site: SiteDriver,
+    source: SiteDriver,
+    source_layout: StageLayout,
+    target: SiteDriver,
+    destination: str,
+    expected: dict[str, tuple[int, str]],
+) -> str:
+    from sites.s3 import S3Handoff
+    from sites.s3_scripts import parse_part_etags, render_download, render_upload
+
+    assert store_site.site.storage is not None and store_site.site.storage.s3 is not None
+    handoff = S3Handoff(store_site.name, store_site.site.storage.s3)
+    prefix = handoff.key(source_layout.run_id, source_layout.stage, "outputs")
+    uploads = handoff.plan_upload(prefix, {path: size for path, (size, _) in expected.items()})
+    result = source.transport.run("bash -s", stdin=render_upload(source_layout.outputs, uploads).encode())
+    if not result.ok:
+        for upload in uploads:
+            handoff.abort(upload)
+        raise TransferError(source.name, f"upload to S3 failed: {result.stderr.strip()[-300:]}",
+                            transient=True)
+    etags = parse_part_etags(result.stdout)
+    for index, upload in enumerate(uploads):
+        handoff.complete(upload, etags.get(index, {}))
+    urls = {upload.path: handoff.download_url(upload.key) for upload in uploads}
+    result = target.transport.run("bash -s", stdin=render_download(destination, urls).encode())
+    if not result.ok:
+        raise TransferError(target.name, f"download from S3 failed: {result.stderr.strip()[-300:]}",
+                            transient=True)
+    return f"through s3://{handoff.store.bucket}/{prefix} of {store_site.name}"
+
+
+def _verify(
+    target: SiteDriver, destination: str, expected: dict[str, tuple[int, str]], stage: str,
+    source: str,
+) -> None:
     arrived = manifest(target, destination)
     if arrived != expected:
         differing = sorted(set(arrived.items()) ^ set(expected.items()))
         raise TransferError(
             target.name,
-            f"outputs of stage {source_layout.stage!r} from {source.name} arrived "
-            f"altered ({len(differing)} differing entries, e.g. {differing[0][0]!r})",
+            f"outputs of stage {stage!r} from {source} arrived altered ({len(differing)} "
+            f"differing entries, e.g. {differing[0][0]!r})",
             transient=True,
         )
-    total = sum(size for size, _ in expected.values())
-    return f"relayed from {source.name}: {len(expected)} files, {total} bytes, checksums verified"
 
 
 def fetch_attempt(driver: SiteDriver, layout: StageLayout, attempt: int, local: Path) -> Path:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import paramiko
 
@@ -78,6 +79,7 @@ class ExpectedHostKeys:
 
     keys: tuple[HostKey, ...]
     source: str
+    revoked: tuple[HostKey, ...] = ()
 
     def algorithms(self) -> list[str]:
         """Host key algorithms to offer so the server proves one of `keys`, in the
@@ -104,18 +106,22 @@ def expected_host_keys(endpoint: SshEndpoint, pinned: str | None) -> ExpectedHos
         return ExpectedHostKeys((HostKey.from_line(pinned),), "pinned host_key")
     name = endpoint.known_hosts_name
     keys: list[HostKey] = []
+    revoked: list[HostKey] = []
     readable = []
     for path in endpoint.known_hosts_files:
-        if not path.is_file():
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
             continue
         readable.append(str(path))
-        for key in _known_hosts_lookup(path, name):
-            if key not in keys:
-                keys.append(key)
+        accepted, refused = known_hosts_keys(text, name)
+        keys += [k for k in accepted if k not in keys]
+        revoked += refused
     files = ", ".join(readable) if readable else "no known_hosts file found"
-    if keys:
-        return ExpectedHostKeys(tuple(keys), f"known_hosts entry for {name!r} in {files}")
-    return ExpectedHostKeys((), f"no pinned host_key and no entry for {name!r} in {files}")
+    source = f"known_hosts entry for {name!r} in {files}"
+    if not keys:
+        source = f"no pinned host_key and no entry for {name!r} in {files}"
+    return ExpectedHostKeys(tuple(k for k in keys if k not in revoked), source, tuple(revoked))
 
 
 def check_host_key(
@@ -124,7 +130,9 @@ def check_host_key(
     """Raise `HostKeyRejected` unless `offered` is one of the expected keys."""
     if offered in expected.keys:
         return
-    verdict = "CHANGED" if expected.keys else "UNKNOWN"
+    verdict = (
+        "REVOKED" if offered in expected.revoked else "CHANGED" if expected.keys else "UNKNOWN"
+    )
     raise HostKeyRejected(site, host_key_message(site, endpoint, expected, offered, verdict))
 
 
@@ -133,11 +141,10 @@ def host_key_message(
 ) -> str:
     """The refusal text: both fingerprints, and what to do about it."""
     trust = f"`hpcfleet site trust {site}`"
-    advice = (
-        f"if the site's admins confirm the new key, run {trust} to pin it"
-        if verdict == "CHANGED"
-        else f"compare it with the fingerprint the site publishes, then run {trust}"
-    )
+    advice = {
+        "CHANGED": f"if the site's admins confirm the new key, run {trust} to pin it",
+        "UNKNOWN": f"compare it with the fingerprint the site publishes, then run {trust}",
+    }.get(verdict, "ask the site's admins")
     return (
         f"host key of {endpoint.hostname}:{endpoint.port} is {verdict}: "
         f"expected {expected.describe_expected()}; "
@@ -146,13 +153,45 @@ def host_key_message(
     )
 
 
-def _known_hosts_lookup(path: Path, name: str) -> list[HostKey]:
-    """Keys for `name` in one known_hosts file (hashed entries included)."""
-    try:
-        host_keys = paramiko.HostKeys(str(path))
-    except (OSError, paramiko.SSHException):
-        return []
-    found = host_keys.lookup(name)
-    if not found:
-        return []
-    return [HostKey.from_pkey(found[key_type]) for key_type in found]
+def known_hosts_keys(text: str, name: str) -> tuple[list[HostKey], list[HostKey]]:
+    """(accepted, revoked) keys for host `name` in known_hosts `text`. Hashed names and
+    `*`/`?`/`!` patterns are understood; @cert-authority lines and lines that cannot
+    be parsed are skipped (one bad line must not hide the others)."""
+    accepted: list[HostKey] = []
+    revoked: list[HostKey] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = fields.pop(0) if fields[0].startswith("@") else None
+        if len(fields) < 3 or marker not in (None, "@revoked"):
+            continue
+        if not _host_matches(fields[0], name):
+            continue
+        try:
+            key = HostKey.from_line(f"{fields[1]} {fields[2]}")
+        except ValueError:
+            continue
+        (revoked if marker else accepted).append(key)
+    return accepted, revoked
+
+
+def _host_matches(patterns: str, name: str) -> bool:
+    if patterns.startswith("|1|"):
+        salt, _, digest = patterns[3:].partition("|")
+        try:
+            mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(base64.b64encode(mac).decode(), digest)
+    matched = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        regex = ".*".join(
+            ".".join(map(re.escape, part.split("?"))) for part in pattern.lstrip("!").split("*")
+        )
+        if re.fullmatch(regex, name, re.IGNORECASE):
+            if negated:
+                return False
+            matched = True
+    return matched

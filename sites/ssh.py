@@ -29,7 +29,12 @@ from types import TracebackType
 from registry.site import SshSettings
 from sites import ssh_transfer
 from sites.errors import SiteError, SiteUnreachable
-from sites.ssh_channel import EXIT_STATUS_MISSING, BackgroundReader, read_all, send_all
+from sites.ssh_channel import (
+    EXIT_STATUS_MISSING,
+    BackgroundReader,
+    read_all,
+    send_all,
+)
 from sites.ssh_config import load_ssh_config, resolve_route
 from sites.ssh_connect import ConnectOptions
 from sites.ssh_connect import fetch_host_key as _fetch_host_key
@@ -169,20 +174,28 @@ class SshTransport:
     def run(
         self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
     ) -> CommandResult:
-        """Run `command` in the login shell. A non-zero exit is returned; not reaching
-        the site, losing the connection mid-command, or passing `timeout` (seconds)
-        raises a transient `SiteUnreachable`."""
+        """Run `command` in the login shell. A non-zero exit is returned. Not reaching
+        the site or losing the connection mid-command raises a transient
+        `SiteUnreachable`; passing `timeout` (seconds) a transient `SiteError`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         action = f"running {_shorten(command)}"
         with self._errors(action), self._connection.channel(action) as channel:
             channel.exec_command(command)
-            reader = BackgroundReader(channel, deadline) if stdin else None
-            if reader is not None:
-                send_all(channel, stdin or b"", deadline)
-                output = reader.result()
-            else:
-                channel.shutdown_write()
-                output = read_all(channel, deadline)
+            try:
+                if stdin:
+                    reader = BackgroundReader(channel, deadline)
+                    send_all(channel, stdin, deadline)
+                    output = reader.result()
+                else:
+                    channel.shutdown_write()
+                    output = read_all(channel, deadline)
+            except TimeoutError:  # CommandTimeout, or stdin not taken in time
+                # Closing the channel (on the way out) closes the command's pipes.
+                raise SiteError(
+                    self.site,
+                    f"command {_shorten(command)} did not finish within {timeout} s",
+                    transient=True,
+                ) from None
             carrier = channel.get_transport()
             if output.exit_status == EXIT_STATUS_MISSING and not (carrier and carrier.is_active()):
                 raise SiteUnreachable(

@@ -36,10 +36,16 @@ def main() -> None:
         choices.insert(0, linked)  # an old run, linked to from elsewhere
     labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
                       + runs["state"], strict=True))
-    run_id = st.selectbox("Run", choices, format_func=labels.__getitem__, key="run",
-                          bind="query-params")
+    run_id = st.selectbox("Run", choices, index=default_choice(runs, choices),
+                          format_func=labels.__getitem__, key="run", bind="query-params")
     if run_id is not None:
         ui.live(_render, cfg, run_id)
+
+
+def default_choice(runs: pd.DataFrame, choices: list[str]) -> int:
+    """The newest run that has started (a just-launched run has nothing to show yet)."""
+    started = set(runs.loc[runs["jobs"] > 0, "run_id"])
+    return next((i for i, run_id in enumerate(choices) if run_id in started), 0)
 
 
 def _render(cfg: DashboardConfig, run_id: str) -> None:
@@ -140,7 +146,8 @@ def _logs(detail: RunDetail, cfg: DashboardConfig) -> None:
               for row in failed_first.itertuples()}
     chosen = st.selectbox("Job", list(labels), format_func=labels.__getitem__,
                           key="detail_log_job")
-    tails = ui.from_mlflow(lambda: cached.log_tails(cfg.tracking_uri, chosen), {})
+    no_tails: dict[str, str] = {}
+    tails = ui.from_mlflow(lambda: cached.log_tails(cfg.tracking_uri, chosen), no_tails)
     if not tails:
         st.caption("No logs were collected for this job.")
     for name, tail in tails.items():

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
 from dashboard.navigation import page
+from dashboard.pages.run_detail import default_choice
 from dashboard.queries import attempt_timeline, filter_runs
 
 FILTERS = (("partner", "Partner"), ("state", "State"), ("experiment", "Experiment"),
@@ -28,11 +29,11 @@ def _render(cfg: DashboardConfig) -> None:
     if not len(runs):
         st.info("No runs yet. Launch one with `hpcfleet run launch FILE`.")
         return
-    choices = {}
+    filters = {}
     for column, (key, label) in zip(st.columns(len(FILTERS)), FILTERS, strict=True):
         options = _options(runs, key)
-        choices[key] = column.multiselect(label, options, key=f"runs_filter_{key}")
-    shown = filter_runs(runs, **choices)
+        filters[key] = column.multiselect(label, options, key=f"runs_filter_{key}")
+    shown = filter_runs(runs, **filters)
     st.caption(f"{len(shown):,} of {len(runs):,} runs")
     st.dataframe(runs_table(shown), hide_index=True)
 
@@ -42,8 +43,9 @@ def _render(cfg: DashboardConfig) -> None:
         return
     labels = {row.run_id: f"{row.name} · {row.run_id} · {row.state}"
               for row in shown.head(500).itertuples()}
-    run_id = st.selectbox("Run", list(labels), format_func=labels.__getitem__,
-                          key="runs_timeline_run")
+    choices = list(labels)
+    run_id = st.selectbox("Run", choices, index=default_choice(shown, choices),
+                          format_func=labels.__getitem__, key="runs_timeline_run")
     st.page_link(page("run"), label=f"Open run {run_id} in detail",
                  icon=":material/open_in_new:", query_params={"run": run_id})
     jobs = ui.from_store(lambda: cached.jobs(cfg.store_url))

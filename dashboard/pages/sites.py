@@ -125,5 +125,6 @@ def _burn_caption(f: BurnForecast) -> str:
         "on pace": "on pace",
     }[f.status]
     runs_out = f" (around {f.runs_out:%Y-%m-%d})" if f.status == "over" and f.runs_out else ""
-    return (f"{used}. At {text.gpu_hours(f.rate_per_day)} GPU-h/day: "
-            f"{text.gpu_hours(f.projected)} by the end — {outlook}{runs_out}.")
+    return (f"{used}. At the last {f.window_days:.0f} days' rate of "
+            f"{text.gpu_hours(f.rate_per_day)} GPU-h/day: {text.gpu_hours(f.projected)} "
+            f"by the end — {outlook}{runs_out}.")

@@ -17,7 +17,7 @@ from sites.ssh_errors import ssh_errors, translate_ssh_error
     "error",
     [
         TimeoutError(),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
         ConnectionRefusedError(111, "Connection refused"),
         ConnectionResetError(104, "Connection reset by peer"),
         BrokenPipeError(32, "Broken pipe"),

@@ -105,7 +105,8 @@ def test_known_hosts_entries_match_by_host_and_port(tmp_path: Path) -> None:
     known_hosts.write_text(
         f"[127.0.0.1]:2221 {ED25519}\n"
         f"[127.0.0.1]:2222 {ECDSA}\n"
-        "@cert-authority *.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbHneZ0fi9aIDt4BDwmag\n"
+        "@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbHneZ0fi9aIDt4BDwmag4ucq18\n"
+        "[127.0.0.1]:2221 ssh-ed25519 not-base64!\n"
         "# a comment\n"
     )
 
@@ -133,3 +134,26 @@ def test_hashed_known_hosts_entries_are_understood(tmp_path: Path) -> None:
 def test_a_pinned_key_restricts_the_negotiated_algorithm() -> None:
     assert expected_host_keys(endpoint(), ED25519).algorithms() == ["ssh-ed25519"]
     assert expected_host_keys(endpoint(), None).algorithms() == []
+
+
+def test_known_hosts_patterns_and_negation(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"*.example.org,!bad.example.org,10.0.0.? {ED25519}\n")
+
+    def keys(host: str) -> tuple[HostKey, ...]:
+        target = SshEndpoint("x", host, 22, "u", (), (known_hosts,))
+        return expected_host_keys(target, None).keys
+
+    assert keys("login.example.org") == (HostKey.from_line(ED25519),)
+    assert keys("10.0.0.7") == (HostKey.from_line(ED25519),)
+    assert keys("bad.example.org") == ()
+    assert keys("10.0.0.17") == ()
+
+
+def test_a_revoked_key_is_refused_even_when_also_listed(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:2221 {ED25519}\n@revoked * {ED25519}\n")
+    expected = expected_host_keys(endpoint((known_hosts,)), None)
+
+    with pytest.raises(HostKeyRejected, match="REVOKED"):
+        check_host_key("site-a", endpoint(), expected, HostKey.from_line(ED25519))

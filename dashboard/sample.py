@@ -1,0 +1,402 @@
+"""A made-up consortium's worth of data, for the dashboard's tests, benchmark and screenshots.
+
+It writes what the orchestrator would have written (store records; MLflow parent and
+child runs tagged as INTERFACE.md says), deterministically from a seed, at any scale.
+The dashboard itself never imports this module: it only reads.
+
+Three partners, four sites (three SLURM sites with different health, one local), runs
+of two specs (prepare -> train -> evaluate over the 24 EU languages) with a few
+failures and gaps, and three milestones: one met, one at risk, one overdue.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dashboard.languages import EU_LANGUAGES
+from registry.milestone import Milestone
+from registry.partner import Partner
+from registry.records import ProbeRecord
+from registry.runspec import RunSpec
+from registry.site import Site
+from registry.states import RunState
+from registry.store import Store
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+SECRET_ENV_VALUE = "hf_SAMPLE_TOKEN_never_shown_0123456789"  # tests check it never renders
+BATCH = 1000  # MLflow's cap on metrics per log_batch
+SAMPLE_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+GAP_PRONE = ("ga", "mt", "hr", "lv", "sl")  # languages whose evaluation sometimes fails
+
+
+@dataclass(frozen=True)
+class Scale:
+    runs: int = 8
+    eval_every: int = 1  # every n-th run evaluates the 24 languages
+    children_every: int = 1  # every n-th run gets MLflow child runs (logs, loss curves)
+    history_steps: int = 40  # loss points of a training child run
+    span_days: int = 60  # the runs are spread over this many days before now
+
+
+@dataclass(frozen=True)
+class Filled:
+    run_ids: list[str]
+    metric_points: int
+    jobs: int
+
+
+PARTNERS = (
+    Partner(id="cuni", name="Charles University", country="CZ"),
+    Partner(id="csc", name="CSC - IT Center for Science", country="FI"),
+    Partner(id="bsc", name="Barcelona Supercomputing Center", country="ES"),
+)
+
+
+def sites(today: date) -> list[Site]:
+    period = {"start": today - timedelta(days=200), "end": today + timedelta(days=165)}
+    return [Site.model_validate(doc) for doc in (
+        {
+            "name": "lumi", "partner": "csc", "description": "LUMI-G, CSC",
+            "ssh": {"host": "lumi.csc.fi", "user": "jdoe",
+                    "identity_file": "~/.ssh/id_ed25519_lumi",
+                    "host_key": SAMPLE_HOST_KEY},
+            "scheduler": "slurm",
+            "slurm": {"account": "project_465000001", "partitions": [
+                {"name": "small-g", "gpus_per_node": 8, "gpu_type": "mi250x",
+                 "max_time": "3-00:00:00"},
+                {"name": "small", "gpus_per_node": 0, "default": True}]},
+            "environment": {"workdir": "/scratch/project_465000001/hpcfleet",
+                            "modules": ["LUMI/24.03", "partition/G"],
+                            "env": {"HF_TOKEN": SECRET_ENV_VALUE, "HF_HOME": "/scratch/hf"}},
+            "storage": {"s3": {"endpoint": "https://lumidata.eu", "bucket": "oellm",
+                               "profile": "lumi-o"}},
+            "allocation": {"gpu_hours": 900, **period},
+            "shared_with": ["*"], "labels": {"country": "FI", "gpu": "mi250x"},
+        },
+        {
+            "name": "karolina", "partner": "cuni", "description": "Karolina, IT4I",
+            "ssh": {"host": "karolina.it4i.cz", "user": "novak", "proxy_jump": ["gw.cuni.cz"]},
+            "scheduler": "slurm",
+            "slurm": {"account": "OPEN-30-1", "partitions": [
+                {"name": "qgpu", "gpus_per_node": 8, "gpu_type": "a100"}]},
+            "allocation": {"gpu_hours": 50, **period},
+            "shared_with": ["*"], "labels": {"country": "CZ", "gpu": "a100"},
+        },
+        {
+            "name": "marenostrum", "partner": "bsc", "description": "MareNostrum 5 ACC",
+            "ssh": {"host": "alogin1.bsc.es", "known_hosts": "~/.ssh/known_hosts"},
+            "scheduler": "slurm",
+            "slurm": {"account": "bsc88", "partitions": [
+                {"name": "acc", "gpus_per_node": 4, "gpu_type": "h100"}]},
+            "allocation": {"gpu_hours": 100, **period},
+            "shared_with": ["cuni", "csc"], "labels": {"country": "ES", "gpu": "h100"},
+        },
+        {
+            "name": "cuni-local", "partner": "cuni", "description": "Workstation for tests",
+            "scheduler": "local", "local": {"slots": 4},
+        },
+    )]
+
+
+def probes(now: datetime) -> list[ProbeRecord]:
+    def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
+        return {"name": name, "ok": ok, "detail": detail}
+
+    return [
+        ProbeRecord(site="lumi", checked_at=now - timedelta(minutes=12), reachable=True,
+                    ok=True, queue_depth=42, details={"checks": [
+                        check("login", True, "jdoe@lumi.csc.fi"),
+                        check("host key", True, "matches the pinned key"),
+                        check("sbatch", True, "slurm 23.02.7")]}),
+        ProbeRecord(site="karolina", checked_at=now - timedelta(hours=3), reachable=False,
+                    ok=False, details={"checks": [
+                        check("login", False, "connection timed out via gw.cuni.cz")]}),
+        ProbeRecord(site="marenostrum", checked_at=now - timedelta(hours=1), reachable=True,
+                    ok=False, queue_depth=7, details={"checks": [
+                        check("login", True, "alogin1.bsc.es"),
+                        check("account", False, "account bsc88 has no association")]}),
+    ]
+
+
+def milestones(today: date) -> list[Milestone]:
+    languages = list(EU_LANGUAGES)
+    return [Milestone.model_validate(doc) for doc in (
+        {"id": "m1-first-release", "title": "First model release",
+         "due": today + timedelta(days=120),
+         "criteria": [{"stage_completed": {"run": "tiny-llm-v1", "stage": "train"}},
+                      {"metric": {"experiment": "tiny-llm", "key": "accuracy", "min": 0.3,
+                                  "over": "language", "all_of": ["bg", "cs", "da"]}}]},
+        {"id": "m2-parity", "title": "Multilingual parity",
+         "due": today + timedelta(days=20),
+         "criteria": [{"metric": {"experiment": "tiny-llm", "key": "accuracy", "min": 0.75,
+                                  "over": "language", "all_of": languages}}]},
+        {"id": "m3-data-v2", "title": "Deduplicated corpus v2",
+         "due": today - timedelta(days=5),
+         "criteria": [{"stage_completed": {"run": "data-v2", "stage": "dedup"}}]},
+    )]
+
+
+def spec(name: str, experiment: str, evaluate: bool) -> RunSpec:
+    stages: list[dict[str, Any]] = [
+        {"name": "prepare", "kind": "data", "site": "marenostrum",
+         "command": ["python3", "prepare.py"], "outputs": ["data/"]},
+        {"name": "train", "kind": "train", "needs": ["prepare"],
+         "site": {"require": {"min_gpus": 1}}, "resources": {"gpus": 8, "time": "12:00:00"},
+         "command": ["python3", "train.py"], "retries": 1, "outputs": ["checkpoints/"]},
+    ]
+    if evaluate:
+        stages.append({"name": "evaluate", "kind": "eval", "needs": ["train"],
+                       "site": {"any_of": ["lumi", "karolina"]},
+                       "array": {"language": list(EU_LANGUAGES)},
+                       "command": ["python3", "evaluate.py", "--lang", "{language}"]})
+    return RunSpec.model_validate({"name": name, "experiment": experiment, "stages": stages})
+
+
+def register(store: Store, today: date, now: datetime) -> None:
+    for partner in PARTNERS:
+        store.put_partner(partner)
+    for site in sites(today):
+        store.put_site(site, site.partner)
+    for probe in probes(now):
+        store.add_probe(probe)
+    for milestone in milestones(today):
+        store.put_milestone(milestone, "cuni")
+
+
+def fill(
+    store: Store,
+    client: MlflowClient,
+    artifact_root: str,
+    now: datetime | None = None,
+    scale: Scale = Scale(),
+    seed: int = 7,
+) -> Filled:
+    """Register the sample consortium and `scale.runs` runs, oldest first."""
+    now = now or datetime.now(UTC)
+    register(store, now.date(), now)
+    rng = random.Random(seed)
+    experiments: dict[str, str] = {}
+    for name in ("tiny-llm", "eurollm-1b"):
+        found = client.get_experiment_by_name(name)
+        experiments[name] = str(found.experiment_id) if found else str(
+            client.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
+    writer = _Writer(store, client, rng, now)
+    step = timedelta(days=scale.span_days) / max(scale.runs, 1)
+    for i in range(scale.runs):
+        writer.run(i, scale, now - step * (scale.runs - i), experiments)
+    return Filled(writer.run_ids, writer.points, writer.jobs)
+
+
+class _Writer:
+    """Writes one run at a time: store records first, then its MLflow runs."""
+
+    def __init__(self, store: Store, client: MlflowClient, rng: random.Random,
+                 now: datetime) -> None:
+        self.store, self.client, self.rng, self.now = store, client, rng, now
+        self.run_ids: list[str] = []
+        self.points = 0
+        self.jobs = 0
+        self.base = {code: 0.45 + 0.4 * rng.random() for code in EU_LANGUAGES}
+        self.logs = Path(tempfile.mkdtemp(prefix="hpcfleet-sample-logs-"))
+
+    def run(self, i: int, scale: Scale, created: datetime,
+            experiments: dict[str, str]) -> None:
+        total = scale.runs
+        evaluate = i % scale.eval_every == 0 or i >= total - 3
+        experiment = "tiny-llm" if i % 4 else "eurollm-1b"
+        name = "tiny-llm-v1" if experiment == "tiny-llm" else "eurollm-1b-v2"
+        run_id = f"r{i:05d}{self.rng.randrange(16**3):03x}"
+        partner = PARTNERS[i % len(PARTNERS)].id
+        outcome = self._outcome(i, total)
+        self.store.create_run(run_id, spec(name, experiment, evaluate), partner)
+        self.run_ids.append(run_id)
+        jobs = [] if outcome == "PENDING" else self._jobs(run_id, created, evaluate, outcome)
+        ended = max((j["ended"] for j in jobs if j["ended"]), default=None)
+        final = outcome if outcome != "RUNNING" else None
+        track = i % scale.children_every == 0 or i >= total - 3
+        parent = self._parent(experiments[experiment], run_id, name, partner, created,
+                              ended if final else None, final, jobs)
+        if track:
+            self._children(experiments[experiment], parent, run_id, partner, jobs, scale)
+        self._store_jobs(jobs)
+        self._store_stages(run_id, evaluate, jobs, outcome)
+        self.store.update_run(
+            run_id, state=RunState(outcome), created=created,
+            started=created + timedelta(minutes=2) if jobs else None,
+            ended=ended if final else None, mlflow_run_id=parent,
+            prefect_flow_run_id=f"00000000-0000-4000-8000-{i:012d}",
+            reason=("stage train failed: OUT_OF_MEMORY (exit 137)" if outcome == "FAILED"
+                    else "cancelled on request" if outcome == "CANCELLED" else None),
+        )
+
+    @staticmethod
+    def _outcome(i: int, total: int) -> str:
+        if i == total - 1:
+            return "PENDING"
+        if i == total - 2:
+            return "RUNNING"
+        if i % 10 == 7:
+            return "FAILED"
+        if i % 25 == 24:
+            return "CANCELLED"
+        return "COMPLETED"
+
+    def _jobs(self, run_id: str, created: datetime, evaluate: bool,
+              outcome: str) -> list[dict[str, Any]]:
+        rng = self.rng
+        jobs: list[dict[str, Any]] = []
+        t = created + timedelta(minutes=3)
+
+        def job(stage: str, attempt: int, site: str, state: str, hours: float, gpus: int,
+                index: int | None = None, value: str | None = None,
+                **extra: Any) -> dict[str, Any]:
+            start = t + timedelta(minutes=rng.randrange(1, 20))
+            end = None if state == "RUNNING" else start + timedelta(hours=hours)
+            scheduler_id = str(rng.randrange(4_000_000, 9_000_000))
+            jobs.append({
+                "run_id": run_id, "stage": stage, "attempt": attempt, "site": site,
+                "job_name": f"hpcfleet-{run_id}-{stage}-{attempt}",
+                "scheduler_id": scheduler_id if index is None else f"{scheduler_id}_{index}",
+                "array_index": index, "array_value": value, "state": state,
+                "exit_code": None if end is None else (0 if state == "COMPLETED" else 1),
+                "submitted": t, "started": start, "ended": end,
+                "gpu_hours": round(gpus * hours, 3) if end else 0.0,
+                "node": f"nid{rng.randrange(5000, 7999):06d}", **extra,
+            })
+            return jobs[-1]
+
+        job("prepare", 1, "marenostrum", "COMPLETED", 0.5 + rng.random(), 0)
+        t = jobs[-1]["ended"]
+        if outcome == "FAILED":
+            job("train", 1, "lumi", "OUT_OF_MEMORY", 0.4, 8, exit_code=137,
+                reason="oom-kill: Out of memory in step 1200")
+            t = jobs[-1]["ended"]
+            job("train", 2, "lumi", "OUT_OF_MEMORY", 0.4, 8, exit_code=137,
+                reason="oom-kill: Out of memory in step 1200")
+            return jobs
+        job("train", 1, "lumi", "COMPLETED", 3 + 4 * rng.random(), 8)
+        t = jobs[-1]["ended"]
+        if outcome == "CANCELLED":
+            jobs[-1].update(state="CANCELLED", reason="cancelled on request")
+            return jobs
+        if evaluate:
+            for index, code in enumerate(EU_LANGUAGES):
+                site = "lumi" if index % 2 == 0 else "karolina"
+                state = "RUNNING" if outcome == "RUNNING" and index % 3 == 0 else "COMPLETED"
+                job("evaluate", 1, site, state, 0.2 + 0.3 * rng.random(), 1, index, code)
+        return jobs
+
+    def _parent(self, experiment_id: str, run_id: str, name: str, partner: str,
+                created: datetime, ended: datetime | None, final: str | None,
+                jobs: list[dict[str, Any]]) -> str:
+        tags = {"hpcfleet.run_id": run_id, "hpcfleet.partner": partner,
+                "hpcfleet.run_name": name}
+        if final:
+            tags["hpcfleet.state"] = final
+        parent = self.client.create_run(experiment_id, start_time=_ms(created), tags=tags,
+                                        run_name=f"{name} ({run_id})").info.run_id
+        metrics: list[tuple[str, float, int]] = []
+        progress = len(self.run_ids) / 400  # later runs do a little better
+        for job in jobs:
+            if job["stage"] == "evaluate" and job["state"] == "COMPLETED":
+                code = job["array_value"]
+                if code in GAP_PRONE and self.rng.random() < 0.3:
+                    continue  # a language that produced no result: a gap on the heatmap
+                accuracy = min(0.99, self.base[code] + progress + 0.05 * self.rng.random())
+                metrics.append((f"accuracy/{code}", accuracy, 0))
+                metrics.append((f"nll/{code}", 4.0 - 2.5 * accuracy, 0))
+        if final:
+            metrics.append(("gpu_hours", sum(j["gpu_hours"] for j in jobs), 0))
+        self._log(parent, metrics, _ms(ended or created))
+        if final:
+            status = {"COMPLETED": "FINISHED", "FAILED": "FAILED"}.get(final, "KILLED")
+            self.client.set_terminated(parent, status, end_time=_ms(ended or created))
+        return str(parent)
+
+    def _children(self, experiment_id: str, parent: str, run_id: str, partner: str,
+                  jobs: list[dict[str, Any]], scale: Scale) -> None:
+        for job in jobs:
+            if job["state"] == "RUNNING":
+                continue
+            value = job["array_value"]
+            tags = {"hpcfleet.run_id": run_id, "hpcfleet.stage": job["stage"],
+                    "hpcfleet.site": job["site"], "hpcfleet.partner": partner,
+                    "hpcfleet.attempt": str(job["attempt"]), "hpcfleet.state": job["state"],
+                    "slurm.job_id": job["scheduler_id"], "mlflow.parentRunId": parent}
+            if value is not None:
+                tags["hpcfleet.array_value"] = value
+            suffix = f"[{value}]" if value is not None else ""
+            child = self.client.create_run(
+                experiment_id, start_time=_ms(job["started"]), tags=tags,
+                run_name=f"{job['stage']}{suffix} #{job['attempt']}").info.run_id
+            job["mlflow_run_id"] = child
+            end = _ms(job["ended"])
+            metrics = [("gpu_hours", job["gpu_hours"], 0)]
+            if job["stage"] == "train":
+                metrics += [("loss", 6.0 * 0.97 ** s + 0.1 * self.rng.random(), s)
+                            for s in range(scale.history_steps)]
+            if value is not None:
+                metrics.append(("accuracy", self.base[value], 0))
+            self._log(child, metrics, end)
+            self._attach_logs(child, job)
+            status = "FINISHED" if job["state"] == "COMPLETED" else "FAILED"
+            self.client.set_terminated(child, status, end_time=end)
+
+    def _attach_logs(self, child: str, job: dict[str, Any]) -> None:
+        out = self.logs / "0.out"
+        err = self.logs / "0.err"
+        out.write_text("".join(f"[{job['stage']}] step {n}: ok\n" for n in range(60)))
+        err.write_text(f"{job['reason']}\n" if job.get("reason") else "")
+        for path in (out, err):
+            self.client.log_artifact(child, str(path), "logs")
+
+    def _log(self, run: str, metrics: Sequence[tuple[str, float, int]], when: int) -> None:
+        from mlflow.entities import Metric
+
+        batch = [Metric(key, float(value), when, step) for key, value, step in metrics]
+        for start in range(0, len(batch), BATCH):
+            self.client.log_batch(run, metrics=batch[start:start + BATCH])
+        self.points += len(batch)
+
+    def _store_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        if jobs:
+            self.store.add_jobs(jobs)
+            self.jobs += len(jobs)
+
+    def _store_stages(self, run_id: str, evaluate: bool, jobs: list[dict[str, Any]],
+                      outcome: str) -> None:
+        names = ["prepare", "train"] + (["evaluate"] if evaluate else [])
+        for name in names:
+            mine = [j for j in jobs if j["stage"] == name]
+            if not mine:
+                state = "CANCELLED" if outcome in ("FAILED", "CANCELLED") else "PENDING"
+                reason = "skipped: needs train, which failed" if outcome == "FAILED" else None
+                self.store.update_stage(run_id, name, state=RunState(state), reason=reason)
+                continue
+            states = {j["state"] for j in mine}
+            if "RUNNING" in states:
+                state = "RUNNING"
+            elif states == {"COMPLETED"}:
+                state = "COMPLETED"
+            else:
+                state = "CANCELLED" if "CANCELLED" in states else "FAILED"
+            ends = [j["ended"] for j in mine if j["ended"]]
+            self.store.update_stage(
+                run_id, name, state=RunState(state), sites=sorted({j["site"] for j in mine}),
+                attempt=max(j["attempt"] for j in mine), started=min(j["started"] for j in mine),
+                ended=max(ends) if state != "RUNNING" and ends else None,
+                reason=mine[-1].get("reason") if state == "FAILED" else None,
+                choice="named in the spec" if name == "prepare" else "least queued site first",
+            )
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)

@@ -1,0 +1,475 @@
+"""SshTransport against the real sshd of the SLURM sandbox (site-a, site-b)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from registry.site import SshSettings
+from sites.errors import HostKeyRejected, SiteError, SiteUnreachable, TransferError
+from sites.hostkeys import HostKey
+from sites.ssh import ConnectionPool, SshTransport, fetch_host_key
+from tests.sandbox.sandbox import Sandbox, SandboxSite
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def site_a(slurm_sandbox: Sandbox) -> SandboxSite:
+    return slurm_sandbox.site("site-a")
+
+
+@pytest.fixture
+def site_b(slurm_sandbox: Sandbox) -> SandboxSite:
+    return slurm_sandbox.site("site-b")
+
+
+@pytest.fixture
+def pool() -> Iterator[ConnectionPool]:
+    """A pool of the test's own, so that connection counts start at zero."""
+    own = ConnectionPool()
+    yield own
+    own.close_all()
+
+
+@pytest.fixture
+def transport(site_a: SandboxSite, pool: ConnectionPool) -> Iterator[SshTransport]:
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool) as opened:
+        yield opened
+
+
+def settings_for(site: SandboxSite, **overrides: object) -> SshSettings:
+    fields: dict[str, object] = {
+        "host": site.host,
+        "port": site.port,
+        "user": site.user,
+        "identity_file": str(site.key_path),
+        "host_key": site.host_key,
+    }
+    fields.update(overrides)
+    return SshSettings.model_validate(fields)
+
+
+def accepted_logins(sandbox: Sandbox, site: SandboxSite) -> int:
+    log = sandbox.base_dir / site.name / "log" / "sshd.log"
+    if not log.is_file():
+        pytest.skip(f"the sandbox keeps no sshd log at {log}")
+    return log.read_text(errors="replace").count("Accepted publickey")
+
+
+def write_private_key(path: Path, key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
+    """Write `key` passphrase-less in OpenSSH format; returns its base64 body."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return "".join(pem.decode().splitlines()[1:-1])
+
+
+def public_line(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_run_returns_output_and_exit_status(transport: SshTransport) -> None:
+    result = transport.run("echo $HPC_SITE; echo oops >&2; exit 3")
+
+    assert (result.returncode, result.stdout, result.stderr) == (3, "site-a\n", "oops\n")
+    assert transport.run("true").ok
+
+
+def test_stdin_reaches_the_command_even_when_large(transport: SshTransport) -> None:
+    data = os.urandom(5 << 20)  # more than the 2 MiB channel window
+
+    result = transport.run("sha256sum", stdin=data, timeout=60)
+
+    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_large_output_on_both_streams_does_not_deadlock(transport: SshTransport) -> None:
+    command = "head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 3000000 /dev/zero | tr '\\0' o"
+
+    result = transport.run(command, timeout=60)
+
+    assert (len(result.stdout), len(result.stderr)) == (3_000_000, 3_000_000)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "it's",
+        '"double" and \\backslash',
+        "$(touch PWNED) `touch PWNED` ${HOME}",
+        "; touch PWNED; #",
+        "* ? [a] ~",
+        "line\nbreak\ttab",
+        "--flag",
+        "ünïcødé ☃",
+        "",
+    ],
+)
+def test_a_hostile_argument_round_trips(transport: SshTransport, value: str) -> None:
+    result = transport.run(shlex.join(["printf", "%s", value]) + "; ls PWNED 2>/dev/null")
+
+    assert result.stdout == value
+
+
+def test_a_timeout_raises_a_transient_error(transport: SshTransport) -> None:
+    with pytest.raises(SiteError, match="did not finish within 0.5 s") as caught:
+        transport.run("sleep 5", timeout=0.5)
+
+    assert caught.value.transient
+    assert transport.run("echo still usable").stdout == "still usable\n"
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+def make_tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    (root / "a.txt").write_text("hello\n")
+    (root / "empty.bin").write_bytes(b"")
+    (root / "sub" / "random.bin").write_bytes(os.urandom(3_000_000))
+    (root / "sub" / "deeper" / "it's a \"name\" $x.txt").write_text("quoted\n")
+    (root / "link").symlink_to("a.txt")
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Relative path -> file bytes, symlink target or 'dir'."""
+    entries: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        key = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            entries[key] = ("link", os.readlink(path))
+        elif path.is_dir():
+            entries[key] = "dir"
+        else:
+            entries[key] = path.read_bytes()
+    return entries
+
+
+def test_put_and_get_a_file_byte_exact(
+    transport: SshTransport, slurm_sandbox: Sandbox, site_a: SandboxSite, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(4_000_000))
+    remote = "hpcfleet-test/files/new/dir/it's here.bin"
+
+    transport.put(source, remote)
+    transport.get(remote, tmp_path / "back" / "again" / "copy.bin")
+
+    assert (tmp_path / "back/again/copy.bin").read_bytes() == source.read_bytes()
+    assert (site_a.home / remote).read_bytes() == source.read_bytes()
+    leftovers = slurm_sandbox.run_on(site_a, "ls -A hpcfleet-test/files/new/dir").stdout.split("\n")
+    assert leftovers == ["it's here.bin", ""]  # no temporary file left behind
+
+
+def test_put_and_get_a_directory_tree_byte_exact(
+    transport: SshTransport, site_a: SandboxSite, tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "tree")
+
+    transport.put(tmp_path / "tree", "hpcfleet-test/trees/one")
+    transport.get("hpcfleet-test/trees/one", tmp_path / "copy")
+
+    assert snapshot(tmp_path / "copy") == snapshot(tmp_path / "tree")
+    assert snapshot(site_a.home / "hpcfleet-test/trees/one") == snapshot(tmp_path / "tree")
+
+
+def test_getting_a_missing_file_fails_permanently_and_leaves_nothing(
+    transport: SshTransport, tmp_path: Path
+) -> None:
+    with pytest.raises(TransferError, match="No such file") as caught:
+        transport.get("hpcfleet-test/does-not-exist", tmp_path / "x.bin")
+
+    assert not caught.value.transient
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uploading_onto_a_directory_is_refused(transport: SshTransport, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    transport.run("mkdir -p hpcfleet-test/a-dir")
+
+    with pytest.raises(TransferError, match="is a directory"):
+        transport.put(tmp_path / "f", "hpcfleet-test/a-dir")
+
+
+# --------------------------------------------------------------------------- host keys
+
+
+def test_the_pinned_host_key_is_accepted(transport: SshTransport) -> None:
+    assert transport.run("true").ok
+
+
+def test_a_changed_host_key_is_refused_before_logging_in(
+    slurm_sandbox: Sandbox, site_a: SandboxSite, site_b: SandboxSite, pool: ConnectionPool
+) -> None:
+    before = accepted_logins(slurm_sandbox, site_a)
+    wrong = SshTransport(site_a.name, settings_for(site_a, host_key=site_b.host_key), pool=pool)
+
+    with pytest.raises(HostKeyRejected) as caught:
+        wrong.run("true")
+
+    message = str(caught.value)
+    assert "site 'site-a'" in message and "CHANGED" in message
+    assert HostKey.from_line(site_b.host_key).fingerprint in message  # expected
+    assert HostKey.from_line(site_a.host_key).fingerprint in message  # offered
+    assert not caught.value.transient
+    assert accepted_logins(slurm_sandbox, site_a) == before
+
+
+def test_a_pinned_key_of_another_type_is_refused_with_both_fingerprints(
+    site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    pinned = public_line(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    wrong = SshTransport(site_a.name, settings_for(site_a, host_key=pinned), pool=pool)
+
+    with pytest.raises(HostKeyRejected) as caught:
+        wrong.run("true")
+
+    assert HostKey.from_line(pinned).fingerprint in str(caught.value)
+    assert HostKey.from_line(site_a.host_key).fingerprint in str(caught.value)
+
+
+def test_a_known_hosts_file_is_enough(site_a: SandboxSite, pool: ConnectionPool) -> None:
+    settings = settings_for(site_a, host_key=None, known_hosts=str(site_a.known_hosts))
+
+    with SshTransport(site_a.name, settings, pool=pool) as transport:
+        assert transport.run("echo ok").stdout == "ok\n"
+
+
+def test_an_unknown_host_key_is_refused_and_never_added(
+    site_a: SandboxSite, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    settings = settings_for(site_a, host_key=None, known_hosts=str(known_hosts))
+
+    with pytest.raises(HostKeyRejected, match="UNKNOWN") as caught:
+        SshTransport(site_a.name, settings, pool=pool).run("true")
+
+    assert HostKey.from_line(site_a.host_key).fingerprint in str(caught.value)
+    assert known_hosts.read_text() == ""
+
+
+def test_fetch_host_key_reads_the_key_without_logging_in(
+    slurm_sandbox: Sandbox, site_a: SandboxSite
+) -> None:
+    before = accepted_logins(slurm_sandbox, site_a)
+    settings = settings_for(site_a, host_key=None, identity_file="/nonexistent/key")
+
+    line, fingerprint = fetch_host_key(site_a.name, settings)
+
+    assert line == site_a.host_key
+    keygen = subprocess.run(
+        ["ssh-keygen", "-lf", "-"], input=line, capture_output=True, text=True, check=True
+    )
+    assert fingerprint == keygen.stdout.split()[1]
+    assert accepted_logins(slurm_sandbox, site_a) == before
+
+
+# --------------------------------------------------------------------------- config, jumps
+
+
+def test_an_ssh_config_alias_supplies_host_port_user_key_and_known_hosts(
+    site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    settings = SshSettings(host="site-a")
+
+    with SshTransport("site-a", settings, ssh_config_path=site_a.ssh_config, pool=pool) as t:
+        assert t.run("echo $HPC_SITE").stdout == "site-a\n"
+
+
+def test_proxy_jump_through_site_a_reaches_site_b(
+    site_a: SandboxSite, site_b: SandboxSite, pool: ConnectionPool
+) -> None:
+    settings = SshSettings(host="site-b", proxy_jump=["site-a"], host_key=site_b.host_key)
+
+    with SshTransport("site-b", settings, ssh_config_path=site_a.ssh_config, pool=pool) as t:
+        assert t.run("echo $HPC_SITE $SSH_CONNECTION").stdout.split()[0] == "site-b"
+
+
+def test_a_jump_host_with_an_unknown_key_is_refused(
+    site_a: SandboxSite, site_b: SandboxSite, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        site_a.ssh_config.read_text().replace(str(site_a.known_hosts), str(tmp_path / "empty"))
+    )
+    settings = SshSettings(host="site-b", proxy_jump=["site-a"], host_key=site_b.host_key)
+
+    with pytest.raises(HostKeyRejected, match=r"127\.0\.0\.1:2221 is UNKNOWN"):
+        SshTransport("site-b", settings, ssh_config_path=config, pool=pool).run("true")
+
+
+# --------------------------------------------------------------------------- one connection
+
+
+def test_twenty_concurrent_commands_share_one_login(
+    slurm_sandbox: Sandbox, site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    before = accepted_logins(slurm_sandbox, site_a)
+    transports = [SshTransport(site_a.name, settings_for(site_a), pool=pool) for _ in range(4)]
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            transport = transports[index % len(transports)]
+            results.append(transport.run(f"sleep 0.3; echo {index}", timeout=60).stdout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(int(r) for r in results) == list(range(20))
+    assert [c.logins for c in pool.connections()] == [1]
+    assert accepted_logins(slurm_sandbox, site_a) == before + 1
+    for transport in transports:
+        transport.close()
+    assert pool.connections() == []
+
+
+def test_rekeying_under_concurrent_load_keeps_the_connection(transport: SshTransport) -> None:
+    # A re-key every 64 KiB, while channels open and close on four threads: paramiko
+    # alone deadlocks here (issue #822) and then drops the connection.
+    transport.run("true")
+    transport.connection.transport().packetizer.REKEY_BYTES = 1 << 16
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(10):
+                result = transport.run("head -c 40000 /dev/zero", timeout=30)
+                assert len(result.stdout) == 40000
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert transport.connection.logins == 1
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_authentication_failure_names_user_host_and_key_and_leaks_no_secret(
+    site_a: SandboxSite, pool: ConnectionPool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stranger = tmp_path / "id_stranger"
+    secret = write_private_key(stranger, ed25519.Ed25519PrivateKey.generate())
+    real_secret = "".join(site_a.key_path.read_text().splitlines()[1:-1])
+    settings = settings_for(site_a, identity_file=str(stranger))
+
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool) as good:
+        good.run("true")
+    with pytest.raises(SiteUnreachable) as caught:
+        SshTransport(site_a.name, settings, pool=pool).run("true")
+
+    message = str(caught.value)
+    assert not caught.value.transient
+    assert f"{site_a.user}@{site_a.host}:{site_a.port}" in message
+    assert str(stranger) in message
+    for text in (message, caplog.text, *(str(r.args) for r in caplog.records)):
+        for material in (secret, real_secret):
+            assert material[40:80] not in text
+        assert "PRIVATE KEY" not in text
+
+
+def test_an_encrypted_key_is_reported_as_such(
+    site_a: SandboxSite, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    key = tmp_path / "id_locked"
+    key.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    settings = settings_for(site_a, identity_file=str(key))
+
+    with pytest.raises(SiteUnreachable, match="encrypted") as caught:
+        SshTransport(site_a.name, settings, pool=pool).run("true")
+
+    assert not caught.value.transient
+
+
+def test_after_sshd_restarts_the_next_command_reconnects(
+    slurm_faults: Sandbox, site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool) as transport:
+        assert transport.run("true").ok
+        slurm_faults.stop("site-a", "sshd")
+        slurm_faults.start("site-a", "sshd")
+
+        assert transport.run("echo back").stdout == "back\n"
+        assert transport.connection.logins == 2
+
+
+def test_a_command_cut_off_by_sshd_stopping_is_transient(
+    slurm_faults: Sandbox, site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool) as transport:
+        failures: list[BaseException] = []
+
+        def long_command() -> None:
+            try:
+                transport.run("sleep 30", timeout=60)
+            except BaseException as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=long_command)
+        worker.start()
+        transport.run("true")  # the connection is up; give the sleep a moment to start
+        slurm_faults.stop("site-a", "sshd")
+        worker.join()
+
+    assert len(failures) == 1
+    assert isinstance(failures[0], SiteUnreachable) and failures[0].transient
+
+
+def test_a_rejecting_partition_is_a_transient_unreachable(
+    slurm_faults: Sandbox, site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool) as transport:
+        assert transport.run("true").ok
+        slurm_faults.partition("site-a", "reject")
+
+        with pytest.raises(SiteUnreachable) as caught:
+            transport.run("true")
+
+        assert caught.value.transient
+        slurm_faults.heal("site-a")
+        assert transport.run("echo healed").stdout == "healed\n"
