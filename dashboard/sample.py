@@ -400,3 +400,16 @@ class _Writer:
 
 def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
+
+
+def fill_home(home: Path, scale: Scale = Scale(), now: datetime | None = None) -> Filled:
+    """Fill the embedded default's store and MLflow under `home` (as HPCFLEET_HOME)."""
+    from mlflow.tracking import MlflowClient
+
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        return fill(store, client, (home / "mlartifacts").as_uri(), now=now, scale=scale)
+    finally:
+        store.close()

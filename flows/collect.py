@@ -3,6 +3,7 @@ results onto the parent run, failure reasons from the job's stderr into the stor
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections import defaultdict
@@ -87,6 +88,23 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
                 ctx.parent_mlflow_id,
                 [MetricPoint(f"{key}/{job.array_value}", value) for key, value in values.items()],
             )
+
+
+def record_outputs(ctx: RunContext, stage: str) -> None:
+    """The declared outputs of a completed stage, with sizes and sha256, on the parent run
+    (`outputs/<stage>/<site>.json`), so anyone can check what a later copy holds."""
+    declared = ctx.spec.stage(stage).outputs
+    for site in ctx.plans[stage].sites:
+        entries = staging.manifest(ctx.driver(site), ctx.layout(site, stage).outputs, declared)
+        document = {
+            "run_id": ctx.run_id, "stage": stage, "site": site,
+            "files": [{"path": p, "size": size, "sha256": digest}
+                      for p, (size, digest) in sorted(entries.items())],
+        }
+        path = ctx.scratch / f"{stage}-{site}-manifest" / f"{site}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=1))
+        ctx.tracker.log_artifact(ctx.parent_mlflow_id, path, f"outputs/{stage}")
 
 
 def _stage_like(state: JobState) -> str:

@@ -18,6 +18,27 @@ from sites.driver import DriverPool, SiteDriver
 
 
 @dataclass
+class StageProgress:
+    """What other stages may wait for: the current attempt's jobs, and the end."""
+
+    attempt: int = 0
+    job_ids: dict[str, list[str]] = field(default_factory=dict)  # site -> scheduler ids
+    final: bool = False
+
+
+def chainable_stages(spec: RunSpec, plans: dict[str, StagePlan]) -> set[str]:
+    """Stages that can be submitted with `afterok` right behind the stages they need:
+    they and all their needs run on one and the same single site."""
+    chained = set()
+    for stage in spec.stages:
+        sites = plans[stage.name].sites
+        if (stage.needs and len(sites) == 1
+                and all(plans[need].sites == sites for need in stage.needs)):
+            chained.add(stage.name)
+    return chained
+
+
+@dataclass
 class RunContext:
     store: Store
     run: RunRecord
@@ -32,6 +53,37 @@ class RunContext:
     scratch: Path  # local directory for fetched logs and relayed data
     flow_run_id: str | None = None
     parent_lock: threading.Lock = field(default_factory=threading.Lock)
+    chained: set[str] = field(default_factory=set)
+    progress: dict[str, StageProgress] = field(default_factory=dict)
+    _progress_changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def note_submitted(self, stage: str, attempt: int, site: str, job_ids: list[str]) -> None:
+        with self._progress_changed:
+            progress = self.progress.setdefault(stage, StageProgress())
+            if progress.attempt != attempt:
+                progress.attempt, progress.job_ids = attempt, {}
+            progress.job_ids[site] = job_ids
+            self._progress_changed.notify_all()
+
+    def note_final(self, stage: str) -> None:
+        with self._progress_changed:
+            self.progress.setdefault(stage, StageProgress()).final = True
+            self._progress_changed.notify_all()
+
+    def wait_for_needs(self, needs: list[str], *, final: bool) -> dict[str, StageProgress]:
+        """Block until every need has submitted its jobs (or, with `final`, has ended)."""
+
+        def ready() -> bool:
+            for need in needs:
+                progress = self.progress.get(need)
+                if progress is None or not (progress.final or (progress.job_ids and not final)):
+                    return False
+            return True
+
+        with self._progress_changed:
+            self._progress_changed.wait_for(ready)
+            return {need: StageProgress(p.attempt, dict(p.job_ids), p.final)
+                    for need, p in ((n, self.progress[n]) for n in needs)}
 
     @property
     def run_id(self) -> str:

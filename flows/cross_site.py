@@ -55,7 +55,9 @@ def cross_site_run(
         try:
             futures: dict[str, PrefectFuture[str]] = {}
             for name in ctx.spec.order:
-                needs = [futures[n] for n in ctx.spec.stage(name).needs]
+                # A chained stage waits for its needs' submissions itself.
+                needs = [] if name in ctx.chained else [
+                    futures[n] for n in ctx.spec.stage(name).needs]
                 futures[name] = stage_task.submit(  # type: ignore[call-overload]
                     run_id, name, wait_for=needs
                 )

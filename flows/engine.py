@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flows.context import RunContext
+from flows.context import RunContext, chainable_stages
 from flows.launch import plans_for
 from flows.metrics import MetricPoint
 from flows.stage_runner import run_stage
@@ -82,8 +82,11 @@ def run_context(
             store=store, run=run, plans=plans, drivers=drivers, watchers=watchers,
             tracker=tracker, experiment_id=experiment_id, parent_mlflow_id=parent,
             files=store.run_files(run_id), sites=sites, scratch=Path(scratch),
-            flow_run_id=flow_run_id,
+            flow_run_id=flow_run_id, chained=chainable_stages(run.spec, plans),
         )
+        for stage in stages:
+            if stage.state.is_final:
+                ctx.note_final(stage.name)
         try:
             yield ctx
         finally:
@@ -134,7 +137,8 @@ def drive_stages(ctx: RunContext, runner: StageRunner = run_stage) -> dict[str, 
     futures: dict[str, Future[RunState]] = {}
     with ThreadPoolExecutor(max_workers=len(spec.stages), thread_name_prefix="stage") as pool:
         for name in spec.order:
-            needs = [futures[n] for n in spec.stage(name).needs]
+            # A chained stage waits for its needs' submissions itself (flows.stage_runner).
+            needs = [] if name in ctx.chained else [futures[n] for n in spec.stage(name).needs]
             futures[name] = pool.submit(_after, needs, runner, ctx, name)
         return {name: future.result() for name, future in futures.items()}
 

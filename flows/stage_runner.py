@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from flows import staging
-from flows.collect import collect_attempt
-from flows.context import RunContext
+from flows.collect import collect_attempt, record_outputs
+from flows.context import RunContext, StageProgress
 from flows.jobs import build_request, job_name
 from flows.watcher import SiteWatcher
 from registry.records import JobRecord
@@ -43,25 +43,40 @@ class Task:
 
 
 def run_stage(ctx: RunContext, name: str) -> RunState:
-    """Drive stage `name` to a final state and return it. Never raises for job failures."""
+    """Drive stage `name` to a final state and return it. Never raises for job failures.
+
+    A chained stage (see `chainable_stages`) starts as soon as its needs have submitted
+    their jobs, and is submitted with `afterok` on them.
+    """
+    try:
+        return _run_stage(ctx, name)
+    finally:
+        ctx.note_final(name)
+
+
+def _run_stage(ctx: RunContext, name: str) -> RunState:
     record = next(s for s in ctx.store.stages(ctx.run_id) if s.name == name)
     if record.state.is_final:
         return record.state
     stage = ctx.spec.stage(name)
+    chain = ctx.wait_for_needs(stage.needs, final=False) if name in ctx.chained else None
+    states = {s.name: s.state for s in ctx.store.stages(ctx.run_id)}
     for needed in stage.needs:
-        state = next(s.state for s in ctx.store.stages(ctx.run_id) if s.name == needed)
-        if state is not RunState.COMPLETED:
+        state = states[needed]
+        if state is not RunState.COMPLETED and (chain is None or state.is_final):
             return _finish(ctx, name, RunState.CANCELLED, f"skipped: needs {needed}, which {state.lower()}")
     if ctx.cancel_requested():
         return _finish(ctx, name, RunState.CANCELLED, "the run was cancelled")
     try:
-        return _drive(ctx, name, record.attempt)
+        return _drive(ctx, name, record.attempt, chain)
     except SiteError as exc:
         log.error("stage %s of run %s failed: %s", name, ctx.run_id, exc)
         return _finish(ctx, name, RunState.FAILED, str(exc))
 
 
-def _drive(ctx: RunContext, name: str, last_attempt: int) -> RunState:
+def _drive(
+    ctx: RunContext, name: str, last_attempt: int, chain: dict[str, StageProgress] | None
+) -> RunState:
     plan = ctx.plans[name]
     ctx.store.update_stage(
         ctx.run_id, name, state=RunState.RUNNING, sites=list(plan.sites),
@@ -74,17 +89,39 @@ def _drive(ctx: RunContext, name: str, last_attempt: int) -> RunState:
         jobs = _reattach(ctx, name, attempt, live) + [
             j for j in history if j.attempt == attempt and j.state.is_final
         ]
+        for site in {j.site for j in jobs}:
+            ctx.note_submitted(name, attempt, site,
+                               [j.scheduler_id for j in jobs if j.site == site and j.scheduler_id])
     else:
         _prepare_inputs(ctx, name)
         attempt = last_attempt + 1
         tasks = _initial_tasks(ctx, name) if last_attempt == 0 else _next_tasks(ctx, name, history)
         if not tasks:
             return _conclude(ctx, name, history)
-        jobs = _submit(ctx, name, attempt, tasks)
+        jobs = _submit(ctx, name, attempt, tasks, after_ok=_chain_ids(chain))
     while True:
         jobs = _wait(ctx, name, jobs)
         collect_attempt(ctx, name, attempt, jobs)
-        if ctx.cancel_requested() or any(j.state is JobState.CANCELLED for j in jobs):
+        if ctx.cancel_requested():
+            return _finish(ctx, name, RunState.CANCELLED, "cancelled")
+        if chain is not None:
+            ended = ctx.wait_for_needs(list(chain), final=True)
+            chain_ran_on = chain
+            chain = None
+            states = {s.name: s.state for s in ctx.store.stages(ctx.run_id)}
+            failed = [need for need in ended if states[need] is not RunState.COMPLETED]
+            if failed:
+                return _finish(ctx, name, RunState.CANCELLED,
+                               f"skipped: needs {failed[0]}, which {states[failed[0]].lower()}")
+            retried = any(ended[n].attempt != chain_ran_on[n].attempt for n in ended)
+            redo = [Task(j.site, j.array_index, j.array_value)
+                    for j in jobs if j.state is JobState.CANCELLED]
+            if retried and redo:
+                # Our jobs waited on an attempt that failed; its retry succeeded.
+                attempt += 1
+                jobs = _submit(ctx, name, attempt, redo)
+                continue
+        if any(j.state is JobState.CANCELLED for j in jobs):
             return _finish(ctx, name, RunState.CANCELLED, "cancelled")
         history = ctx.store.jobs(ctx.run_id, name)
         tasks = _next_tasks(ctx, name, history)
@@ -138,6 +175,8 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
         if missing:
             return _finish(ctx, name, RunState.FAILED,
                            f"declared outputs missing on {site}: {', '.join(missing)}")
+    if stage.outputs:
+        record_outputs(ctx, name)
     return _finish(ctx, name, RunState.COMPLETED, None)
 
 
@@ -179,7 +218,18 @@ def _prepare_inputs(ctx: RunContext, name: str) -> None:
                 log.info("stage %s on %s: input %s %s", name, site, needed, how)
 
 
-def _submit(ctx: RunContext, name: str, attempt: int, tasks: list[Task]) -> list[JobRecord]:
+def _chain_ids(chain: dict[str, StageProgress] | None) -> tuple[str, ...]:
+    """Scheduler ids to wait for with afterok: the live jobs of the needed stages."""
+    if not chain:
+        return ()
+    ids = {job_id.split("_")[0] for progress in chain.values() if not progress.final
+           for site_ids in progress.job_ids.values() for job_id in site_ids}
+    return tuple(sorted(ids, key=lambda i: (len(i), i)))
+
+
+def _submit(
+    ctx: RunContext, name: str, attempt: int, tasks: list[Task], after_ok: tuple[str, ...] = ()
+) -> list[JobRecord]:
     """Submit one job (array) per site; each recorded before and after the submit call."""
     stage = ctx.spec.stage(name)
     plan = ctx.plans[name]
@@ -194,7 +244,7 @@ def _submit(ctx: RunContext, name: str, attempt: int, tasks: list[Task]) -> list
         share = [(t.index, t.value) for t in site_tasks if t.index is not None and t.value is not None]
         request = build_request(
             ctx.spec, stage, driver.site, run_id=ctx.run_id, attempt=attempt, layout=layout,
-            partition=plan.partitions.get(site), share=share,
+            partition=plan.partitions.get(site), share=share, after_ok=after_ok,
         )
         rows = ctx.store.add_jobs([
             {
@@ -212,10 +262,11 @@ def _submit(ctx: RunContext, name: str, attempt: int, tasks: list[Task]) -> list
                 records.append(ctx.store.update_job(
                     row.id, state=JobState.FAILED, reason=f"not submitted: {exc}", ended=now()))
             continue
-        for i, row in enumerate(rows):
-            scheduler_id = f"{base}_{i}" if request.is_array else base
+        ids = [f"{base}_{i}" if request.is_array else base for i in range(len(rows))]
+        for row, scheduler_id in zip(rows, ids, strict=True):
             records.append(ctx.store.update_job(
                 row.id, scheduler_id=scheduler_id, state=JobState.PENDING, submitted=now()))
+        ctx.note_submitted(name, attempt, site, ids)
     return records
 
 

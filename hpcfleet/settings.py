@@ -17,6 +17,13 @@ class Settings(BaseSettings):
     home: Path = Path("~/.hpcfleet")
     database_url: str | None = None
     partner: str | None = None
+    # The shared control plane (`hpcfleet server up`, docs/deploy.md). Credentials in
+    # these URLs stay in the environment: they are never written anywhere.
+    work_pool: str = "hpcfleet"  # Prefect work pool the worker serves
+    deployment: str = "hpcfleet"  # deployment `cross-site-run/<this>` that runs launch
+    prefect_database_url: str | None = None  # Prefect server's database (asyncpg URL)
+    mlflow_database_url: str | None = None  # MLflow server's backend store
+    mlflow_artifacts: str | None = None  # s3://bucket/prefix or a directory
 
     @field_validator("home")
     @classmethod
@@ -38,6 +45,16 @@ class Settings(BaseSettings):
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return None
         return (self.home / "mlartifacts").as_uri()
+
+    @property
+    def prefect_api_url(self) -> str | None:
+        """PREFECT_API_URL: when set, runs go to the control plane's deployment."""
+        return os.environ.get("PREFECT_API_URL") or None
+
+    @property
+    def server_dir(self) -> Path:
+        """Pid files, logs and local state of `hpcfleet server`."""
+        return self.home / "server"
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(self.store_url, self.home, self.tracking_uri, self.artifact_root)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry import access
 from registry.errors import HpcfleetError, NotFoundError
+from registry.migrate import ensure_schema
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import (
@@ -33,7 +34,6 @@ from registry.runspec import RunSpec
 from registry.site import Site
 from registry.states import JobState, RunState
 from registry.tables import (
-    Base,
     JobRow,
     MilestoneRow,
     PartnerRow,
@@ -82,7 +82,8 @@ class Store:
     def open(cls, url: str) -> Store:
         engine = create_store_engine(url)
         try:
-            Base.metadata.create_all(engine)
+            # Alembic migrations; at the newest revision this is one cheap query.
+            ensure_schema(engine)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "

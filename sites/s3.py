@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
 PART_SIZE = 64 * 1024 * 1024
 URL_LIFETIME_SECONDS = 6 * 3600
-_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
 
 
 @contextmanager
@@ -59,7 +66,9 @@ def s3_client(store: S3Store) -> S3Client:
 
     session = boto3.Session(profile_name=store.profile) if store.profile else boto3.Session()
     return session.client(
-        "s3", endpoint_url=store.endpoint, region_name=store.region or "us-east-1",
+        "s3",
+        endpoint_url=store.endpoint,
+        region_name=store.region or "us-east-1",
         config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}),
     )
 
@@ -97,8 +106,9 @@ class S3Handoff:
                     url = self._sign("put_object", Key=key)
                     uploads.append(FileUpload(path, key, size, put_url=url))
                     continue
-                upload_id = self.client.create_multipart_upload(
-                    Bucket=self.store.bucket, Key=key)["UploadId"]
+                upload_id = self.client.create_multipart_upload(Bucket=self.store.bucket, Key=key)[
+                    "UploadId"
+                ]
                 parts = tuple(
                     self._sign("upload_part", Key=key, UploadId=upload_id, PartNumber=n)
                     for n in range(1, math.ceil(size / PART_SIZE) + 1)
@@ -112,13 +122,19 @@ class S3Handoff:
         missing = [n for n in range(1, len(upload.part_urls) + 1) if n not in etags]
         if missing:
             self.abort(upload)
-            raise TransferError(self.site, f"S3: part {missing[0]} of {upload.path} did not "
-                                "report an ETag", transient=True)
+            raise TransferError(
+                self.site,
+                f"S3: part {missing[0]} of {upload.path} did not report an ETag",
+                transient=True,
+            )
         with s3_errors(self.site, f"complete the upload of {upload.path}"):
             self.client.complete_multipart_upload(
-                Bucket=self.store.bucket, Key=upload.key, UploadId=upload.upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
-                                           for n in sorted(etags)]},
+                Bucket=self.store.bucket,
+                Key=upload.key,
+                UploadId=upload.upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+                },
             )
 
     def abort(self, upload: FileUpload) -> None:
@@ -126,7 +142,8 @@ class S3Handoff:
             return
         with s3_errors(self.site, f"abort the upload of {upload.path}"):
             self.client.abort_multipart_upload(
-                Bucket=self.store.bucket, Key=upload.key, UploadId=upload.upload_id)
+                Bucket=self.store.bucket, Key=upload.key, UploadId=upload.upload_id
+            )
 
     def download_url(self, key: str) -> str:
         with s3_errors(self.site, f"sign a download of {key}"):
@@ -134,7 +151,8 @@ class S3Handoff:
 
     def _sign(self, operation: str, **params: Any) -> str:
         url: str = self.client.generate_presigned_url(
-            operation, Params={"Bucket": self.store.bucket, **params},
+            operation,
+            Params={"Bucket": self.store.bucket, **params},
             ExpiresIn=URL_LIFETIME_SECONDS,
         )
         return url

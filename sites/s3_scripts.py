@@ -16,8 +16,12 @@ CURL = "curl --fail --silent --show-error --retry 3 --retry-delay 2"
 
 def render_upload(directory: str, uploads: Iterable[FileUpload]) -> str:
     """Upload each file; print `PART <file index> <part number> <etag>` per multipart part."""
-    lines = ["set -euo pipefail", f"cd {shlex.quote(directory)}",
-             'part=$(mktemp)', 'trap \'rm -f "$part"\' EXIT']
+    lines = [
+        "set -euo pipefail",
+        f"cd {shlex.quote(directory)}",
+        "part=$(mktemp)",
+        "trap 'rm -f \"$part\"' EXIT",
+    ]
     for index, upload in enumerate(uploads):
         path = shlex.quote(upload.path)
         if upload.put_url is not None:
@@ -49,8 +53,11 @@ def parse_part_etags(stdout: str) -> dict[int, dict[int, str]]:
 
 def render_download(directory: str, urls: Mapping[str, str]) -> str:
     """Fetch each relative path from its signed URL into `directory`."""
-    lines = ["set -euo pipefail", f"mkdir -p {shlex.quote(directory)}",
-             f"cd {shlex.quote(directory)}"]
+    lines = [
+        "set -euo pipefail",
+        f"mkdir -p {shlex.quote(directory)}",
+        f"cd {shlex.quote(directory)}",
+    ]
     parents = sorted({posixpath.dirname(p) for p in urls} - {""})
     if parents:
         lines.append("mkdir -p -- " + " ".join(shlex.quote(p) for p in parents))

@@ -30,7 +30,6 @@ from registry.site import SshSettings
 from sites import ssh_transfer
 from sites.errors import SiteError, SiteUnreachable
 from sites.ssh_channel import (
-    EXIT_STATUS_MISSING,
     BackgroundReader,
     read_all,
     send_all,
@@ -196,8 +195,7 @@ class SshTransport:
                     f"command {_shorten(command)} did not finish within {timeout} s",
                     transient=True,
                 ) from None
-            carrier = channel.get_transport()
-            if output.exit_status == EXIT_STATUS_MISSING and not (carrier and carrier.is_active()):
+            if output.connection_lost:
                 raise SiteUnreachable(
                     self.site,
                     f"{action}: the connection was lost before the command finished "

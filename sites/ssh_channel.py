@@ -21,12 +21,14 @@ EXIT_STATUS_MISSING = -1  # paramiko's value when the server sent no exit-status
 
 @dataclass(frozen=True)
 class ChannelOutput:
-    """What a finished command produced. `exit_status` is -1 when the server sent none
-    (the command died by a signal, or the connection was lost)."""
+    """What a finished command produced. `exit_status` is -1 when the server sent none:
+    the command died by a signal, or (`connection_lost`) the connection went away
+    before the channel ended, so the command may or may not have completed."""
 
     exit_status: int
     stdout: bytes
     stderr: bytes
+    connection_lost: bool = False
 
 
 class CommandTimeout(TimeoutError):
@@ -49,7 +51,9 @@ def read_all(channel: paramiko.Channel, deadline: float | None = None) -> Channe
                 raise CommandTimeout("the command did not finish before its time-out")
     if not channel.status_event.wait(_remaining(deadline)):
         raise CommandTimeout("the command did not finish before its time-out")
-    return ChannelOutput(channel.exit_status, b"".join(stdout), b"".join(stderr))
+    # A channel that ends normally sends EOF first; a dead connection just closes it.
+    lost = channel.exit_status == EXIT_STATUS_MISSING and not channel.eof_received
+    return ChannelOutput(channel.exit_status, b"".join(stdout), b"".join(stderr), lost)
 
 
 def send_all(channel: paramiko.Channel, data: bytes, deadline: float | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +52,16 @@ _Transport: Any = paramiko.Transport
 
 
 class RekeySafeTransport(_Transport):  # type: ignore[misc]
-    """paramiko `Transport` that cannot deadlock while re-keying.
+    """paramiko `Transport` that cannot deadlock or misorder messages while re-keying.
 
     paramiko's reader thread answers some messages itself (a channel close, a channel
     request). If that happens while a key exchange we started is in progress, the
     reader thread waits for the exchange to end, which only it can finish: the
     connection hangs for 30 s, then dies (paramiko issue #822; reproduced here with
-    concurrent commands and a small re-key limit). Such replies are queued instead and
-    sent right after the new keys are in force.
+    concurrent commands and a small re-key limit). So every message that may not go
+    out during a key exchange is queued instead, from any thread, and the queue is
+    sent in order as soon as the new keys are in force. Order matters: a channel EOF
+    overtaken by the channel's CLOSE makes OpenSSH drop the whole connection.
     """
 
     def __init__(self, sock: Any, **kwargs: Any) -> None:
@@ -68,13 +69,11 @@ class RekeySafeTransport(_Transport):  # type: ignore[misc]
         self._deferred: list[paramiko.Message] = []
 
     def _send_user_message(self, data: paramiko.Message) -> None:
-        if threading.current_thread() is not self:
-            super()._send_user_message(data)
-            return
         with self.clear_to_send_lock:
             if not self.active:
                 return
             if self.clear_to_send.is_set():
+                self._send_deferred()
                 self._send_message(data)
             else:
                 self._deferred.append(data)
@@ -82,9 +81,14 @@ class RekeySafeTransport(_Transport):  # type: ignore[misc]
     def _parse_newkeys(self, m: paramiko.Message) -> None:
         super()._parse_newkeys(m)
         with self.clear_to_send_lock:
-            pending, self._deferred = self._deferred, []
-            for message in pending:
-                self._send_message(message)
+            if self.clear_to_send.is_set():
+                self._send_deferred()
+
+    def _send_deferred(self) -> None:
+        # Caller holds clear_to_send_lock.
+        pending, self._deferred = self._deferred, []
+        for message in pending:
+            self._send_message(message)
 
 
 def open_socket(endpoint: SshEndpoint, options: ConnectOptions) -> socket.socket:
@@ -284,7 +288,8 @@ def _load_key(path: Path, tried: list[str] | None) -> tuple[str, paramiko.PKey] 
     description = f"identity file {path}"
     try:
         return description, paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError):
+        # paramiko 5 lets cryptography's TypeError ("password-protected") through.
         reason = "encrypted; load it into the ssh-agent or use a key without passphrase"
     except FileNotFoundError:
         reason = "not found"

@@ -34,7 +34,7 @@ from typing import BinaryIO, Protocol, cast
 
 import paramiko
 
-from sites.errors import TransferError
+from sites.errors import SiteUnreachable, TransferError
 from sites.ssh_channel import (
     EXIT_STATUS_MISSING,
     READ_SIZE,
@@ -288,10 +288,10 @@ def _verify_tree(
 def _check_exit(site: str, action: str, output: ChannelOutput) -> None:
     if output.exit_status == 0:
         return
+    if output.connection_lost:
+        raise SiteUnreachable(site, f"{action}: the connection was lost", transient=True)
     if output.exit_status == EXIT_STATUS_MISSING:
-        raise TransferError(
-            site, f"{action}: interrupted (connection lost or command killed)", transient=True
-        )
+        raise TransferError(site, f"{action}: the remote command was killed", transient=True)
     text = output.stderr.decode("utf-8", "replace").strip()
     detail = text.splitlines()[-1] if text else f"exit status {output.exit_status}"
     raise TransferError(site, f"{action}: {detail}")

@@ -108,3 +108,18 @@ def test_site_usage_shows_the_gpu_hours_of_the_run(demo: tuple[Path, str]) -> No
     assert usage["site-b"]["granted"] == 5000 and usage["site-b"]["used"] > 0
     assert set(usage["site-b"]["by_partner"]) == {"cuni"}
     assert usage["site-a"]["used"] == 0  # site-a lends no GPU
+
+
+def test_outputs_manifest_with_checksums_is_on_the_parent_run(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    local = client.download_artifacts(run.mlflow_run_id or "", "outputs/prepare/site-a.json")
+    manifest = json.loads(Path(local).read_text())
+    files = {f["path"]: f for f in manifest["files"]}
+    assert len(files) == 48  # train.txt and test.txt for each of the 24 languages
+    fi = home / "sites" / "site-a" / "runs" / run.run_id / "prepare" / "outputs" / "data" / "fi" / "test.txt"
+    import hashlib
+
+    assert files["data/fi/test.txt"]["sha256"] == hashlib.sha256(fi.read_bytes()).hexdigest()

@@ -139,3 +139,44 @@ def test_cancel_stops_live_jobs(setup: tuple[Store, EngineConfig], tmp_path: Pat
     assert result["run"].state is RunState.CANCELLED
     assert {j.state for j in store.jobs(run_id)} == {JobState.CANCELLED}
     assert [s.state for s in store.stages(run_id)] == [RunState.CANCELLED, RunState.CANCELLED]
+
+
+def test_same_site_stages_are_chained_with_afterok(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+    store, config = setup
+    run_id = start(store, tmp_path, [
+        {"name": "first", "site": "site-a", "outputs": ["x"],
+         "script": 'sleep 3; echo hello > "$HPCFLEET_OUTPUTS/x"'},
+        {"name": "second", "site": "site-a", "needs": ["first"],
+         "script": 'grep -q hello "$HPCFLEET_INPUTS/first/x"'},
+    ])
+    run = execute_run(config, run_id)
+    assert run.state is RunState.COMPLETED, run.reason
+    [first] = store.jobs(run_id, "first")
+    [second] = store.jobs(run_id, "second")
+    # Submitted while the first still ran: no orchestration round-trip between them.
+    assert second.submitted and first.ended and second.submitted < first.ended
+    assert second.started and second.started >= first.ended
+
+
+def test_chained_stage_waits_out_a_retry_of_its_need(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+    store, config = setup
+    run_id = start(store, tmp_path, [
+        {"name": "first", "site": "site-a", "retries": 1, "script": 'sleep 1; [ "$HPCFLEET_ATTEMPT" = 2 ]'},
+        {"name": "second", "site": "site-a", "needs": ["first"], "command": ["true"]},
+    ])
+    run = execute_run(config, run_id)
+    assert run.state is RunState.COMPLETED, run.reason
+    assert [j.state for j in store.jobs(run_id, "second")] == [JobState.CANCELLED, JobState.COMPLETED]
+
+
+def test_chained_stage_is_skipped_when_its_need_fails(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+    store, config = setup
+    run_id = start(store, tmp_path, [
+        {"name": "first", "site": "site-a", "script": "sleep 1; exit 2"},
+        {"name": "second", "site": "site-a", "needs": ["first"], "script": "touch should-not-run"},
+    ])
+    run = execute_run(config, run_id)
+    assert run.state is RunState.FAILED
+    second = store.stages(run_id)[1]
+    assert second.state is RunState.CANCELLED and "skipped: needs first" in (second.reason or "")
+    assert not list((tmp_path / "sites").rglob("should-not-run"))

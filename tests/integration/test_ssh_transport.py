@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def pool() -> Iterator[ConnectionPool]:
 def transport(site_a: SandboxSite, pool: ConnectionPool) -> Iterator[SshTransport]:
     with SshTransport(site_a.name, settings_for(site_a), pool=pool) as opened:
         yield opened
+        opened.run("rm -rf hpcfleet-test")
 
 
 def settings_for(site: SandboxSite, **overrides: object) -> SshSettings:
@@ -134,7 +136,7 @@ def test_a_hostile_argument_round_trips(transport: SshTransport, value: str) -> 
 
 
 def test_a_timeout_raises_a_transient_error(transport: SshTransport) -> None:
-    with pytest.raises(SiteError, match="did not finish within 0.5 s") as caught:
+    with pytest.raises(SiteError, match=r"did not finish within 0\.5 s") as caught:
         transport.run("sleep 5", timeout=0.5)
 
     assert caught.value.transient
@@ -150,7 +152,7 @@ def make_tree(root: Path) -> None:
     (root / "a.txt").write_text("hello\n")
     (root / "empty.bin").write_bytes(b"")
     (root / "sub" / "random.bin").write_bytes(os.urandom(3_000_000))
-    (root / "sub" / "deeper" / "it's a \"name\" $x.txt").write_text("quoted\n")
+    (root / "sub" / "deeper" / 'it\'s a "name" $x.txt').write_text("quoted\n")
     (root / "link").symlink_to("a.txt")
 
 
@@ -441,23 +443,30 @@ def test_after_sshd_restarts_the_next_command_reconnects(
 def test_a_command_cut_off_by_sshd_stopping_is_transient(
     slurm_faults: Sandbox, site_a: SandboxSite, pool: ConnectionPool
 ) -> None:
+    marker = f"sleep 31.{os.getpid()}"
     with SshTransport(site_a.name, settings_for(site_a), pool=pool) as transport:
         failures: list[BaseException] = []
 
         def long_command() -> None:
             try:
-                transport.run("sleep 30", timeout=60)
+                transport.run(f"exec {marker}", timeout=60)
             except BaseException as exc:
                 failures.append(exc)
 
         worker = threading.Thread(target=long_command)
         worker.start()
-        transport.run("true")  # the connection is up; give the sleep a moment to start
+        deadline = time.monotonic() + 20
+        pattern = "slee[p]" + marker.removeprefix("sleep")  # does not match pgrep's own shell
+        while slurm_faults.run_on(site_a, ["pgrep", "-f", pattern]).returncode != 0:
+            assert time.monotonic() < deadline, "the remote command never started"
+            time.sleep(0.05)
         slurm_faults.stop("site-a", "sshd")
         worker.join()
 
     assert len(failures) == 1
-    assert isinstance(failures[0], SiteUnreachable) and failures[0].transient
+    assert isinstance(failures[0], SiteUnreachable), failures[0]
+    assert failures[0].transient
+    assert "connection was lost" in str(failures[0])
 
 
 def test_a_rejecting_partition_is_a_transient_unreachable(
@@ -473,3 +482,46 @@ def test_a_rejecting_partition_is_a_transient_unreachable(
         assert caught.value.transient
         slurm_faults.heal("site-a")
         assert transport.run("echo healed").stdout == "healed\n"
+
+
+def test_a_dropping_partition_times_out_and_healing_recovers_at_once(
+    slurm_faults: Sandbox, site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    settings = settings_for(site_a)
+    with SshTransport(site_a.name, settings, pool=pool, connect_timeout=2) as transport:
+        assert transport.run("true").ok
+        slurm_faults.partition("site-a", "drop")
+
+        with pytest.raises(SiteUnreachable) as caught:
+            transport.run("true")
+
+        assert caught.value.transient
+        slurm_faults.heal("site-a")
+        # The silent connection was dropped, so the next call logs in afresh instead
+        # of waiting for TCP's retransmission back-off.
+        assert transport.run("echo healed").stdout == "healed\n"
+        assert transport.connection.logins == 2
+
+
+def test_more_channels_than_sshd_allows_are_retried_not_failed(
+    site_a: SandboxSite, pool: ConnectionPool
+) -> None:
+    # sshd's MaxSessions is 10; let the transport try 14 at once.
+    with SshTransport(site_a.name, settings_for(site_a), pool=pool, max_channels=14) as t:
+        outputs: list[str] = []
+        errors: list[BaseException] = []
+
+        def work(index: int) -> None:
+            try:
+                outputs.append(t.run(f"sleep 0.5; echo {index}", timeout=60).stdout)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(14)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert errors == []
+    assert sorted(int(o) for o in outputs) == list(range(14))

@@ -1,0 +1,249 @@
+"""The Prefect deployment of `cross_site_run` that a shared control plane serves.
+
+`deploy` creates (or updates) a `process` work pool and the deployment
+`cross-site-run/<name>` in it. The deployment's default parameters say where the
+*worker* finds the registry, its home and MLflow, so a partner's CLI submits only a run
+id (`submit_run`) and never its own URLs or credentials. The registry URL is stored in
+Prefect without its password: the worker's flow runs get it from the environment
+(`PGPASSWORD`, or `~/.pgpass`), see `hpcfleet.server`.
+
+Flow runs are started by an explicit command so that they stay in the worker's process
+group: stopping (or killing) the worker stops its orchestrators, whose jobs keep running
+on the sites; `recover_orphaned_runs`, called when the worker starts, resubmits every
+run whose orchestrator is gone, and the resumed flow reattaches to the jobs instead of
+submitting them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from flows.engine import STALE_AFTER, EngineConfig
+from registry.errors import HpcfleetError
+from registry.records import RunRecord
+from registry.states import RunState
+from registry.store import Store, now
+
+log = logging.getLogger(__name__)
+
+FLOW_NAME = "cross-site-run"  # the name of the flow in flows.cross_site
+ENTRYPOINT = "flows.cross_site.cross_site_run"
+DEFAULT_POOL = "hpcfleet"
+DEFAULT_DEPLOYMENT = "hpcfleet"
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the directory holding `flows`
+
+
+class ControlPlaneError(HpcfleetError):
+    """Prefect (the control plane's API) refused or could not be reached."""
+
+
+def full_name(deployment: str = DEFAULT_DEPLOYMENT) -> str:
+    return f"{FLOW_NAME}/{deployment}"
+
+
+def without_password(url: str) -> str:
+    """`url` with its password removed (not masked: the result is used to connect)."""
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url
+    return parsed.set(password=None).render_as_string(hide_password=False)
+
+
+def deployment_parameters(config: EngineConfig) -> dict[str, Any]:
+    """Default parameters of the deployment: the worker's view, free of credentials."""
+    return {
+        "database_url": without_password(config.database_url),
+        "home": str(config.home),
+        "tracking_uri": config.tracking_uri,
+        "artifact_root": config.artifact_root,
+    }
+
+
+def job_variables(python: str = sys.executable) -> dict[str, Any]:
+    """Run flows with this interpreter, in the worker's process group (see the module
+    docstring), from the directory that holds the code."""
+    return {
+        "command": f"{shlex.join([python, '-m', 'prefect.engine'])}",
+        "working_dir": str(CODE_ROOT),
+    }
+
+
+@contextmanager
+def _prefect_errors(action: str) -> Iterator[None]:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        yield
+    except ObjectNotFound as exc:
+        raise ControlPlaneError(
+            f"cannot {action}: Prefect at {_api_url()} has no deployment "
+            f"{full_name()!r} (or it names another one); run 'hpcfleet server up' on the "
+            "control plane"
+        ) from exc
+    except HpcfleetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - httpx, Prefect HTTP and runtime errors alike
+        raise ControlPlaneError(
+            f"cannot {action}: Prefect at {_api_url()}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+            transient=True,
+        ) from exc
+
+
+def _api_url() -> str:
+    return os.environ.get("PREFECT_API_URL", "(PREFECT_API_URL unset)")
+
+
+def ensure_work_pool(pool: str = DEFAULT_POOL) -> None:
+    """Create the `process` work pool with Prefect's default job template, if missing."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with _prefect_errors(f"create work pool {pool!r}"), get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=pool, type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="hpcfleet: orchestrators of cross-site runs",
+                )
+            )
+        except ObjectAlreadyExists:
+            pass
+
+
+def deploy(
+    config: EngineConfig,
+    *,
+    pool: str = DEFAULT_POOL,
+    name: str = DEFAULT_DEPLOYMENT,
+    python: str = sys.executable,
+) -> str:
+    """Create or update the deployment of `cross_site_run`; returns its id."""
+    from prefect.deployments.runner import EntrypointType, RunnerDeployment
+
+    from flows.cross_site import cross_site_run
+
+    ensure_work_pool(pool)
+    deployment = RunnerDeployment.from_flow(
+        cross_site_run,
+        name=name,
+        parameters=deployment_parameters(config),
+        job_variables=job_variables(python),
+        work_pool_name=pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        description="A cross-site run of hpcfleet, launched with 'hpcfleet run launch'.",
+        tags=["hpcfleet"],
+    )
+    with _prefect_errors(f"deploy {full_name(name)!r}"):
+        return str(deployment.apply())
+
+
+def submit_run(
+    run_id: str,
+    *,
+    force: bool = False,
+    deployment: str = DEFAULT_DEPLOYMENT,
+    idempotency_key: str | None = None,
+) -> str:
+    """Create a flow run of the deployment for stored run `run_id`; returns its id at once.
+
+    Flow runs with the same `idempotency_key` are one and the same flow run.
+    """
+    from prefect.deployments import run_deployment
+
+    with _prefect_errors(f"submit run {run_id}"):
+        flow_run = run_deployment(
+            full_name(deployment),
+            parameters={"run_id": run_id, "force": force},
+            timeout=0,
+            as_subflow=False,
+            flow_run_name=run_id,
+            idempotency_key=idempotency_key,
+            tags=["hpcfleet"],
+        )
+    return str(flow_run.id)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A run whose orchestrator was gone, and the flow run that now resumes it."""
+
+    run_id: str
+    dead_orchestrator: str | None
+    flow_run_id: str
+
+
+def orchestrator_gone(run: RunRecord, host: str | None = None) -> bool:
+    """Whether nobody drives RUNNING run `run` any more: its heartbeat is stale, or its
+    orchestrator was a process on this host that no longer exists."""
+    if run.orchestrator is None or run.heartbeat is None:
+        return True
+    if now() - run.heartbeat >= STALE_AFTER:
+        return True
+    orchestrator_host, _, pid = run.orchestrator.rpartition(":")
+    return orchestrator_host == (host or socket.gethostname()) and pid.isdigit() and not (
+        _pid_alive(int(pid))
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process holds that pid
+    return True
+
+
+def recover_orphaned_runs(
+    store: Store, *, deployment: str = DEFAULT_DEPLOYMENT, host: str | None = None
+) -> list[Recovery]:
+    """Resubmit every RUNNING run whose orchestrator is gone (see `orchestrator_gone`).
+
+    Called when the worker starts. The resumed flow run claims the run with force and
+    reattaches to its jobs. The idempotency key names the dead orchestrator, so that a
+    worker restarting twice before the resume begins does not resume the run twice.
+    """
+    recovered = []
+    for run in store.list_runs():
+        if run.state is not RunState.RUNNING or not orchestrator_gone(run, host):
+            continue
+        key = f"hpcfleet-resume:{run.run_id}:{run.orchestrator}:{run.heartbeat}"
+        flow_run_id = submit_run(run.run_id, force=True, deployment=deployment,
+                                 idempotency_key=key)
+        if run.prefect_flow_run_id and run.prefect_flow_run_id != flow_run_id:
+            _mark_crashed(run.prefect_flow_run_id, f"its orchestrator {run.orchestrator} died; "
+                          f"run {run.run_id} resumes in flow run {flow_run_id}")
+        log.warning("run %s: orchestrator %s is gone; resuming it in flow run %s",
+                    run.run_id, run.orchestrator, flow_run_id)
+        recovered.append(Recovery(run.run_id, run.orchestrator, flow_run_id))
+    return recovered
+
+
+def _mark_crashed(flow_run_id: str, message: str) -> None:
+    """Best effort: the dead flow run would otherwise show RUNNING in Prefect forever."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+            if state is None or not state.is_final():
+                client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+    except Exception as exc:  # noqa: BLE001 - the resume matters, not the old record
+        log.warning("could not mark flow run %s crashed: %s", flow_run_id, exc)

@@ -1,0 +1,225 @@
+"""The dashboard in a real browser: `streamlit run dashboard/app.py` on loopback, driven
+by headless Chromium over the DevTools protocol. Every page must load without an
+exception on the page and show its data; a screenshot of each lands in the test's tmp
+dir (`pytest --basetemp=DIR` keeps them somewhere known).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard import sample
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+WIDTH, HEIGHT = 1400, 2600
+PAGE_TIMEOUT = 90.0  # the first page also waits for MLflow's first import (~6 s here)
+
+# url path, title, texts the page must show once its data is in
+PAGES = [
+    ("overview", "Consortium overview",
+     ["First model release", "Multilingual parity", "at risk", "Languages covered"]),
+    ("sites", "Sites", ["lumi", "karolina", "marenostrum", "unreachable", "GPU-hours used"]),
+    ("runs", "Runs", ["tiny-llm-v1", "COMPLETED", "FAILED", "Timeline"]),
+    ("run", "Run detail", ["Stages", "Jobs", "Log tails", "MLflow run", "Prefect flow run"]),
+    ("languages", "Languages", ["bg Bulgarian", "sv Swedish", "Per language"]),
+]
+
+pytest.importorskip("websockets")
+if not Path(CHROMIUM).exists():
+    pytest.skip("headless Chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Any, what: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("home")
+    sample.fill_home(home)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HPCFLEET_", "MLFLOW_", "PREFECT_"))}
+    env.update(HPCFLEET_HOME=str(home), HPCFLEET_DASHBOARD_REFRESH="3600")
+    log = (home / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: server.poll() is not None or _get(f"{url}/_stcore/health") == "ok",
+                   "the Streamlit server", 60)
+        assert server.poll() is None, (home / "streamlit.log").read_text()
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+class DevTools:
+    """The few DevTools protocol calls the test needs, over one websocket."""
+
+    def __init__(self, websocket_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.socket = connect(websocket_url, max_size=128 * 1024 * 1024, open_timeout=20)
+        self.sequence = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.sequence += 1
+        self.socket.send(json.dumps({"id": self.sequence, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv(timeout=60))
+            if message.get("id") == self.sequence:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return dict(message.get("result", {}))
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    process = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+         "--remote-debugging-port=0", f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    devtools = None
+    try:
+        active = profile / "DevToolsActivePort"
+        wait_until(lambda: active.exists() and len(active.read_text().split()) >= 2,
+                   "Chromium's DevTools port", 30)
+        port = active.read_text().split()[0]
+        targets = json.loads(wait_until(lambda: _get(f"http://127.0.0.1:{port}/json/list"),
+                                        "the DevTools target list", 30))
+        page = next(t for t in targets if t.get("type") == "page")
+        devtools = DevTools(page["webSocketDebuggerUrl"])
+        devtools.call("Page.enable")
+        devtools.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT,
+                      deviceScaleFactor=1, mobile=False)
+        yield devtools
+    finally:
+        if devtools is not None:
+            devtools.close()
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+PAGE_STATE = """(() => {
+  const text = document.body ? document.body.innerText : "";
+  const h1 = document.querySelector("h1");
+  return {
+    title: h1 ? h1.innerText.trim() : "",
+    text: text,
+    exceptions: Array.from(document.querySelectorAll('[data-testid="stException"]'))
+      .map(e => e.innerText),
+    skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length,
+    stale: document.querySelectorAll('[data-stale="true"]').length,
+    charts: document.querySelectorAll(".js-plotly-plot").length,
+  };
+})()"""
+
+
+def load(browser: DevTools, url: str, title: str, texts: list[str]) -> dict[str, Any]:
+    """Open `url` and wait until the page shows its title and texts and stops changing."""
+    browser.call("Page.navigate", url=url)
+    seen: dict[str, Any] = {}
+
+    def ready() -> bool:
+        state = browser.evaluate(PAGE_STATE) or {}
+        done = (state.get("title") == title and not state.get("skeletons")
+                and not state.get("stale") and all(t in state.get("text", "") for t in texts))
+        if state.get("exceptions"):
+            done = True  # no need to wait: the test fails on it
+        stable = done and seen.get("text") == state.get("text")
+        seen.clear()
+        seen.update(state)
+        return stable
+
+    try:
+        wait_until(ready, f"{url} to show {title!r} and {texts}", PAGE_TIMEOUT)
+    except AssertionError:
+        missing = [t for t in texts if t not in seen.get("text", "")]
+        raise AssertionError(f"{url}: title {seen.get('title')!r}, missing {missing}; "
+                             f"page text: {seen.get('text', '')[:2000]}") from None
+    return seen
+
+
+def screenshot(browser: DevTools, path: Path) -> None:
+    shot = browser.call("Page.captureScreenshot", format="png")
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_every_page_loads_in_a_real_browser(
+    dashboard_url: str, browser: DevTools, tmp_path: Path
+) -> None:
+    for url_path, title, texts in PAGES:
+        state = load(browser, f"{dashboard_url}/{url_path}", title, texts)
+        screenshot(browser, tmp_path / f"{url_path}.png")
+        assert not state["exceptions"], f"{url_path}: {state['exceptions']}"
+        assert "Traceback" not in state["text"], url_path
+        assert "Page not found" not in state["text"], url_path
+        assert sample.SECRET_ENV_VALUE not in state["text"], url_path
+        assert state["charts"] >= 1, f"{url_path}: no chart was drawn"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        f"{p}.png" for p, _, _ in PAGES)

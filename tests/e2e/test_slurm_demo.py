@@ -1,0 +1,82 @@
+"""The demo's run spec on two real SLURM clusters reached over real sshd (issue 3):
+register, trust, check, launch --wait; then ask each cluster's sacct what ran there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from registry.store import Store
+from tests.helpers import REPO, cli, cli_env, write_yaml
+from tests.sandbox.documents import slurm_site_document
+from tests.sandbox.sandbox import Sandbox
+
+pytestmark = pytest.mark.slurm
+LANGUAGES = 24
+
+
+def sacct_names(sandbox: Sandbox, site: str, run_id: str) -> list[tuple[str, str]]:
+    """(job id, job name) of every allocation of the run on one cluster."""
+    result = sandbox.run_on(
+        site, f"sacct --noheader --parsable2 -X -S now-1days --format=JobID,JobName%200 "
+              f"--name=hpcfleet-{run_id}-prepare-1,hpcfleet-{run_id}-train-1,"
+              f"hpcfleet-{run_id}-evaluate-1")
+    assert result.returncode == 0, result.stderr
+    return [tuple(line.split("|", 1)) for line in result.stdout.splitlines() if line]  # type: ignore[misc]
+
+
+def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "home")
+    assert cli(env, "partner", "add", "cuni", "--name", "Charles University").returncode == 0
+    assert cli(env, "partner", "add", "csc", "--name", "CSC").returncode == 0
+    owners = {"site-a": "cuni", "site-b": "csc"}
+    for name, owner in owners.items():
+        document = slurm_site_document(slurm_sandbox.site(name), owner, pin=False)
+        path = write_yaml(tmp_path / f"{name}.yaml", document)
+        added = cli(env, "site", "add", str(path), "--as", owner)
+        assert added.returncode == 0, added.stderr
+        trusted = cli(env, "site", "trust", name, "--yes", "--as", owner)
+        assert trusted.returncode == 0, trusted.stderr
+        assert "SHA256:" in trusted.stdout
+        checked = cli(env, "site", "check", name, "--json")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        report = json.loads(checked.stdout)
+        assert report["reachable"] and report["ok"]
+        assert {c["name"] for c in report["checks"]} >= {"login", "sbatch", "sacct", "partition gpu", "account"}
+
+    demo = tmp_path / "demo"
+    shutil.copytree(REPO / "examples" / "demo", demo)
+    launched = cli(env, "run", "launch", str(demo / "run.yaml"), "--wait", "--as", "cuni", timeout=900)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    run_id = launched.stdout.splitlines()[0].strip()
+
+    store = Store.open(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
+    stages = {s.name: s for s in store.stages(run_id)}
+    jobs = store.jobs(run_id)
+    assert len(jobs) == 2 + LANGUAGES and {j.attempt for j in jobs} == {1}
+    # Every stage ran exactly once, on the site it was planned on, and nowhere else.
+    for site in ("site-a", "site-b"):
+        ran = sacct_names(slurm_sandbox, site, run_id)
+        names = [name for _, name in ran]
+        for stage, record in stages.items():
+            expected = 1 if site in record.sites else 0
+            assert names.count(f"hpcfleet-{run_id}-{stage}-1") == expected, (site, stage, ran)
+        stored_ids = {j.scheduler_id.split("_")[0] for j in jobs if j.site == site and j.scheduler_id}
+        assert {job_id.split("_")[0] for job_id, _ in ran} == stored_ids
+    assert set(stages["evaluate"].sites) == {"site-a", "site-b"}
+    assert stages["train"].sites and any(j.gpu_hours > 0 for j in jobs if j.stage == "train")
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    run = store.get_run(run_id)
+    parent = client.get_run(run.mlflow_run_id or "")
+    assert len([k for k in parent.data.metrics if k.startswith("accuracy/")]) == LANGUAGES
+    experiment = client.get_experiment_by_name("tiny-llm")
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.`hpcfleet.run_id` = '{run_id}'")
+    tagged = {(c.data.tags["hpcfleet.site"], c.data.tags.get("slurm.job_id")) for c in children
+              if "mlflow.parentRunId" in c.data.tags}
+    assert tagged == {(j.site, j.scheduler_id) for j in jobs}
