@@ -17,7 +17,7 @@ class PageEntry:
     url_path: str
     title: str
     icon: str
-    module: str  # under dashboard.pages; renders with its main()
+    module: str  # under dashboard.views; renders with its main()
 
 
 PAGES = (
@@ -31,7 +31,7 @@ PAGES = (
 
 def page(url_path: str) -> st.Page:
     entry = next(p for p in PAGES if p.url_path == url_path)
-    module = importlib.import_module(f"dashboard.pages.{entry.module}")
+    module = importlib.import_module(f"dashboard.views.{entry.module}")
     return st.Page(module.main, title=entry.title, icon=entry.icon, url_path=entry.url_path,
                    default=entry is PAGES[0])
 

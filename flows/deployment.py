@@ -22,10 +22,11 @@ import shlex
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy.engine import make_url
 
@@ -93,7 +94,7 @@ def _prefect_errors(action: str) -> Iterator[None]:
         ) from exc
     except HpcfleetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - httpx, Prefect HTTP and runtime errors alike
+    except Exception as exc:
         raise ControlPlaneError(
             f"cannot {action}: Prefect at {_api_url()}: {exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}",
@@ -112,17 +113,17 @@ def ensure_work_pool(pool: str = DEFAULT_POOL) -> None:
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
-    with _prefect_errors(f"create work pool {pool!r}"), get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(
-                WorkPoolCreate(
-                    name=pool, type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                    description="hpcfleet: orchestrators of cross-site runs",
-                )
-            )
-        except ObjectAlreadyExists:
-            pass
+    pool_spec = WorkPoolCreate(
+        name=pool, type="process",
+        base_job_template=ProcessWorker.get_default_base_job_template(),
+        description="hpcfleet: orchestrators of cross-site runs",
+    )
+    with (
+        _prefect_errors(f"create work pool {pool!r}"),
+        get_client(sync_client=True) as client,
+        suppress(ObjectAlreadyExists),
+    ):
+        client.create_work_pool(pool_spec)
 
 
 def deploy(
@@ -133,7 +134,8 @@ def deploy(
     python: str = sys.executable,
 ) -> str:
     """Create or update the deployment of `cross_site_run`; returns its id."""
-    from prefect.deployments.runner import EntrypointType, RunnerDeployment
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.types.entrypoint import EntrypointType
 
     from flows.cross_site import cross_site_run
 
@@ -163,6 +165,7 @@ def submit_run(
 
     Flow runs with the same `idempotency_key` are one and the same flow run.
     """
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     with _prefect_errors(f"submit run {run_id}"):
@@ -175,6 +178,7 @@ def submit_run(
             idempotency_key=idempotency_key,
             tags=["hpcfleet"],
         )
+    assert isinstance(flow_run, FlowRun)  # called from sync code: not a coroutine
     return str(flow_run.id)
 
 
@@ -242,8 +246,20 @@ def _mark_crashed(flow_run_id: str, message: str) -> None:
 
     try:
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(flow_run_id).state
+            state = client.read_flow_run(UUID(flow_run_id)).state
             if state is None or not state.is_final():
                 client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
-    except Exception as exc:  # noqa: BLE001 - the resume matters, not the old record
+    except Exception as exc:
         log.warning("could not mark flow run %s crashed: %s", flow_run_id, exc)
+
+
+def flow_run_waiting(flow_run_id: str) -> bool:
+    """Whether the flow run is still queued or starting (scheduled, pending, running)."""
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+
+    with _prefect_errors(f"read flow run {flow_run_id}"), get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return state is not None and state.type in (
+        StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING
+    )

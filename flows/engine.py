@@ -23,7 +23,7 @@ from flows.stage_runner import run_stage
 from flows.tracking import MLFLOW_STATUS, Tracker
 from flows.watcher import WatcherPool
 from registry.errors import HpcfleetError
-from registry.records import RunRecord
+from registry.records import JobRecord, RunRecord
 from registry.states import RunState
 from registry.store import Store, now
 from sites.driver import DriverPool
@@ -163,8 +163,33 @@ def guarded(runner: StageRunner, ctx: RunContext, name: str) -> RunState:
     return RunState.FAILED
 
 
+def settle_accounting(ctx: RunContext) -> None:
+    """Read the final accounting of the run's jobs once more, one call per site.
+
+    A scheduler may report a job final before its accounting record is complete (sacct
+    lags slurmctld by seconds), so GPU-hours seen at the end of each job can fall short.
+    """
+    by_site: dict[str, list[JobRecord]] = {}
+    for job in ctx.store.jobs(ctx.run_id):
+        if job.scheduler_id and job.state.is_final:
+            by_site.setdefault(job.site, []).append(job)
+    updates = []
+    for site, jobs in by_site.items():
+        try:
+            statuses = ctx.driver(site).scheduler.status([j.scheduler_id or "" for j in jobs])
+        except HpcfleetError as exc:
+            log.warning("could not settle the accounting of %s: %s", site, exc)
+            continue
+        for job in jobs:
+            status = statuses.get(job.scheduler_id or "")
+            if status is not None and status.gpu_hours > job.gpu_hours:
+                updates.append((job.id, {"gpu_hours": status.gpu_hours}))
+    ctx.store.update_jobs(updates)
+
+
 def conclude(ctx: RunContext) -> RunRecord:
     """Set the run's final state and reason from its stages; close the MLflow parent."""
+    settle_accounting(ctx)
     stages = ctx.store.stages(ctx.run_id)
     failed = [s for s in stages if s.state is RunState.FAILED]
     if ctx.cancel_requested():

@@ -16,7 +16,7 @@ import click
 import typer
 
 from flows.engine_env import configure_engines
-from hpcfleet import cli_misc, cli_runs, cli_sites
+from hpcfleet import cli_misc, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
 
@@ -31,6 +31,8 @@ app.add_typer(cli_misc.partner_app, name="partner")
 app.add_typer(cli_sites.site_app, name="site")
 app.add_typer(cli_runs.run_app, name="run")
 app.add_typer(cli_misc.milestone_app, name="milestone")
+app.add_typer(cli_server.server_app, name="server")
+app.add_typer(cli_server.db_app, name="db")
 app.command("schema")(cli_misc.schema)
 app.command("dashboard")(cli_misc.dashboard)
 app.command("demo")(cli_misc.demo)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hpcfleet import display
+from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
 from registry.records import JobRecord, RunRecord, StageRecord
@@ -99,6 +99,11 @@ def launch(
         display.err.print(f"[yellow]warning:[/] {warning}")
     run = launched.run
     print(run.run_id, flush=True)
+    if cli_server.control_plane_enabled():  # PREFECT_API_URL: the control plane's worker runs it
+        cli_server.submit_to_control_plane(store, run.run_id)
+        if wait:
+            watch(run.run_id)
+        return
     if not wait:
         log = _spawn_orchestrator(run.run_id, actor)
         display.err.print(f"running in the background (log: {log}); follow it with "
@@ -202,6 +207,10 @@ def cancel(run_id: str, as_partner: AsOption = None) -> None:
     if run.state.is_final:
         display.err.print(f"run {run_id} already ended {run.state.value}")
         return
+    if cli_server.live_orchestrator(run):  # it sees the flag and cancels the jobs itself
+        store.update_run(run_id, cancel_requested=True)
+        display.err.print(f"run {run_id}: cancel requested; {run.orchestrator} cancels its jobs")
+        return
     store.update_run(run_id, cancel_requested=True)
     live = [j for j in store.jobs(run_id) if not j.state.is_final]
     by_site: dict[str, list[JobRecord]] = defaultdict(list)
@@ -248,6 +257,10 @@ def resume(
         display.err.print(f"run {run_id} already ended {run.state.value}")
         if run.state is not RunState.COMPLETED:
             raise typer.Exit(1)
+        return
+    if cli_server.control_plane_enabled():
+        cli_server.resume_on_control_plane(store, run, force=force)
+        watch(run_id)
         return
     final = execute(run_id, force=force)
     print_summary(store, final)

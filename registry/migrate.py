@@ -95,26 +95,35 @@ def ensure_schema(engine: Engine) -> None:
 
 def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the database at `url` to HEAD; returns (revision before, revision after)."""
-    from registry.store import create_store_engine
-
-    engine = create_store_engine(url)
-    try:
+    with _engine(url) as engine:
         with engine.connect() as connection:
             before = revision(connection)
         _check_known(engine, before)
         return before, _upgrade(engine)
-    finally:
-        engine.dispose()
 
 
 def current(url: str) -> str | None:
     """The revision of the database at `url` (None: not migrated yet)."""
-    from registry.store import create_store_engine
+    with _engine(url) as engine, engine.connect() as connection:
+        return revision(connection)
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    """An engine for one command; database errors become `StoreError`s."""
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+    from registry.store import StoreError, create_store_engine
 
     engine = create_store_engine(url)
     try:
-        with engine.connect() as connection:
-            return revision(connection)
+        yield engine
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"cannot migrate the registry at {_shown(engine)}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}",
+            transient=isinstance(exc, OperationalError),
+        ) from None
     finally:
         engine.dispose()
 

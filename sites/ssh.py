@@ -34,10 +34,9 @@ from sites.ssh_channel import (
     read_all,
     send_all,
 )
-from sites.ssh_config import load_ssh_config, resolve_route
 from sites.ssh_connect import ConnectOptions
 from sites.ssh_connect import fetch_host_key as _fetch_host_key
-from sites.ssh_connection import SshConnection
+from sites.ssh_connection import SshConnection, resolve_site_route
 from sites.ssh_errors import ssh_errors
 from sites.transport import CommandResult
 
@@ -255,8 +254,7 @@ def fetch_host_key(
     """Connect to the site's SSH server without authenticating and return its host key
     as (`"ssh-ed25519 AAAA..."` line, `SHA256:...` fingerprint), for `site trust`.
     ProxyJump hops are verified as usual (known_hosts) and authenticated."""
-    with ssh_errors(site, f"resolving ssh host {settings.host!r}"):
-        route = resolve_route(settings, load_ssh_config(ssh_config_path))
+    route = resolve_site_route(site, settings, ssh_config_path)
     key = _fetch_host_key(site, route, ConnectOptions(connect_timeout=connect_timeout))
     return key.line, key.fingerprint
 
@@ -271,7 +269,7 @@ def _connection_errors(site: str, action: str, connection: SshConnection) -> Ite
     except SiteError as exc:
         if isinstance(exc, SiteUnreachable) or connection.is_connected() or not exc.transient:
             raise
-        raise SiteUnreachable(site, f"{action}: the connection was lost ({exc.message})") from exc
+        raise SiteUnreachable(site, f"{action}: the connection was lost") from exc
 
 
 def _shorten(command: str, limit: int = 120) -> str:

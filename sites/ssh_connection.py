@@ -20,7 +20,7 @@ from registry.site import SshSettings
 from sites.errors import SiteError, SiteUnreachable
 from sites.ssh_config import SshRoute, load_ssh_config, resolve_route
 from sites.ssh_connect import ConnectOptions, close_transports, open_route
-from sites.ssh_errors import ssh_errors
+from sites.ssh_errors import translate_ssh_error
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,7 @@ class SshConnection:
     def route(self) -> SshRoute:
         """Where this connection goes, resolved against ~/.ssh/config on first use."""
         if self._route is None:
-            try:
-                config = load_ssh_config(self._ssh_config_path)
-                self._route = resolve_route(self.settings, config)
-            except (OSError, ValueError, paramiko.SSHException) as exc:
-                raise SiteUnreachable(
-                    self.site,
-                    f"cannot resolve ssh host {self.settings.host!r}: {exc}",
-                    transient=False,
-                ) from exc
+            self._route = resolve_site_route(self.site, self.settings, self._ssh_config_path)
         return self._route
 
     def transport(self) -> paramiko.Transport:
@@ -123,21 +115,24 @@ class SshConnection:
         for attempt in range(CHANNEL_RETRIES + 1):
             transport = self.transport()
             try:
-                with ssh_errors(self.site, f"{action}: opening a channel"):
-                    return transport.open_session(timeout=self.options.connect_timeout)
-            except SiteUnreachable as exc:
-                cause = exc.__cause__
-                if isinstance(cause, paramiko.ChannelException) and attempt < CHANNEL_RETRIES:
-                    time.sleep(delay)  # the server's session table is full for now
+                return transport.open_session(timeout=self.options.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if _session_table_full(exc) and attempt < CHANNEL_RETRIES:
+                    time.sleep(delay)
                     delay *= 2
                     continue
                 if not transport.is_active() and not reconnected:
                     # Died before the command was sent: safe to reconnect and go on.
                     reconnected = True
                     continue
-                # No answer to a channel open: the connection is likely dead.
-                self.discard(transport)
-                raise
+                if _no_answer(exc):
+                    # The server does not answer at all: the connection is likely dead
+                    # (TCP would take minutes to say so). The next call reconnects.
+                    self.discard(transport)
+                translated = translate_ssh_error(self.site, exc, f"{action}: opening a channel")
+                if translated is None:
+                    raise
+                raise translated from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect_with_backoff(self) -> list[paramiko.Transport]:
@@ -164,3 +159,25 @@ class SshConnection:
             log.debug("site %s: connected to %s", self.site, route.target.address)
             return transports
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resolve_site_route(site: str, settings: SshSettings, ssh_config_path: Path | None) -> SshRoute:
+    """`resolve_route` with ~/.ssh/config (or `ssh_config_path`); a config that cannot
+    be read or used is a non-transient `SiteUnreachable`."""
+    try:
+        return resolve_route(settings, load_ssh_config(ssh_config_path))
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        raise SiteUnreachable(
+            site, f"cannot resolve ssh host {settings.host!r}: {exc}", transient=False
+        ) from exc
+
+
+def _session_table_full(exc: BaseException) -> bool:
+    """sshd refused the channel ("Connect failed": MaxSessions reached). paramiko keeps
+    the refusal in one slot per connection, so a concurrent opener may see it replaced
+    by a generic "Unable to open channel."."""
+    return isinstance(exc, paramiko.ChannelException) or str(exc) == "Unable to open channel."
+
+
+def _no_answer(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or str(exc) == "Timeout opening channel."

@@ -58,10 +58,12 @@ _PUT_FILE = (
     'mkdir -p -- "$(dirname -- "$dest")" && cat > "$tmp" || { rm -f -- "$tmp"; exit 1; }; '
     f'{_HASHER}; "$@" "$tmp"'
 )
-_COMMIT_FILE = 'if [ "$1" = ok ]; then mv -f -- "$2" "$3"; else rm -f -- "$2"; fi'
+_COMMIT_FILE = (
+    'if [ "$1" = ok ]; then chmod "$4" -- "$2" && mv -f -- "$2" "$3"; else rm -f -- "$2"; fi'
+)
 _PUT_DIR = 'mkdir -p -- "$1" && cd -- "$1" && tar -x -o -f -'
 _GET = (
-    'src=$1; if [ -d "$src" ]; then printf D; cd -- "$src" && exec tar -cf - .; fi; '
+    'src=$1; if [ -d "$src" ]; then printf D; cd -- "$src" || exit 1; exec tar -cf - .; fi; '
     f'printf F; cat -- "$src" || exit 1; {_HASHER}; "$@" "$src" >&2'
 )
 _HASH_LIST = f'cd -- "$1" || exit 1; {_HASHER}; xargs -0 -r "$@"'
@@ -82,7 +84,8 @@ class StreamedFile:
 
 def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
     """Copy a local file or directory tree to `remote` (which becomes that file or
-    directory; parents are created, existing files overwritten)."""
+    directory; parents are created, existing files overwritten, permission bits kept)."""
+    remote = _not_an_option(remote)
     if local.is_dir():
         _put_dir(site, open_channel, local, remote)
     elif local.is_file():
@@ -92,7 +95,9 @@ def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
 
 
 def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
-    """Copy a remote file or directory tree to `local` (same rules as `put`)."""
+    """Copy a remote file or directory tree to `local` (same rules as `put`, except
+    that a single file gets the local default permissions)."""
+    remote = _not_an_option(remote)
     action = f"downloading {remote}"
     partial: Path | None = None
     try:
@@ -146,7 +151,8 @@ def _put_file(site: str, open_channel: OpenChannel, local: Path, remote: str) ->
     agreed = parse_digests(output.stdout)[:1] == [digest.hexdigest()]
     with open_channel(f"{action}: renaming") as channel:
         verdict = "ok" if agreed else "corrupt"
-        channel.exec_command(shell_command(_COMMIT_FILE, verdict, temporary, remote))
+        mode = f"{stat.S_IMODE(local.stat().st_mode):o}"
+        channel.exec_command(shell_command(_COMMIT_FILE, verdict, temporary, remote, mode))
         send_all(channel, b"")
         _check_exit(site, f"{action}: renaming", read_all(channel))
     if not agreed:
@@ -251,8 +257,8 @@ def _extract_regular(
 ) -> StreamedFile:
     target = local / safe.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        target.unlink()
+    if target.is_symlink() or target.exists():
+        target.unlink()  # a new inode: never write through a link (a directory raises)
     source = archive.extractfile(member)
     digest = hashlib.sha256()
     with target.open("wb") as sink:
@@ -275,7 +281,7 @@ def _verify_tree(
     with open_channel(action) as channel:
         channel.exec_command(shell_command(_HASH_LIST, remote))
         reader = BackgroundReader(channel)
-        send_all(channel, b"\0".join(os.fsencode(f.name) for f in files))
+        send_all(channel, b"\0".join(os.fsencode(_not_an_option(f.name)) for f in files))
         output = reader.result()
     _check_exit(site, action, output)
     remote_digests = parse_digests(output.stdout)
@@ -295,6 +301,11 @@ def _check_exit(site: str, action: str, output: ChannelOutput) -> None:
     text = output.stderr.decode("utf-8", "replace").strip()
     detail = text.splitlines()[-1] if text else f"exit status {output.exit_status}"
     raise TransferError(site, f"{action}: {detail}")
+
+
+def _not_an_option(path: str) -> str:
+    """`-x` -> `./-x`: the hashing commands take no `--`."""
+    return f"./{path}" if path.startswith("-") else path
 
 
 class _HashingReader:

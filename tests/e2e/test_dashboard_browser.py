@@ -30,9 +30,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH, HEIGHT = 1400, 2600
 PAGE_TIMEOUT = 90.0  # the first page also waits for MLflow's first import (~6 s here)
 
-# url path, title, texts the page must show once its data is in
+# url path (the default page lives at the root), title, texts the page must show
 PAGES = [
-    ("overview", "Consortium overview",
+    ("", "Consortium overview",
      ["First model release", "Multilingual parity", "at risk", "Languages covered"]),
     ("sites", "Sites", ["lumi", "karolina", "marenostrum", "unreachable", "GPU-hours used"]),
     ("runs", "Runs", ["tiny-llm-v1", "COMPLETED", "FAILED", "Timeline"]),
@@ -215,11 +215,10 @@ def test_every_page_loads_in_a_real_browser(
 ) -> None:
     for url_path, title, texts in PAGES:
         state = load(browser, f"{dashboard_url}/{url_path}", title, texts)
-        screenshot(browser, tmp_path / f"{url_path}.png")
+        screenshot(browser, tmp_path / f"{url_path or 'overview'}.png")
         assert not state["exceptions"], f"{url_path}: {state['exceptions']}"
         assert "Traceback" not in state["text"], url_path
         assert "Page not found" not in state["text"], url_path
         assert sample.SECRET_ENV_VALUE not in state["text"], url_path
         assert state["charts"] >= 1, f"{url_path}: no chart was drawn"
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
-        f"{p}.png" for p, _, _ in PAGES)
+    assert len(list(tmp_path.glob("*.png"))) == len(PAGES)

@@ -154,6 +154,9 @@ def make_tree(root: Path) -> None:
     (root / "sub" / "random.bin").write_bytes(os.urandom(3_000_000))
     (root / "sub" / "deeper" / 'it\'s a "name" $x.txt').write_text("quoted\n")
     (root / "link").symlink_to("a.txt")
+    (root / "-starts-with-dash").write_text("dash\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (root / "run.sh").chmod(0o755)
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -166,7 +169,7 @@ def snapshot(root: Path) -> dict[str, object]:
         elif path.is_dir():
             entries[key] = "dir"
         else:
-            entries[key] = path.read_bytes()
+            entries[key] = (path.read_bytes(), oct(path.stat().st_mode & 0o777))
     return entries
 
 
@@ -175,6 +178,7 @@ def test_put_and_get_a_file_byte_exact(
 ) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(os.urandom(4_000_000))
+    source.chmod(0o750)
     remote = "hpcfleet-test/files/new/dir/it's here.bin"
 
     transport.put(source, remote)
@@ -182,6 +186,7 @@ def test_put_and_get_a_file_byte_exact(
 
     assert (tmp_path / "back/again/copy.bin").read_bytes() == source.read_bytes()
     assert (site_a.home / remote).read_bytes() == source.read_bytes()
+    assert (site_a.home / remote).stat().st_mode & 0o777 == 0o750
     leftovers = slurm_sandbox.run_on(site_a, "ls -A hpcfleet-test/files/new/dir").stdout.split("\n")
     assert leftovers == ["it's here.bin", ""]  # no temporary file left behind
 

@@ -8,7 +8,9 @@ import paramiko
 import pytest
 
 from registry.site import SshSettings
+from sites.errors import SiteUnreachable
 from sites.ssh_config import SshEndpoint, load_ssh_config, parse_jump_spec, resolve_route
+from sites.ssh_connection import resolve_site_route
 
 CONFIG = """
 Host lumi
@@ -148,3 +150,12 @@ def test_load_ssh_config_reads_the_given_file(tmp_path: Path) -> None:
     path.write_text("Host x\n    HostName 192.0.2.1\n")
 
     assert load_ssh_config(path).lookup("x")["hostname"] == "192.0.2.1"
+
+
+def test_an_unusable_route_is_a_permanent_unreachable(tmp_path: Path) -> None:
+    settings = SshSettings(host="h", proxy_jump=["user@"])
+
+    with pytest.raises(SiteUnreachable, match="cannot resolve ssh host 'h'") as caught:
+        resolve_site_route("lumi", settings, tmp_path / "missing-config")
+
+    assert caught.value.transient is False

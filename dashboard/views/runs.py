@@ -10,8 +10,8 @@ import streamlit as st
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
 from dashboard.navigation import page
-from dashboard.pages.run_detail import default_choice
 from dashboard.queries import attempt_timeline, filter_runs
+from dashboard.views.run_detail import default_choice
 
 FILTERS = (("partner", "Partner"), ("state", "State"), ("experiment", "Experiment"),
            ("site", "Site"))
