@@ -225,7 +225,7 @@ class SiteView:
     login: str
     proxy_jump: tuple[str, ...]
     identity_file: str | None
-    host_key: str  # "pinned", "known_hosts", "not pinned" or "n/a (local)"
+    host_key: str  # "pinned", "pinned (known_hosts file)", "not pinned" or "n/a (local)"
     partitions: str
     modules: tuple[str, ...]
     env_names: tuple[str, ...]
@@ -258,8 +258,8 @@ def site_view(
     else:
         login = f"{ssh.user + '@' if ssh.user else ''}{ssh.host}"
         login += f":{ssh.port}" if ssh.port else ""
-        host_key = "pinned" if ssh.host_key else ("known_hosts" if ssh.known_hosts else
-                                                   "not pinned")
+        host_key = ("pinned" if ssh.host_key else
+                    "pinned (known_hosts file)" if ssh.known_hosts else "not pinned")
     if site.slurm is not None:
         partitions = ", ".join(
             p.name + (f" ({p.gpus_per_node}× {p.gpu_type or 'GPU'})" if p.gpus_per_node else "")

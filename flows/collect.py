@@ -31,9 +31,13 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
     for site, site_jobs in by_site.items():
         local = ctx.scratch / stage / site
         try:
-            fetched = staging.fetch_attempt(ctx.driver(site), ctx.layout(site, stage), attempt, local)
+            fetched = staging.fetch_attempt(
+                ctx.driver(site), ctx.layout(site, stage), attempt, local
+            )
         except SiteError as exc:
-            log.warning("could not fetch logs of %s attempt %d from %s: %s", stage, attempt, site, exc)
+            log.warning(
+                "could not fetch logs of %s attempt %d from %s: %s", stage, attempt, site, exc
+            )
             fetched = local / f"attempt-{attempt}"
             fetched.mkdir(parents=True, exist_ok=True)
         for job in site_jobs:
@@ -97,9 +101,13 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
     for site in ctx.plans[stage].sites:
         entries = staging.manifest(ctx.driver(site), ctx.layout(site, stage).outputs, declared)
         document = {
-            "run_id": ctx.run_id, "stage": stage, "site": site,
-            "files": [{"path": p, "size": size, "sha256": digest}
-                      for p, (size, digest) in sorted(entries.items())],
+            "run_id": ctx.run_id,
+            "stage": stage,
+            "site": site,
+            "files": [
+                {"path": p, "size": size, "sha256": digest}
+                for p, (size, digest) in sorted(entries.items())
+            ],
         }
         path = ctx.scratch / f"{stage}-{site}-manifest" / f"{site}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

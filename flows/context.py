@@ -32,8 +32,11 @@ def chainable_stages(spec: RunSpec, plans: dict[str, StagePlan]) -> set[str]:
     chained = set()
     for stage in spec.stages:
         sites = plans[stage.name].sites
-        if (stage.needs and len(sites) == 1
-                and all(plans[need].sites == sites for need in stage.needs)):
+        if (
+            stage.needs
+            and len(sites) == 1
+            and all(plans[need].sites == sites for need in stage.needs)
+        ):
             chained.add(stage.name)
     return chained
 
@@ -82,8 +85,10 @@ class RunContext:
 
         with self._progress_changed:
             self._progress_changed.wait_for(ready)
-            return {need: StageProgress(p.attempt, dict(p.job_ids), p.final)
-                    for need, p in ((n, self.progress[n]) for n in needs)}
+            return {
+                need: StageProgress(p.attempt, dict(p.job_ids), p.final)
+                for need, p in ((n, self.progress[n]) for n in needs)
+            }
 
     @property
     def run_id(self) -> str:

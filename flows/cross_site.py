@@ -56,8 +56,9 @@ def cross_site_run(
             futures: dict[str, PrefectFuture[str]] = {}
             for name in ctx.spec.order:
                 # A chained stage waits for its needs' submissions itself.
-                needs = [] if name in ctx.chained else [
-                    futures[n] for n in ctx.spec.stage(name).needs]
+                needs = (
+                    [] if name in ctx.chained else [futures[n] for n in ctx.spec.stage(name).needs]
+                )
                 futures[name] = stage_task.submit(  # type: ignore[call-overload]
                     run_id, name, wait_for=needs
                 )

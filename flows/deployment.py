@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from flows.engine import STALE_AFTER, EngineConfig
 from registry.errors import HpcfleetError
@@ -58,7 +58,17 @@ def without_password(url: str) -> str:
     parsed = make_url(url)
     if parsed.password is None:
         return url
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) would keep the password: None there means "unchanged".
+    bare = URL.create(
+        parsed.drivername,
+        parsed.username,
+        None,
+        parsed.host,
+        parsed.port,
+        parsed.database,
+        parsed.query,
+    )
+    return bare.render_as_string(hide_password=False)
 
 
 def deployment_parameters(config: EngineConfig) -> dict[str, Any]:
@@ -114,7 +124,8 @@ def ensure_work_pool(pool: str = DEFAULT_POOL) -> None:
     from prefect.workers.process import ProcessWorker
 
     pool_spec = WorkPoolCreate(
-        name=pool, type="process",
+        name=pool,
+        type="process",
         base_job_template=ProcessWorker.get_default_base_job_template(),
         description="hpcfleet: orchestrators of cross-site runs",
     )
@@ -199,8 +210,10 @@ def orchestrator_gone(run: RunRecord, host: str | None = None) -> bool:
     if now() - run.heartbeat >= STALE_AFTER:
         return True
     orchestrator_host, _, pid = run.orchestrator.rpartition(":")
-    return orchestrator_host == (host or socket.gethostname()) and pid.isdigit() and not (
-        _pid_alive(int(pid))
+    return (
+        orchestrator_host == (host or socket.gethostname())
+        and pid.isdigit()
+        and not (_pid_alive(int(pid)))
     )
 
 
@@ -228,13 +241,19 @@ def recover_orphaned_runs(
         if run.state is not RunState.RUNNING or not orchestrator_gone(run, host):
             continue
         key = f"hpcfleet-resume:{run.run_id}:{run.orchestrator}:{run.heartbeat}"
-        flow_run_id = submit_run(run.run_id, force=True, deployment=deployment,
-                                 idempotency_key=key)
+        flow_run_id = submit_run(run.run_id, force=True, deployment=deployment, idempotency_key=key)
         if run.prefect_flow_run_id and run.prefect_flow_run_id != flow_run_id:
-            _mark_crashed(run.prefect_flow_run_id, f"its orchestrator {run.orchestrator} died; "
-                          f"run {run.run_id} resumes in flow run {flow_run_id}")
-        log.warning("run %s: orchestrator %s is gone; resuming it in flow run %s",
-                    run.run_id, run.orchestrator, flow_run_id)
+            _mark_crashed(
+                run.prefect_flow_run_id,
+                f"its orchestrator {run.orchestrator} died; "
+                f"run {run.run_id} resumes in flow run {flow_run_id}",
+            )
+        log.info(
+            "run %s: orchestrator %s is gone; resuming it in flow run %s",
+            run.run_id,
+            run.orchestrator,
+            flow_run_id,
+        )
         recovered.append(Recovery(run.run_id, run.orchestrator, flow_run_id))
     return recovered
 
@@ -261,5 +280,7 @@ def flow_run_waiting(flow_run_id: str) -> bool:
     with _prefect_errors(f"read flow run {flow_run_id}"), get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(flow_run_id)).state
     return state is not None and state.type in (
-        StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING
+        StateType.SCHEDULED,
+        StateType.PENDING,
+        StateType.RUNNING,
     )

@@ -68,8 +68,12 @@ def run_context(
     experiment_id = tracker.experiment_id(run.experiment)
     parent = run.mlflow_run_id or _start_parent(tracker, experiment_id, run, flow_run_id)
     run = store.update_run(
-        run_id, state=RunState.RUNNING, started=run.started or now(), mlflow_run_id=parent,
-        prefect_flow_run_id=flow_run_id or run.prefect_flow_run_id, reason=None,
+        run_id,
+        state=RunState.RUNNING,
+        started=run.started or now(),
+        mlflow_run_id=parent,
+        prefect_flow_run_id=flow_run_id or run.prefect_flow_run_id,
+        reason=None,
     )
     if flow_run_id:
         tracker.set_tags(parent, {"prefect.flow_run_id": flow_run_id})
@@ -79,10 +83,19 @@ def run_context(
     beat.start()
     with tempfile.TemporaryDirectory(prefix=f"hpcfleet-{run_id}-") as scratch:
         ctx = RunContext(
-            store=store, run=run, plans=plans, drivers=drivers, watchers=watchers,
-            tracker=tracker, experiment_id=experiment_id, parent_mlflow_id=parent,
-            files=store.run_files(run_id), sites=sites, scratch=Path(scratch),
-            flow_run_id=flow_run_id, chained=chainable_stages(run.spec, plans),
+            store=store,
+            run=run,
+            plans=plans,
+            drivers=drivers,
+            watchers=watchers,
+            tracker=tracker,
+            experiment_id=experiment_id,
+            parent_mlflow_id=parent,
+            files=store.run_files(run_id),
+            sites=sites,
+            scratch=Path(scratch),
+            flow_run_id=flow_run_id,
+            chained=chainable_stages(run.spec, plans),
         )
         for stage in stages:
             if stage.state.is_final:
@@ -120,12 +133,16 @@ def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
 def _start_parent(
     tracker: Tracker, experiment_id: str, run: RunRecord, flow_run_id: str | None
 ) -> str:
-    tags = {"hpcfleet.run_id": run.run_id, "hpcfleet.partner": run.partner,
-            "hpcfleet.run_name": run.name}
+    tags = {
+        "hpcfleet.run_id": run.run_id,
+        "hpcfleet.partner": run.partner,
+        "hpcfleet.run_name": run.name,
+    }
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
-    return tracker.start_run(experiment_id, f"{run.name} ({run.run_id})", tags,
-                             params=run.spec.params)
+    return tracker.start_run(
+        experiment_id, f"{run.name} ({run.run_id})", tags, params=run.spec.params
+    )
 
 
 StageRunner = Callable[[RunContext, str], RunState]
@@ -156,7 +173,7 @@ def guarded(runner: StageRunner, ctx: RunContext, name: str) -> RunState:
         return runner(ctx, name)
     except HpcfleetError as exc:
         reason = str(exc)
-    except Exception as exc:  # noqa: BLE001 - the stage fails with the reason; the run goes on
+    except Exception as exc:
         log.exception("stage %s of run %s crashed", name, ctx.run_id)
         reason = f"internal error: {exc.__class__.__name__}: {exc}"
     ctx.store.update_stage(ctx.run_id, name, state=RunState.FAILED, reason=reason, ended=now())

@@ -85,4 +85,3 @@ def _task(
         return TaskSpec(script=stage.script, env=env, array_value=value)
     argv = render_argv(spec, stage, run_id, attempt, value)
     return TaskSpec(argv=argv, env=env, array_value=value)
-

@@ -36,8 +36,9 @@ def spec_files(spec: RunSpec, spec_dir: Path, source: str) -> dict[str, tuple[by
     names: set[str] = set()
     for index, name in enumerate(spec.files):
         if not (spec_dir / name).is_file():
-            raise DocumentError(f"no file {name!r} next to the spec", source=source,
-                                field=f"files[{index}]")
+            raise DocumentError(
+                f"no file {name!r} next to the spec", source=source, field=f"files[{index}]"
+            )
         names.add(name.removeprefix("./"))
     for stage in spec.stages:
         words = list(stage.command or []) + _WORD.findall(stage.script or "")
@@ -73,7 +74,11 @@ class Launched:
 
 
 def launch(
-    store: Store, spec_path: Path, partner: str, *, strict: bool = False,
+    store: Store,
+    spec_path: Path,
+    partner: str,
+    *,
+    strict: bool = False,
     run_id: str | None = None,
 ) -> Launched:
     """Validate and store a run from its spec file; nothing is stored on error.
@@ -88,8 +93,9 @@ def launch(
     files = spec_files(spec, spec_path.parent, str(spec_path))
     warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage_by_site(store))
     if warnings and strict:
-        raise AllocationExceeded(f"{spec_path}: {warnings[0]} (launched without --strict, "
-                                 "it would run with a warning)")
+        raise AllocationExceeded(
+            f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
+        )
     return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
 
 

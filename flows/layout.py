@@ -1,12 +1,12 @@
 """Where a run's files live on a site. Pure path arithmetic, no I/O.
 
-    <workdir>/runs/<run_id>/<stage>/
-        work/                 the job's cwd; the files that travel with the spec
-        outputs/              HPCFLEET_OUTPUTS (kept across attempts: a resumed job
-                              finds its checkpoints)
-        inputs/<needed>/      HPCFLEET_INPUTS/<needed>: outputs of needed stages
-        attempt-<n>/logs/<i>.out|.err
-        attempt-<n>/metrics/<i>.jsonl    HPCFLEET_METRICS of task i
+<workdir>/runs/<run_id>/<stage>/
+    work/                 the job's cwd; the files that travel with the spec
+    outputs/              HPCFLEET_OUTPUTS (kept across attempts: a resumed job
+                          finds its checkpoints)
+    inputs/<needed>/      HPCFLEET_INPUTS/<needed>: outputs of needed stages
+    attempt-<n>/logs/<i>.out|.err
+    attempt-<n>/metrics/<i>.jsonl    HPCFLEET_METRICS of task i
 """
 
 from __future__ import annotations

@@ -33,12 +33,17 @@ class SiteUsage:
 
     @property
     def over_forecast(self) -> bool:
-        return self.granted is not None and self.forecast is not None and self.forecast > self.granted
+        return (
+            self.granted is not None and self.forecast is not None and self.forecast > self.granted
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "site": self.site, "granted": self.granted, "used": round(self.used, 6),
-            "remaining": self.remaining, "by_partner": dict(self.by_partner),
+            "site": self.site,
+            "granted": self.granted,
+            "used": round(self.used, 6),
+            "remaining": self.remaining,
+            "by_partner": dict(self.by_partner),
             "period_start": self.period_start.isoformat() if self.period_start else None,
             "period_end": self.period_end.isoformat() if self.period_end else None,
             "burn_per_day": round(self.burn_per_day, 6),
@@ -55,7 +60,7 @@ def site_usage(
     for job in jobs:
         if job.site != site.name or not job.gpu_hours:
             continue
-        moment = (job.ended or job.started or job.submitted)
+        moment = job.ended or job.started or job.submitted
         if allocation and moment and not allocation.start <= moment.date() <= allocation.end:
             continue
         by_partner[partners_by_run.get(job.run_id, "?")] += job.gpu_hours
@@ -66,8 +71,14 @@ def site_usage(
     total = (allocation.end - allocation.start).days + 1
     rate = used / elapsed
     return SiteUsage(
-        site.name, allocation.gpu_hours, used, dict(by_partner), allocation.start,
-        allocation.end, rate, rate * total,
+        site.name,
+        allocation.gpu_hours,
+        used,
+        dict(by_partner),
+        allocation.start,
+        allocation.end,
+        rate,
+        rate * total,
     )
 
 

@@ -115,8 +115,14 @@ def evaluate_milestone(
     else:
         state = "on track"
     return MilestoneStatus(
-        id=milestone.id, title=milestone.title, due=milestone.due, days_left=days_left,
-        criteria=criteria, progress=progress, met=met, state=state,
+        id=milestone.id,
+        title=milestone.title,
+        due=milestone.due,
+        days_left=days_left,
+        criteria=criteria,
+        progress=progress,
+        met=met,
+        state=state,
     )
 
 
@@ -138,8 +144,9 @@ def evaluate_stage_completed(
 ) -> CriterionStatus:
     description = f"stage {criterion.stage} of {criterion.run} completed"
     if not runs:
-        return CriterionStatus("stage_completed", description, False, 0.0,
-                               f"no run of {criterion.run} yet")
+        return CriterionStatus(
+            "stage_completed", description, False, 0.0, f"no run of {criterion.run} yet"
+        )
     best: tuple[float, RunStages] | None = None
     for item in runs:
         chain = stage_chain(item.run.spec, criterion.stage)
@@ -152,16 +159,25 @@ def evaluate_stage_completed(
         if best is None or share > best[0]:
             best = (share, item)
     if best is None:
-        return CriterionStatus("stage_completed", description, False, 0.0,
-                               f"run spec {criterion.run} has no stage {criterion.stage}")
+        return CriterionStatus(
+            "stage_completed",
+            description,
+            False,
+            0.0,
+            f"run spec {criterion.run} has no stage {criterion.stage}",
+        )
     share, item = best
     run = item.run
     if share >= 1.0:
-        return CriterionStatus("stage_completed", description, True, 1.0,
-                               f"completed in run {run.run_id}")
+        return CriterionStatus(
+            "stage_completed", description, True, 1.0, f"completed in run {run.run_id}"
+        )
     state = next((s.state.value for s in item.stages if s.name == criterion.stage), "PENDING")
     return CriterionStatus(
-        "stage_completed", description, False, share,
+        "stage_completed",
+        description,
+        False,
+        share,
         f"furthest run {run.run_id} ({run.state.value}): {criterion.stage} is {state}",
     )
 
@@ -202,21 +218,29 @@ def passes(criterion: MetricCriterion, value: float) -> bool:
     return not (criterion.max is not None and value > criterion.max)
 
 
-def evaluate_metric(
-    criterion: MetricCriterion, evidence: MetricEvidence | None
-) -> CriterionStatus:
+def evaluate_metric(criterion: MetricCriterion, evidence: MetricEvidence | None) -> CriterionStatus:
     description = describe_metric(criterion)
     if evidence is None or not evidence.values:
-        return CriterionStatus("metric", description, False, 0.0,
-                               f"no completed run of {criterion.experiment} with {criterion.key}")
+        return CriterionStatus(
+            "metric",
+            description,
+            False,
+            0.0,
+            f"no completed run of {criterion.experiment} with {criterion.key}",
+        )
     source = f"run {evidence.run_name} ({evidence.run_id})"
     if not criterion.over:
         value = evidence.values.get("")
         if value is None:
             return CriterionStatus("metric", description, False, 0.0, f"{source}: no value")
         ok = passes(criterion, value)
-        return CriterionStatus("metric", description, ok, 1.0 if ok else 0.0,
-                               f"{source}: {criterion.key} = {value:.4g}")
+        return CriterionStatus(
+            "metric",
+            description,
+            ok,
+            1.0 if ok else 0.0,
+            f"{source}: {criterion.key} = {value:.4g}",
+        )
     wanted = list(criterion.all_of) or sorted(evidence.values)
     missing = [v for v in wanted if v not in evidence.values]
     values = evidence.values
@@ -224,12 +248,12 @@ def evaluate_metric(
     passing = len(wanted) - len(missing) - len(failing)
     parts = [f"{source}: {passing}/{len(wanted)} pass"]
     if failing:
-        parts.append("outside the bounds: " + _listing(
-            [f"{v} ({values[v]:.3g})" for v in failing]))
+        parts.append("outside the bounds: " + _listing([f"{v} ({values[v]:.3g})" for v in failing]))
     if missing:
         parts.append("no result: " + _listing(missing))
-    return CriterionStatus("metric", description, passing == len(wanted),
-                           passing / len(wanted), "; ".join(parts))
+    return CriterionStatus(
+        "metric", description, passing == len(wanted), passing / len(wanted), "; ".join(parts)
+    )
 
 
 def _listing(items: Sequence[str], limit: int = 8) -> str:
@@ -244,8 +268,11 @@ def values_from_parent(
     if not criterion.over:
         return {"": float(metrics[criterion.key])} if criterion.key in metrics else {}
     prefix = f"{criterion.key}/"
-    return {name[len(prefix):]: float(value) for name, value in metrics.items()
-            if name.startswith(prefix) and len(name) > len(prefix)}
+    return {
+        name[len(prefix) :]: float(value)
+        for name, value in metrics.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
 
 
 def values_from_children(children: Iterable[Any], criterion: MetricCriterion) -> dict[str, float]:
@@ -301,8 +328,10 @@ def load_metric_evidence(client: MlflowClient, criterion: MetricCriterion) -> Me
         return None
     experiment_id = str(experiment.experiment_id)
     parents = client.search_runs(
-        [experiment_id], filter_string=PARENT_FILTER,
-        order_by=["attributes.start_time DESC"], max_results=MAX_PARENT_CANDIDATES,
+        [experiment_id],
+        filter_string=PARENT_FILTER,
+        order_by=["attributes.start_time DESC"],
+        max_results=MAX_PARENT_CANDIDATES,
     )
     for parent in parents:
         tags = parent.data.tags
@@ -312,7 +341,7 @@ def load_metric_evidence(client: MlflowClient, criterion: MetricCriterion) -> Me
             children = client.search_runs(
                 [experiment_id],
                 filter_string=f"tags.`hpcfleet.run_id` = '{_quoted(run_id)}' "
-                              "AND tags.`mlflow.parentRunId` LIKE '%'",
+                "AND tags.`mlflow.parentRunId` LIKE '%'",
                 max_results=5000,
             )
             values = values_from_children(children, criterion)

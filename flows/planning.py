@@ -65,7 +65,8 @@ def plan_stage(
             known = ", ".join(sorted(sites)) or "none registered"
             raise DocumentError(
                 f"unknown site {unknown[0]!r}; registered sites: {known}",
-                source=source, field=field,
+                source=source,
+                field=field,
             )
         candidates = [sites[n] for n in named]
         shared = [s for s in candidates if may_launch_on(partner, s)]

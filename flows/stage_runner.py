@@ -22,8 +22,8 @@ from flows.watcher import SiteWatcher
 from registry.records import JobRecord
 from registry.states import JobState, RunState
 from registry.store import now
-from sites.errors import SiteError
 from sites.driver import SiteDriver
+from sites.errors import SiteError
 from sites.scheduler import JobRequest, JobStatus
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ def _run_stage(ctx: RunContext, name: str) -> RunState:
     for needed in stage.needs:
         state = states[needed]
         if state is not RunState.COMPLETED and (chain is None or state.is_final):
-            return _finish(ctx, name, RunState.CANCELLED, f"skipped: needs {needed}, which {state.lower()}")
+            return _finish(
+                ctx, name, RunState.CANCELLED, f"skipped: needs {needed}, which {state.lower()}"
+            )
     if ctx.cancel_requested():
         return _finish(ctx, name, RunState.CANCELLED, "the run was cancelled")
     try:
@@ -79,8 +81,12 @@ def _drive(
 ) -> RunState:
     plan = ctx.plans[name]
     ctx.store.update_stage(
-        ctx.run_id, name, state=RunState.RUNNING, sites=list(plan.sites),
-        choice=plan.explanation, started=now(),
+        ctx.run_id,
+        name,
+        state=RunState.RUNNING,
+        sites=list(plan.sites),
+        choice=plan.explanation,
+        started=now(),
     )
     history = ctx.store.jobs(ctx.run_id, name)
     live = [j for j in history if j.attempt == last_attempt and not j.state.is_final]
@@ -90,8 +96,12 @@ def _drive(
             j for j in history if j.attempt == attempt and j.state.is_final
         ]
         for site in {j.site for j in jobs}:
-            ctx.note_submitted(name, attempt, site,
-                               [j.scheduler_id for j in jobs if j.site == site and j.scheduler_id])
+            ctx.note_submitted(
+                name,
+                attempt,
+                site,
+                [j.scheduler_id for j in jobs if j.site == site and j.scheduler_id],
+            )
     else:
         _prepare_inputs(ctx, name)
         attempt = last_attempt + 1
@@ -111,11 +121,18 @@ def _drive(
             states = {s.name: s.state for s in ctx.store.stages(ctx.run_id)}
             failed = [need for need in ended if states[need] is not RunState.COMPLETED]
             if failed:
-                return _finish(ctx, name, RunState.CANCELLED,
-                               f"skipped: needs {failed[0]}, which {states[failed[0]].lower()}")
+                return _finish(
+                    ctx,
+                    name,
+                    RunState.CANCELLED,
+                    f"skipped: needs {failed[0]}, which {states[failed[0]].lower()}",
+                )
             retried = any(ended[n].attempt != chain_ran_on[n].attempt for n in ended)
-            redo = [Task(j.site, j.array_index, j.array_value)
-                    for j in jobs if j.state is JobState.CANCELLED]
+            redo = [
+                Task(j.site, j.array_index, j.array_value)
+                for j in jobs
+                if j.state is JobState.CANCELLED
+            ]
             if retried and redo:
                 # Our jobs waited on an attempt that failed; its retry succeeded.
                 attempt += 1
@@ -154,10 +171,11 @@ def _next_tasks(ctx: RunContext, name: str, history: list[JobRecord]) -> list[Ta
         last = jobs[-1]
         failures = sum(j.state.is_retryable_failure for j in jobs)
         interruptions = sum(j.state.is_resumable_interruption for j in jobs)
-        if last.state.is_retryable_failure and failures <= stage.retries:
-            tasks.append(Task(site, index, last.array_value))
-        elif (last.state.is_resumable_interruption and stage.resumable
-              and interruptions <= stage.max_resumes):
+        if (last.state.is_retryable_failure and failures <= stage.retries) or (
+            last.state.is_resumable_interruption
+            and stage.resumable
+            and interruptions <= stage.max_resumes
+        ):
             tasks.append(Task(site, index, last.array_value))
     return sorted(tasks, key=lambda t: (t.site, t.index or 0))
 
@@ -169,12 +187,18 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
     failed = [j for j in last_jobs if j.state is not JobState.COMPLETED]
     if failed:
         attempts = len({j.attempt for j in history})
-        return _finish(ctx, name, RunState.FAILED, _failure_reason(failed[0], attempts, stage.retries))
+        return _finish(
+            ctx, name, RunState.FAILED, _failure_reason(failed[0], attempts, stage.retries)
+        )
     for site in ctx.plans[name].sites:
         missing = staging.missing_outputs(ctx.driver(site), ctx.layout(site, name), stage.outputs)
         if missing:
-            return _finish(ctx, name, RunState.FAILED,
-                           f"declared outputs missing on {site}: {', '.join(missing)}")
+            return _finish(
+                ctx,
+                name,
+                RunState.FAILED,
+                f"declared outputs missing on {site}: {', '.join(missing)}",
+            )
     if stage.outputs:
         record_outputs(ctx, name)
     return _finish(ctx, name, RunState.COMPLETED, None)
@@ -222,8 +246,13 @@ def _chain_ids(chain: dict[str, StageProgress] | None) -> tuple[str, ...]:
     """Scheduler ids to wait for with afterok: the live jobs of the needed stages."""
     if not chain:
         return ()
-    ids = {job_id.split("_")[0] for progress in chain.values() if not progress.final
-           for site_ids in progress.job_ids.values() for job_id in site_ids}
+    ids = {
+        job_id.split("_")[0]
+        for progress in chain.values()
+        if not progress.final
+        for site_ids in progress.job_ids.values()
+        for job_id in site_ids
+    }
     return tuple(sorted(ids, key=lambda i: (len(i), i)))
 
 
@@ -241,31 +270,55 @@ def _submit(
     for site, site_tasks in by_site.items():
         driver, layout = ctx.driver(site), ctx.layout(site, name)
         staging.prepare_dirs(driver, layout, attempt)
-        share = [(t.index, t.value) for t in site_tasks if t.index is not None and t.value is not None]
+        share = [
+            (t.index, t.value) for t in site_tasks if t.index is not None and t.value is not None
+        ]
         request = build_request(
-            ctx.spec, stage, driver.site, run_id=ctx.run_id, attempt=attempt, layout=layout,
-            partition=plan.partitions.get(site), share=share, after_ok=after_ok,
+            ctx.spec,
+            stage,
+            driver.site,
+            run_id=ctx.run_id,
+            attempt=attempt,
+            layout=layout,
+            partition=plan.partitions.get(site),
+            share=share,
+            after_ok=after_ok,
         )
-        rows = ctx.store.add_jobs([
-            {
-                "run_id": ctx.run_id, "stage": name, "attempt": attempt, "site": site,
-                "job_name": request.name, "scheduler_id": None, "array_index": t.index,
-                "array_value": t.value, "state": JobState.SUBMITTING,
-                "stdout_path": request.stdout_path(i), "stderr_path": request.stderr_path(i),
-            }
-            for i, t in enumerate(site_tasks)
-        ])
+        rows = ctx.store.add_jobs(
+            [
+                {
+                    "run_id": ctx.run_id,
+                    "stage": name,
+                    "attempt": attempt,
+                    "site": site,
+                    "job_name": request.name,
+                    "scheduler_id": None,
+                    "array_index": t.index,
+                    "array_value": t.value,
+                    "state": JobState.SUBMITTING,
+                    "stdout_path": request.stdout_path(i),
+                    "stderr_path": request.stderr_path(i),
+                }
+                for i, t in enumerate(site_tasks)
+            ]
+        )
         try:
             base = _submit_once(driver, request)
         except SiteError as exc:
             for row in rows:
-                records.append(ctx.store.update_job(
-                    row.id, state=JobState.FAILED, reason=f"not submitted: {exc}", ended=now()))
+                records.append(
+                    ctx.store.update_job(
+                        row.id, state=JobState.FAILED, reason=f"not submitted: {exc}", ended=now()
+                    )
+                )
             continue
         ids = [f"{base}_{i}" if request.is_array else base for i in range(len(rows))]
         for row, scheduler_id in zip(rows, ids, strict=True):
-            records.append(ctx.store.update_job(
-                row.id, scheduler_id=scheduler_id, state=JobState.PENDING, submitted=now()))
+            records.append(
+                ctx.store.update_job(
+                    row.id, scheduler_id=scheduler_id, state=JobState.PENDING, submitted=now()
+                )
+            )
         ctx.note_submitted(name, attempt, site, ids)
     return records
 
@@ -307,7 +360,9 @@ def _reattach(ctx: RunContext, name: str, attempt: int, live: list[JobRecord]) -
         all_rows = [j for j in ctx.store.jobs(ctx.run_id, name, attempt) if j.site == site]
         ids = sorted({s.job_id.split("_")[0] for s in found}, key=int)
         if not ids:
-            log.info("stage %s: attempt %d on %s was never submitted; submitting", name, attempt, site)
+            log.info(
+                "stage %s: attempt %d on %s was never submitted; submitting", name, attempt, site
+            )
             tasks = [Task(site, j.array_index, j.array_value) for j in unknown]
             for j in unknown:
                 ctx.store.update_job(j.id, state=JobState.CANCELLED, reason="never submitted")
@@ -318,8 +373,9 @@ def _reattach(ctx: RunContext, name: str, attempt: int, live: list[JobRecord]) -
         for position, row in enumerate(all_rows):
             if row.scheduler_id is None:
                 scheduler_id = f"{base}_{position}" if is_array else base
-                records.append(ctx.store.update_job(
-                    row.id, scheduler_id=scheduler_id, state=JobState.PENDING))
+                records.append(
+                    ctx.store.update_job(row.id, scheduler_id=scheduler_id, state=JobState.PENDING)
+                )
     return records
 
 
@@ -338,8 +394,9 @@ def _wait(ctx: RunContext, name: str, jobs: list[JobRecord]) -> list[JobRecord]:
             for site, watcher in watchers.items():
                 ids = {j.scheduler_id for j in live.values() if j.site == site}
                 if ids:
-                    watcher.wait(partial(_changed, ids=ids, live=live),
-                                 timeout=max(1.0, watcher.interval))
+                    watcher.wait(
+                        partial(_changed, ids=ids, live=live), timeout=max(1.0, watcher.interval)
+                    )
             if not cancelling and ctx.cancel_requested():
                 cancelling = True
                 _cancel_live(ctx, list(live.values()))
@@ -348,8 +405,11 @@ def _wait(ctx: RunContext, name: str, jobs: list[JobRecord]) -> list[JobRecord]:
                 status = watchers[job.site].snapshot().get(job.scheduler_id or "")
                 if status is None:
                     if time.monotonic() > first_seen_deadline[job_id]:
-                        status = JobStatus(job.scheduler_id or "", JobState.NODE_FAIL,
-                                           reason="the scheduler no longer knows this job")
+                        status = JobStatus(
+                            job.scheduler_id or "",
+                            JobState.NODE_FAIL,
+                            reason="the scheduler no longer knows this job",
+                        )
                     else:
                         continue
                 fields = _fields(job, status)
@@ -368,7 +428,9 @@ def _wait(ctx: RunContext, name: str, jobs: list[JobRecord]) -> list[JobRecord]:
     return list(current.values())
 
 
-def _changed(latest: dict[str, JobStatus], ids: set[str | None], live: dict[int, JobRecord]) -> bool:
+def _changed(
+    latest: dict[str, JobStatus], ids: set[str | None], live: dict[int, JobRecord]
+) -> bool:
     for job in live.values():
         status = latest.get(job.scheduler_id or "")
         if job.scheduler_id in ids and status is not None and status.state is not job.state:

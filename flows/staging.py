@@ -24,8 +24,13 @@ def run_checked(driver: SiteDriver, command: str) -> str:
 
 
 def prepare_dirs(driver: SiteDriver, layout: StageLayout, attempt: int) -> None:
-    dirs = [layout.work, layout.outputs, layout.inputs, layout.logs(attempt),
-            layout.metrics(attempt)]
+    dirs = [
+        layout.work,
+        layout.outputs,
+        layout.inputs,
+        layout.logs(attempt),
+        layout.metrics(attempt),
+    ]
     run_checked(driver, "mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs))
 
 
@@ -52,8 +57,8 @@ def manifest(
     targets = " ".join(shlex.quote(p.rstrip("/") or ".") for p in paths) or "."
     command = (
         f"cd {shlex.quote(directory)} && find -L {targets} -type f "
-        "-exec sh -c 'for f; do printf \"%s %s\\n\" \"$(stat -L -c %s \"$f\")\" "
-        "\"$(sha256sum < \"$f\" | cut -c1-64) $f\"; done' sh {} +"
+        '-exec sh -c \'for f; do printf "%s %s\\n" "$(stat -L -c %s "$f")" '
+        '"$(sha256sum < "$f" | cut -c1-64) $f"; done\' sh {} +'
     )
     entries: dict[str, tuple[int, str]] = {}
     for line in run_checked(driver, command).splitlines():
@@ -67,8 +72,7 @@ def missing_outputs(driver: SiteDriver, layout: StageLayout, declared: Sequence[
     if not declared:
         return []
     checks = " ".join(
-        f"[ -e {shlex.quote(p.rstrip('/'))} ] || printf '%s\\n' {shlex.quote(p)};"
-        for p in declared
+        f"[ -e {shlex.quote(p.rstrip('/'))} ] || printf '%s\\n' {shlex.quote(p)};" for p in declared
     )
     return run_checked(driver, f"cd {shlex.quote(layout.outputs)} && {checks}").split()
 
@@ -129,25 +133,32 @@ def _via_s3(
     handoff = S3Handoff(store_site.name, store_site.site.storage.s3)
     prefix = handoff.key(source_layout.run_id, source_layout.stage, "outputs")
     uploads = handoff.plan_upload(prefix, {path: size for path, (size, _) in expected.items()})
-    result = source.transport.run("bash -s", stdin=render_upload(source_layout.outputs, uploads).encode())
+    result = source.transport.run(
+        "bash -s", stdin=render_upload(source_layout.outputs, uploads).encode()
+    )
     if not result.ok:
         for upload in uploads:
             handoff.abort(upload)
-        raise TransferError(source.name, f"upload to S3 failed: {result.stderr.strip()[-300:]}",
-                            transient=True)
+        raise TransferError(
+            source.name, f"upload to S3 failed: {result.stderr.strip()[-300:]}", transient=True
+        )
     etags = parse_part_etags(result.stdout)
     for index, upload in enumerate(uploads):
         handoff.complete(upload, etags.get(index, {}))
     urls = {upload.path: handoff.download_url(upload.key) for upload in uploads}
     result = target.transport.run("bash -s", stdin=render_download(destination, urls).encode())
     if not result.ok:
-        raise TransferError(target.name, f"download from S3 failed: {result.stderr.strip()[-300:]}",
-                            transient=True)
+        raise TransferError(
+            target.name, f"download from S3 failed: {result.stderr.strip()[-300:]}", transient=True
+        )
     return f"through s3://{handoff.store.bucket}/{prefix} of {store_site.name}"
 
 
 def _verify(
-    target: SiteDriver, destination: str, expected: dict[str, tuple[int, str]], stage: str,
+    target: SiteDriver,
+    destination: str,
+    expected: dict[str, tuple[int, str]],
+    stage: str,
     source: str,
 ) -> None:
     arrived = manifest(target, destination)

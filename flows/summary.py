@@ -28,7 +28,10 @@ class StageSummary:
 
 
 def summarize(
-    run: RunRecord, stages: list[StageRecord], jobs: list[JobRecord], children: list[Any] = ()  # type: ignore[assignment]
+    run: RunRecord,
+    stages: list[StageRecord],
+    jobs: list[JobRecord],
+    children: list[Any] = (),  # type: ignore[assignment]
 ) -> list[StageSummary]:
     """Join stage records, job records and MLflow child runs into one row per stage."""
     per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -50,15 +53,19 @@ def summarize(
         ended = [j.ended for j in stage_jobs if j.ended]
         duration = (max(ended) - min(started)).total_seconds() if started and ended else None
         metrics = per_stage.get(stage.name, {})
-        rows.append(StageSummary(
-            name=stage.name, state=stage.state.value, sites=stage.sites,
-            attempts=stage.attempt,
-            tasks_done=sum(j.state.value == "COMPLETED" for j in latest.values()),
-            tasks_total=len(latest) or len(run.spec.stage(stage.name).array_values) or 1,
-            duration_seconds=duration,
-            gpu_hours=sum(j.gpu_hours for j in stage_jobs),
-            metrics={k: fmean(v) for k, v in metrics.items()},
-            metric_counts={k: len(v) for k, v in metrics.items()},
-            reason=stage.reason,
-        ))
+        rows.append(
+            StageSummary(
+                name=stage.name,
+                state=stage.state.value,
+                sites=stage.sites,
+                attempts=stage.attempt,
+                tasks_done=sum(j.state.value == "COMPLETED" for j in latest.values()),
+                tasks_total=len(latest) or len(run.spec.stage(stage.name).array_values) or 1,
+                duration_seconds=duration,
+                gpu_hours=sum(j.gpu_hours for j in stage_jobs),
+                metrics={k: fmean(v) for k, v in metrics.items()},
+                metric_counts={k: len(v) for k, v in metrics.items()},
+                reason=stage.reason,
+            )
+        )
     return rows

@@ -77,9 +77,7 @@ class Tracker:
             if params:
                 from mlflow.entities import Param
 
-                self.client.log_batch(
-                    run_id, params=[Param(k, str(v)) for k, v in params.items()]
-                )
+                self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
             return run_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:

@@ -31,9 +31,7 @@ class SiteWatcher:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"watch-{driver.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{driver.name}", daemon=True)
         self._thread.start()
 
     def track(self, job_ids: Iterable[str]) -> None:
@@ -90,8 +88,9 @@ class SiteWatcher:
             except SiteError as exc:
                 self.last_error = exc
                 delay = min(delay * 2, self.max_backoff)
-                log.warning("polling %s failed (%s); next try in %.0f s", self.driver.name,
-                            exc, delay)
+                log.warning(
+                    "polling %s failed (%s); next try in %.0f s", self.driver.name, exc, delay
+                )
             else:
                 delay = self.interval
                 self.last_error = None

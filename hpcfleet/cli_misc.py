@@ -25,7 +25,10 @@ partner_app = typer.Typer(help="Register the consortium's partners.", no_args_is
 milestone_app = typer.Typer(help="The programme's milestones.", no_args_is_help=True)
 
 SCHEMAS: dict[str, type[Partner | Site | RunSpec | Milestone]] = {
-    "partner": Partner, "site": Site, "run": RunSpec, "milestone": Milestone,
+    "partner": Partner,
+    "site": Site,
+    "run": RunSpec,
+    "milestone": Milestone,
 }
 
 
@@ -33,11 +36,14 @@ SCHEMAS: dict[str, type[Partner | Site | RunSpec | Milestone]] = {
 def partner_add(
     partner_id: Annotated[str, typer.Argument(metavar="ID")],
     name: Annotated[str, typer.Option("--name", help="The organisation's name.")],
-    country: Annotated[str | None, typer.Option("--country", help="ISO 3166 code, e.g. CZ.")] = None,
+    country: Annotated[
+        str | None, typer.Option("--country", help="ISO 3166 code, e.g. CZ.")
+    ] = None,
 ) -> None:
     """Add (or update) a partner."""
-    partner = validate_document({"id": partner_id, "name": name, "country": country},
-                                Partner, source="partner")
+    partner = validate_document(
+        {"id": partner_id, "name": name, "country": country}, Partner, source="partner"
+    )
     new = open_store().put_partner(partner)
     display.err.print(f"partner {partner.id} {'added' if new else 'updated'}")
 
@@ -71,8 +77,9 @@ def milestone_list(json: JsonOption = False) -> None:
     """List milestones."""
     records = open_store().list_milestones()
     if json:
-        display.print_json([dict(r.milestone.model_dump(mode="json"), owner=r.owner)
-                            for r in records])
+        display.print_json(
+            [dict(r.milestone.model_dump(mode="json"), owner=r.owner) for r in records]
+        )
         return
     table = Table()
     for column in ("id", "title", "due", "criteria", "owner"):
@@ -98,11 +105,23 @@ def dashboard(
 ) -> None:
     """Start the Streamlit dashboard against the configured store and MLflow."""
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     display.err.print(f"dashboard on http://127.0.0.1:{port}")
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))  # noqa: S603
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
 
 
 def demo_dir() -> Path:
@@ -127,8 +146,9 @@ def demo(
     if not isinstance(partners_data, list):
         raise DocumentError("expected a list of partners", source=str(folder / "partners.yaml"))
     for index, item in enumerate(partners_data):
-        store.put_partner(validate_document(item, Partner,
-                                            source=f"{folder / 'partners.yaml'}[{index}]"))
+        store.put_partner(
+            validate_document(item, Partner, source=f"{folder / 'partners.yaml'}[{index}]")
+        )
     for path in sorted((folder / "sites").glob("*.yaml")):
         site = load_document(path, Site)
         store.put_site(site, site.partner)

@@ -38,15 +38,21 @@ def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> Ru
     show = sys.stdout.isatty() if live is None else live
     stop = threading.Event()
     viewer = threading.Thread(
-        target=display.watch, args=(_loader(store, run_id),), kwargs={"until": stop.is_set},
+        target=display.watch,
+        args=(_loader(store, run_id),),
+        kwargs={"until": stop.is_set},
         daemon=True,
     )
     if show:
         viewer.start()
     try:
         cross_site_run(
-            run_id=run_id, database_url=config.store_url, home=str(config.home),
-            tracking_uri=config.tracking_uri, artifact_root=config.artifact_root, force=force,
+            run_id=run_id,
+            database_url=config.store_url,
+            home=str(config.home),
+            tracking_uri=config.tracking_uri,
+            artifact_root=config.artifact_root,
+            force=force,
         )
     finally:
         stop.set()
@@ -64,7 +70,7 @@ def print_summary(store: Store, run: RunRecord) -> None:
     try:
         tracker = Tracker(config.tracking_uri, config.artifact_root)
         children = tracker.children(tracker.experiment_id(run.experiment), run.run_id)
-    except Exception as exc:  # noqa: BLE001 - the summary is still useful without metrics
+    except Exception as exc:
         display.err.print(f"(metrics unavailable: {exc})")
     rows = summarize(run, store.stages(run.run_id), store.jobs(run.run_id), children)
     display.out.print(display.summary_table(run, rows))
@@ -85,8 +91,15 @@ def mlflow_hint() -> str:
 @run_app.command("launch")
 def launch(
     file: Path,
-    wait: Annotated[bool, typer.Option("--wait", help="Stay until the run ends; exit 1 if it fails.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Refuse a run that could exceed a site's remaining allocation.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Stay until the run ends; exit 1 if it fails.")
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Refuse a run that could exceed a site's remaining allocation."
+        ),
+    ] = False,
     as_partner: AsOption = None,
 ) -> None:
     """Validate and start a run; prints its id."""
@@ -106,8 +119,10 @@ def launch(
         return
     if not wait:
         log = _spawn_orchestrator(run.run_id, actor)
-        display.err.print(f"running in the background (log: {log}); follow it with "
-                          f"'hpcfleet run watch {run.run_id}'")
+        display.err.print(
+            f"running in the background (log: {log}); follow it with "
+            f"'hpcfleet run watch {run.run_id}'"
+        )
         return
     final = execute(run.run_id)
     print_summary(store, final)
@@ -120,9 +135,12 @@ def _spawn_orchestrator(run_id: str, actor: str) -> Path:
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{run_id}.log"
     with log.open("ab") as handle:
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        subprocess.Popen(
             [sys.executable, "-m", "hpcfleet", "run", "resume", run_id, "--as", actor],
-            stdin=subprocess.DEVNULL, stdout=handle, stderr=handle, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
         )
     return log
 
@@ -150,19 +168,30 @@ def list_runs(json: JsonOption = False) -> None:
     for column in ("run", "name", "partner", "state", "created", "reason"):
         table.add_column(column)
     for run in runs:
-        table.add_row(run.run_id, run.name, run.partner, display.state_text(run.state.value),
-                      f"{run.created:%Y-%m-%d %H:%M:%S}Z", run.reason or "")
+        table.add_row(
+            run.run_id,
+            run.name,
+            run.partner,
+            display.state_text(run.state.value),
+            f"{run.created:%Y-%m-%d %H:%M:%S}Z",
+            run.reason or "",
+        )
     display.out.print(table)
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:
     return {
-        "run_id": run.run_id, "name": run.name, "partner": run.partner,
-        "experiment": run.experiment, "state": run.state.value, "reason": run.reason,
+        "run_id": run.run_id,
+        "name": run.name,
+        "partner": run.partner,
+        "experiment": run.experiment,
+        "state": run.state.value,
+        "reason": run.reason,
         "created": run.created.isoformat(),
         "started": run.started.isoformat() if run.started else None,
         "ended": run.ended.isoformat() if run.ended else None,
-        "mlflow_run_id": run.mlflow_run_id, "prefect_flow_run_id": run.prefect_flow_run_id,
+        "mlflow_run_id": run.mlflow_run_id,
+        "prefect_flow_run_id": run.prefect_flow_run_id,
     }
 
 
@@ -176,10 +205,16 @@ def show(run_id: str, json: JsonOption = False) -> None:
         data = _run_dict(run)
         data["stages"] = [
             {
-                "name": s.name, "state": s.state.value, "site": ",".join(s.sites) or None,
-                "sites": s.sites, "attempt": s.attempt, "reason": s.reason, "choice": s.choice,
-                "jobs": [j.model_dump(mode="json", exclude={"run_id"})
-                         for j in jobs if j.stage == s.name],
+                "name": s.name,
+                "state": s.state.value,
+                "site": ",".join(s.sites) or None,
+                "sites": s.sites,
+                "attempt": s.attempt,
+                "reason": s.reason,
+                "choice": s.choice,
+                "jobs": [
+                    j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
+                ],
             }
             for s in stages
         ]
@@ -229,10 +264,16 @@ def cancel(run_id: str, as_partner: AsOption = None) -> None:
         store.update_jobs([(j.id, {"state": JobState.CANCELLED, "ended": now()}) for j in live])
         for stage in store.stages(run_id):
             if not stage.state.is_final:
-                store.update_stage(run_id, stage.name, state=RunState.CANCELLED,
-                                   reason="cancelled on request", ended=now())
-        store.update_run(run_id, state=RunState.CANCELLED, reason="cancelled on request",
-                         ended=now())
+                store.update_stage(
+                    run_id,
+                    stage.name,
+                    state=RunState.CANCELLED,
+                    reason="cancelled on request",
+                    ended=now(),
+                )
+        store.update_run(
+            run_id, state=RunState.CANCELLED, reason="cancelled on request", ended=now()
+        )
     display.err.print(f"run {run_id}: cancelled {len(live)} live job(s)")
 
 
@@ -246,7 +287,9 @@ def _orchestrator_alive(run: RunRecord) -> bool:
 def resume(
     run_id: str,
     as_partner: AsOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Take over even if another orchestrator seems alive.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take over even if another orchestrator seems alive.")
+    ] = False,
 ) -> None:
     """Reattach to a run after its orchestrator died; never submits a job twice."""
     store = open_store()

@@ -35,26 +35,50 @@ def shown_url(url: str) -> str:
 
 @server_app.command("up")
 def up(
-    host: Annotated[str | None, typer.Option(
-        help="Address started pieces listen on [default: 127.0.0.1].", show_default=False)] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address started pieces listen on [default: 127.0.0.1].", show_default=False
+        ),
+    ] = None,
     prefect_port: Port = None,
     mlflow_port: Port = None,
     dashboard_port: Port = None,
-    prefect_url: Annotated[str | None, typer.Option(
-        help="An existing Prefect API (…/api) to use instead of starting one.",
-        show_default=False)] = None,
-    mlflow_url: Annotated[str | None, typer.Option(
-        help="An existing MLflow server to use instead of starting one.",
-        show_default=False)] = None,
-    worker: Annotated[bool | None, typer.Option(
-        "--worker/--no-worker", help="Run a worker here [default: yes].",
-        show_default=False)] = None,
-    dashboard: Annotated[bool | None, typer.Option(
-        "--dashboard/--no-dashboard", help="Run the dashboard here [default: yes].",
-        show_default=False)] = None,
-    prefect_ui: Annotated[bool | None, typer.Option(
-        "--prefect-ui/--no-prefect-ui", help="Serve Prefect's own UI [default: yes].",
-        show_default=False)] = None,
+    prefect_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An existing Prefect API (…/api) to use instead of starting one.",
+            show_default=False,
+        ),
+    ] = None,
+    mlflow_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An existing MLflow server to use instead of starting one.", show_default=False
+        ),
+    ] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker", help="Run a worker here [default: yes].", show_default=False
+        ),
+    ] = None,
+    dashboard: Annotated[
+        bool | None,
+        typer.Option(
+            "--dashboard/--no-dashboard",
+            help="Run the dashboard here [default: yes].",
+            show_default=False,
+        ),
+    ] = None,
+    prefect_ui: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefect-ui/--no-prefect-ui",
+            help="Serve Prefect's own UI [default: yes].",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each piece may take to answer.")] = 180.0,
     json: JsonOption = False,
 ) -> None:
@@ -62,9 +86,16 @@ def up(
     print the URLs partners point their CLI at."""
     config = settings()
     plan = server.load_plan(
-        config.server_dir, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
-        dashboard_port=dashboard_port, prefect_url=prefect_url, mlflow_url=mlflow_url,
-        worker=worker, dashboard=dashboard, prefect_ui=prefect_ui,
+        config.server_dir,
+        host=host,
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        dashboard_port=dashboard_port,
+        prefect_url=prefect_url,
+        mlflow_url=mlflow_url,
+        worker=worker,
+        dashboard=dashboard,
+        prefect_ui=prefect_ui,
     )
     before, after = migrate.upgrade(config.store_url)
     was = "" if before == after else f" (was {before or 'empty'})"
@@ -79,11 +110,15 @@ def up(
         worker_view = EngineConfig(config.store_url, config.home, plan.mlflow_uri, None)
         with temporary_settings({PREFECT_API_URL: plan.prefect_api}):
             deploy(worker_view, pool=config.work_pool, name=config.deployment)
-        display.err.print(f"deployment {full_name(config.deployment)} in work pool "
-                          f"{config.work_pool}")
+        display.err.print(
+            f"deployment {full_name(config.deployment)} in work pool {config.work_pool}"
+        )
 
     statuses = server.up(
-        config, plan, timeout=timeout, after_services=deploy_flow,
+        config,
+        plan,
+        timeout=timeout,
+        after_services=deploy_flow,
         on_ready=lambda name: display.err.print(f"{name} ready"),
     )
     _report(statuses, json)
@@ -91,8 +126,9 @@ def up(
         display.out.print("Partners point their CLI here:")
         display.out.print(f"  export PREFECT_API_URL={plan.prefect_api}", highlight=False)
         display.out.print(f"  export MLFLOW_TRACKING_URI={plan.mlflow_uri}", highlight=False)
-        display.out.print(f"  export HPCFLEET_DATABASE_URL={shown_url(config.store_url)}",
-                          highlight=False)
+        display.out.print(
+            f"  export HPCFLEET_DATABASE_URL={shown_url(config.store_url)}", highlight=False
+        )
 
 
 @server_app.command("down")
@@ -138,8 +174,10 @@ def worker() -> None:
     store = open_store()
     try:
         for found in recover_orphaned_runs(store, deployment=config.deployment):
-            display.err.print(f"run {found.run_id}: orchestrator {found.dead_orchestrator} is "
-                              f"gone; resuming it in flow run {found.flow_run_id}")
+            display.err.print(
+                f"run {found.run_id}: orchestrator {found.dead_orchestrator} is "
+                f"gone; resuming it in flow run {found.flow_run_id}"
+            )
     finally:
         store.close()
     command = server.worker_command(config)
@@ -165,11 +203,12 @@ def db_current(json: JsonOption = False) -> None:
     url = settings().store_url
     revision = migrate.current(url)
     if json:
-        display.print_json({"database": shown_url(url), "revision": revision,
-                            "head": migrate.HEAD})
+        display.print_json({"database": shown_url(url), "revision": revision, "head": migrate.HEAD})
         return
-    display.out.print(f"{shown_url(url)}: {revision or 'not migrated'} (this hpcfleet: "
-                      f"{migrate.HEAD})", highlight=False)
+    display.out.print(
+        f"{shown_url(url)}: {revision or 'not migrated'} (this hpcfleet: {migrate.HEAD})",
+        highlight=False,
+    )
     if revision != migrate.HEAD:
         raise typer.Exit(1)
 
@@ -193,8 +232,10 @@ def submit_to_control_plane(store: Store, run_id: str, *, force: bool = False) -
             transient=exc.transient,
         ) from exc
     store.update_run(run_id, prefect_flow_run_id=flow_run_id)
-    display.err.print(f"run {run_id}: submitted to the control plane (flow run {flow_run_id}); "
-                      f"follow it with 'hpcfleet run watch {run_id}'")
+    display.err.print(
+        f"run {run_id}: submitted to the control plane (flow run {flow_run_id}); "
+        f"follow it with 'hpcfleet run watch {run_id}'"
+    )
     return flow_run_id
 
 
@@ -204,13 +245,20 @@ def resume_on_control_plane(store: Store, run: RunRecord, *, force: bool = False
     from flows.engine import RunBusy
 
     if not force and run.orchestrator is not None and not orchestrator_gone(run):
-        raise RunBusy(f"run {run.run_id} is being driven by {run.orchestrator}; use --force "
-                      "only if that process is gone")
-    if not force and run.orchestrator is None and run.prefect_flow_run_id and (
-        flow_run_waiting(run.prefect_flow_run_id)
+        raise RunBusy(
+            f"run {run.run_id} is being driven by {run.orchestrator}; use --force "
+            "only if that process is gone"
+        )
+    if (
+        not force
+        and run.orchestrator is None
+        and run.prefect_flow_run_id
+        and (flow_run_waiting(run.prefect_flow_run_id))
     ):
-        raise RunBusy(f"run {run.run_id} is already queued on the control plane as flow run "
-                      f"{run.prefect_flow_run_id}; use --force to start another")
+        raise RunBusy(
+            f"run {run.run_id} is already queued on the control plane as flow run "
+            f"{run.prefect_flow_run_id}; use --force to start another"
+        )
     # We decided the orchestrator is gone (maybe by its pid, before its heartbeat aged).
     return submit_to_control_plane(store, run.run_id, force=True)
 

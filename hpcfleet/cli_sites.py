@@ -42,9 +42,19 @@ def list_sites(json: JsonOption = False) -> None:
     for record in records:
         site = record.site
         probe = probes.get(site.name)
-        login = f"{site.ssh.user + '@' if site.ssh and site.ssh.user else ''}{site.ssh.host}" if site.ssh else "this machine"
-        table.add_row(site.name, site.partner, site.scheduler, login,
-                      ", ".join(site.shared_with) or "-", _probe_text(probe))
+        login = (
+            f"{site.ssh.user + '@' if site.ssh and site.ssh.user else ''}{site.ssh.host}"
+            if site.ssh
+            else "this machine"
+        )
+        table.add_row(
+            site.name,
+            site.partner,
+            site.scheduler,
+            login,
+            ", ".join(site.shared_with) or "-",
+            _probe_text(probe),
+        )
     out.print(table)
 
 
@@ -64,8 +74,11 @@ def show(name: str, json: JsonOption = False) -> None:
         return
     import yaml
 
-    out.print(yaml.safe_dump(record.site.model_dump(mode="json", exclude_none=True),
-                             sort_keys=False).rstrip())
+    out.print(
+        yaml.safe_dump(
+            record.site.model_dump(mode="json", exclude_none=True), sort_keys=False
+        ).rstrip()
+    )
 
 
 @site_app.command("remove")
@@ -124,9 +137,13 @@ def usage(
         if u.over_forecast:
             forecast = f"[red]{forecast} (over)[/]"
         table.add_row(
-            u.site, "-" if u.granted is None else f"{u.granted:,.0f}", f"{u.used:,.2f}",
-            "-" if u.remaining is None else f"{u.remaining:,.1f}", f"{u.burn_per_day:,.2f}",
-            forecast, ", ".join(f"{p} {h:,.2f}" for p, h in sorted(u.by_partner.items())) or "-",
+            u.site,
+            "-" if u.granted is None else f"{u.granted:,.0f}",
+            f"{u.used:,.2f}",
+            "-" if u.remaining is None else f"{u.remaining:,.1f}",
+            f"{u.burn_per_day:,.2f}",
+            forecast,
+            ", ".join(f"{p} {h:,.2f}" for p, h in sorted(u.by_partner.items())) or "-",
         )
     out.print(table)
 

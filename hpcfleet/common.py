@@ -13,8 +13,9 @@ from registry.store import Store
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AsOption = Annotated[
     str | None,
-    typer.Option("--as", help="Act as this partner (default: $HPCFLEET_PARTNER).",
-                 show_default=False),
+    typer.Option(
+        "--as", help="Act as this partner (default: $HPCFLEET_PARTNER).", show_default=False
+    ),
 ]
 
 
@@ -30,8 +31,6 @@ def acting_partner(store: Store, as_partner: str | None) -> str:
     """The partner the CLI acts as: --as, else HPCFLEET_PARTNER; it must be registered."""
     partner = as_partner or settings().partner
     if not partner:
-        raise DocumentError(
-            "no acting partner: pass --as PARTNER or set HPCFLEET_PARTNER"
-        )
+        raise DocumentError("no acting partner: pass --as PARTNER or set HPCFLEET_PARTNER")
     store.get_partner(partner)
     return partner

@@ -18,9 +18,17 @@ from flows.summary import StageSummary
 from registry.records import JobRecord, RunRecord, StageRecord
 
 STATE_STYLES = {
-    "PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "bold red",
-    "CANCELLED": "magenta", "SUBMITTING": "yellow", "TIMEOUT": "red", "NODE_FAIL": "red",
-    "OUT_OF_MEMORY": "red", "PREEMPTED": "red", "UNKNOWN": "dim",
+    "PENDING": "yellow",
+    "RUNNING": "cyan",
+    "COMPLETED": "green",
+    "FAILED": "bold red",
+    "CANCELLED": "magenta",
+    "SUBMITTING": "yellow",
+    "TIMEOUT": "red",
+    "NODE_FAIL": "red",
+    "OUT_OF_MEMORY": "red",
+    "PREEMPTED": "red",
+    "UNKNOWN": "dim",
 }
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
@@ -39,17 +47,19 @@ def state_text(state: str) -> Text:
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
 
 
-def progress_table(run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence[JobRecord]) -> Table:
+def progress_table(
+    run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence[JobRecord]
+) -> Table:
     """One row per stage: state, sites, attempt, tasks done, running time."""
     table = Table(title=f"run {run.run_id}  {run.name}  [{run.state.value}]", title_justify="left")
     for column in ("stage", "state", "site", "attempt", "tasks", "time"):
@@ -66,8 +76,14 @@ def progress_table(run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence
         tasks = f"{done}/{total}" + (f" ({running} running)" if running else "")
         end = stage.ended or moment
         elapsed = (end - stage.started).total_seconds() if stage.started else None
-        table.add_row(stage.name, state_text(stage.state.value), ", ".join(stage.sites) or "-",
-                      str(stage.attempt or "-"), tasks, duration_text(elapsed))
+        table.add_row(
+            stage.name,
+            state_text(stage.state.value),
+            ", ".join(stage.sites) or "-",
+            str(stage.attempt or "-"),
+            tasks,
+            duration_text(elapsed),
+        )
     return table
 
 
@@ -79,8 +95,9 @@ def watch(
 ) -> RunRecord:
     """Live progress until the run is final (or `until()` says stop)."""
     run, stages, jobs = load()
-    with Live(progress_table(run, stages, jobs), console=out, refresh_per_second=4,
-              transient=False) as live:
+    with Live(
+        progress_table(run, stages, jobs), console=out, refresh_per_second=4, transient=False
+    ) as live:
         while not run.state.is_final and not (until and until()):
             time.sleep(interval)
             run, stages, jobs = load()
@@ -98,9 +115,15 @@ def summary_table(run: RunRecord, rows: Sequence[StageSummary]) -> Group:
             + (f" over {row.metric_counts[key]}" if row.metric_counts.get(key, 1) > 1 else "")
             for key, value in sorted(row.metrics.items())[:4]
         )
-        table.add_row(row.name, ", ".join(row.sites), state_text(row.state),
-                      f"{row.tasks_done}/{row.tasks_total}", str(row.attempts),
-                      duration_text(row.duration_seconds), metrics or (row.reason or "-"))
+        table.add_row(
+            row.name,
+            ", ".join(row.sites),
+            state_text(row.state),
+            f"{row.tasks_done}/{row.tasks_total}",
+            str(row.attempts),
+            duration_text(row.duration_seconds),
+            metrics or (row.reason or "-"),
+        )
     parts: list[Any] = [table]
     if run.reason:
         parts.append(Text(f"reason: {run.reason}", style="red"))

@@ -121,14 +121,22 @@ def is_running(record: PidRecord | None) -> bool:
     return record is not None and process_start_ticks(record.pid) == record.start
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited while we looked
+        # After the command name: state, ppid, pgrp (proc(5)).
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(group_members(pgid))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -169,9 +177,17 @@ def pieces(settings: Settings, plan: Plan) -> dict[str, Piece]:
     """The command and environment of every piece this plan starts here."""
     server_dir, host = settings.server_dir, plan.host
     secrets = tuple(
-        filter(None, (password_of(u) for u in (settings.database_url,
-                                                 settings.prefect_database_url,
-                                                 settings.mlflow_database_url)))
+        filter(
+            None,
+            (
+                password_of(u)
+                for u in (
+                    settings.database_url,
+                    settings.prefect_database_url,
+                    settings.mlflow_database_url,
+                )
+            ),
+        )
     ) + tuple(filter(None, [os.environ.get("AWS_SECRET_ACCESS_KEY")]))
     result: dict[str, Piece] = {}
 
@@ -184,32 +200,58 @@ def pieces(settings: Settings, plan: Plan) -> dict[str, Piece]:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
     result["prefect"] = Piece(
         "prefect",
-        [*_python_tool("prefect"), "server", "start", "--host", host,
-         "--port", str(plan.prefect_port)],
-        env, host, plan.prefect_port, secrets,
+        [
+            *_python_tool("prefect"),
+            "server",
+            "start",
+            "--host",
+            host,
+            "--port",
+            str(plan.prefect_port),
+        ],
+        env,
+        host,
+        plan.prefect_port,
+        secrets,
     )
 
     env = _base_env(settings)
     env["MLFLOW_BACKEND_STORE_URI"] = (
         settings.mlflow_database_url or f"sqlite:///{server_dir / 'mlflow.db'}"
     )
-    env["MLFLOW_ARTIFACTS_DESTINATION"] = (
-        settings.mlflow_artifacts or str(server_dir / "mlartifacts")
+    env["MLFLOW_ARTIFACTS_DESTINATION"] = settings.mlflow_artifacts or str(
+        server_dir / "mlartifacts"
     )
     # MLflow's job runner (GenAI evaluation jobs) is a dozen processes hpcfleet never uses.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     result["mlflow"] = Piece(
         "mlflow",
-        [*_python_tool("mlflow"), "server", "--host", host, "--port", str(plan.mlflow_port),
-         "--workers", str(plan.mlflow_workers)],
-        env, host, plan.mlflow_port, secrets,
+        [
+            *_python_tool("mlflow"),
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(plan.mlflow_port),
+            "--workers",
+            str(plan.mlflow_workers),
+        ],
+        env,
+        host,
+        plan.mlflow_port,
+        secrets,
     )
 
     env = _base_env(settings)
     env.update(PREFECT_API_URL=plan.prefect_api, MLFLOW_TRACKING_URI=plan.mlflow_uri)
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")
     result["worker"] = Piece(
-        "worker", [*_python_tool("hpcfleet"), "server", "worker"], env, host, None, secrets,
+        "worker",
+        [*_python_tool("hpcfleet"), "server", "worker"],
+        env,
+        host,
+        None,
+        secrets,
     )
 
     env = _base_env(settings)
@@ -217,10 +259,23 @@ def pieces(settings: Settings, plan: Plan) -> dict[str, Piece]:
     env.setdefault("MLFLOW_UI_URL", plan.mlflow_uri)
     result["dashboard"] = Piece(
         "dashboard",
-        [*_python_tool("streamlit"), "run", str(CODE_ROOT / "dashboard" / "app.py"),
-         "--server.port", str(plan.dashboard_port), "--server.address", host,
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        env, host, plan.dashboard_port, secrets,
+        [
+            *_python_tool("streamlit"),
+            "run",
+            str(CODE_ROOT / "dashboard" / "app.py"),
+            "--server.port",
+            str(plan.dashboard_port),
+            "--server.address",
+            host,
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        env,
+        host,
+        plan.dashboard_port,
+        secrets,
     )
     return result
 
@@ -238,8 +293,13 @@ def start(server_dir: Path, piece: Piece) -> PidRecord:
         handle.write(f"--- {stamp} hpcfleet server: starting {piece.name}\n".encode())
         handle.flush()
         process = subprocess.Popen(
-            piece.command, env=piece.env, cwd=server_dir, stdin=subprocess.DEVNULL,
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            piece.command,
+            env=piece.env,
+            cwd=server_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     record = PidRecord(process.pid, process_start_ticks(process.pid), stamp)
     _write_json(server_dir / f"{piece.name}.pid", asdict(record))
@@ -322,28 +382,31 @@ def probe(piece: str, plan: Plan, settings: Settings, record: PidRecord | None) 
         return http_get(f"{plan.dashboard_url}/_stcore/health") is not None
     if record is None:
         return False
-    answer = http_get(f"{plan.prefect_api}/work_pools/{settings.work_pool}/workers/filter",
-                      body={})
+    answer = http_get(f"{plan.prefect_api}/work_pools/{settings.work_pool}/workers/filter", body={})
     try:
         workers = json.loads(answer) if answer else []
     except ValueError:
         return False
-    return any(w.get("name") == worker_name(record.pid) and w.get("status") == "ONLINE"
-               for w in workers)
+    return any(
+        w.get("name") == worker_name(record.pid) and w.get("status") == "ONLINE" for w in workers
+    )
 
 
 def wait_ready(
-    server_dir: Path, piece: Piece, record: PidRecord | None, ready: Callable[[], bool],
+    server_dir: Path,
+    piece: Piece,
+    record: PidRecord | None,
+    ready: Callable[[], bool],
     timeout: float,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if record is not None and not is_running(record):
-            raise ServerError(f"{piece.name} exited while starting:\n"
-                              f"{log_tail(server_dir, piece)}")
+            raise ServerError(f"{piece.name} exited while starting:\n{log_tail(server_dir, piece)}")
         if time.monotonic() > deadline:
-            raise ServerError(f"{piece.name} not ready after {timeout:.0f} s:\n"
-                              f"{log_tail(server_dir, piece)}")
+            raise ServerError(
+                f"{piece.name} not ready after {timeout:.0f} s:\n{log_tail(server_dir, piece)}"
+            )
         time.sleep(0.5)
 
 
@@ -374,8 +437,11 @@ class PieceStatus:
 
 
 def url_of(piece: str, plan: Plan) -> str | None:
-    return {"prefect": plan.prefect_api, "mlflow": plan.mlflow_uri,
-            "dashboard": plan.dashboard_url}.get(piece)
+    return {
+        "prefect": plan.prefect_api,
+        "mlflow": plan.mlflow_uri,
+        "dashboard": plan.dashboard_url,
+    }.get(piece)
 
 
 def status(settings: Settings, plan: Plan) -> list[PieceStatus]:
@@ -385,13 +451,19 @@ def status(settings: Settings, plan: Plan) -> list[PieceStatus]:
         running = is_running(record)
         external = not plan.started_here(name)
         ready = (running or external) and probe(name, plan, settings, record)
-        result.append(PieceStatus(name, url_of(name, plan), record.pid if record else None,
-                                  running, external, ready))
+        result.append(
+            PieceStatus(
+                name, url_of(name, plan), record.pid if record else None, running, external, ready
+            )
+        )
     return result
 
 
 def up(
-    settings: Settings, plan: Plan, *, timeout: float = 180.0,
+    settings: Settings,
+    plan: Plan,
+    *,
+    timeout: float = 180.0,
     on_ready: Callable[[str], None] = lambda _name: None,
     after_services: Callable[[], None] = lambda: None,
 ) -> list[PieceStatus]:
@@ -454,5 +526,14 @@ def worker_exec_env(settings: Settings) -> dict[str, str]:
 
 
 def worker_command(settings: Settings) -> list[str]:
-    return [*_python_tool("prefect"), "worker", "start", "--pool", settings.work_pool,
-            "--type", "process", "--name", worker_name(os.getpid())]
+    return [
+        *_python_tool("prefect"),
+        "worker",
+        "start",
+        "--pool",
+        settings.work_pool,
+        "--type",
+        "process",
+        "--name",
+        worker_name(os.getpid()),
+    ]

@@ -38,9 +38,7 @@ def check_site_remove(actor: str, existing: Site) -> None:
 
 def may_launch_on(partner: str, site: Site) -> bool:
     return (
-        site.partner == partner
-        or ALL_PARTNERS in site.shared_with
-        or partner in site.shared_with
+        site.partner == partner or ALL_PARTNERS in site.shared_with or partner in site.shared_with
     )
 
 

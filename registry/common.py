@@ -41,9 +41,7 @@ def parse_duration(value: Any) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(
-                f"{value!r} is not a duration: write e.g. '30s', '5m', '2h' or '1d'"
-            )
+            raise ValueError(f"{value!r} is not a duration: write e.g. '30s', '5m', '2h' or '1d'")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     if seconds < 0:
         raise ValueError(f"{value!r}: a duration cannot be negative")
@@ -62,9 +60,7 @@ Duration = Annotated[
     float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
 
-_WALLTIME = re.compile(
-    r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$"
-)
+_WALLTIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
 
 def parse_walltime(value: Any) -> int:
@@ -89,14 +85,14 @@ def parse_walltime(value: Any) -> int:
     days = int(match.group("days") or 0)
     parts = [int(p) for p in (match.group("a"), match.group("b"), match.group("c")) if p]
     if match.group("days"):
-        hours, minutes, seconds = (parts + [0, 0])[:3]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
     elif len(parts) == 3:
         hours, minutes, seconds = parts
     elif len(parts) == 2:
         hours, (minutes, seconds) = 0, parts
     else:
         hours, minutes, seconds = 0, parts[0], 0
-    if minutes >= 60 and (len(parts) > 1 or days) or seconds >= 60:
+    if (minutes >= 60 and (len(parts) > 1 or days)) or seconds >= 60:
         raise ValueError(f"{value!r} is not a valid time limit: minutes and seconds go to 59")
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     if total <= 0:

@@ -99,11 +99,15 @@ class Stage(StrictModel):
     @classmethod
     def _command_as_strings(cls, value: Any) -> Any:
         if isinstance(value, list):
-            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                    for v in value]
+            return [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
         if isinstance(value, str):
-            raise ValueError("write the command as a list, e.g. [python3, train.py]; "
-                             "or use 'script:' for a bash script")
+            raise ValueError(
+                "write the command as a list, e.g. [python3, train.py]; "
+                "or use 'script:' for a bash script"
+            )
         return value
 
     @field_validator("array")
@@ -131,8 +135,7 @@ class Stage(StrictModel):
             parts = path.strip("/").split("/") if path else []
             if not path or path.startswith("/") or ".." in parts:
                 raise ValueError(
-                    f"{path!r}: outputs are paths inside $HPCFLEET_OUTPUTS "
-                    "(relative, no '..')"
+                    f"{path!r}: outputs are paths inside $HPCFLEET_OUTPUTS (relative, no '..')"
                 )
         return value
 
@@ -260,7 +263,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
     while True:
         nxt = sorted(graph[path[-1]])[0]
         if nxt in path:
-            return [*path[path.index(nxt):], nxt]
+            return [*path[path.index(nxt) :], nxt]
         path.append(nxt)
 
 

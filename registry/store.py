@@ -199,8 +199,15 @@ class Store:
             s.add(run)
             s.flush()
             for position, name in enumerate(spec.order):
-                s.add(StageRow(run_id=run_id, name=name, position=position,
-                               state=RunState.PENDING.value, sites=[]))
+                s.add(
+                    StageRow(
+                        run_id=run_id,
+                        name=name,
+                        position=position,
+                        state=RunState.PENDING.value,
+                        sites=[],
+                    )
+                )
             for path, (content, mode) in (files or {}).items():
                 s.add(RunFileRow(run_id=run_id, path=path, content=content, mode=mode))
             s.flush()
@@ -335,39 +342,71 @@ def _site_record(row: SiteRow) -> SiteRecord:
 
 def _probe_record(row: ProbeRow) -> ProbeRecord:
     return ProbeRecord(
-        site=row.site, checked_at=row.checked_at, reachable=row.reachable, ok=row.ok,
-        queue_depth=row.queue_depth, details=row.details or {},
+        site=row.site,
+        checked_at=row.checked_at,
+        reachable=row.reachable,
+        ok=row.ok,
+        queue_depth=row.queue_depth,
+        details=row.details or {},
     )
 
 
 def _run_record(row: RunRow) -> RunRecord:
     return RunRecord(
-        run_id=row.run_id, name=row.name, partner=row.partner, experiment=row.experiment,
-        state=RunState(row.state), reason=row.reason, created=row.created,
-        started=row.started, ended=row.ended, mlflow_run_id=row.mlflow_run_id,
+        run_id=row.run_id,
+        name=row.name,
+        partner=row.partner,
+        experiment=row.experiment,
+        state=RunState(row.state),
+        reason=row.reason,
+        created=row.created,
+        started=row.started,
+        ended=row.ended,
+        mlflow_run_id=row.mlflow_run_id,
         prefect_flow_run_id=row.prefect_flow_run_id,
         cancel_requested=bool(row.cancel_requested),
-        orchestrator=row.orchestrator, heartbeat=row.heartbeat,
+        orchestrator=row.orchestrator,
+        heartbeat=row.heartbeat,
         spec=RunSpec.model_validate(row.spec),
     )
 
 
 def _stage_record(row: StageRow) -> StageRecord:
     return StageRecord(
-        run_id=row.run_id, name=row.name, state=RunState(row.state), sites=row.sites or [],
-        attempt=row.attempt, reason=row.reason, choice=row.choice, started=row.started,
+        run_id=row.run_id,
+        name=row.name,
+        state=RunState(row.state),
+        sites=row.sites or [],
+        attempt=row.attempt,
+        reason=row.reason,
+        choice=row.choice,
+        started=row.started,
         ended=row.ended,
     )
 
 
 def _job_record(row: JobRow) -> JobRecord:
     return JobRecord(
-        id=row.id, run_id=row.run_id, stage=row.stage, attempt=row.attempt, site=row.site,
-        job_name=row.job_name, scheduler_id=row.scheduler_id, array_index=row.array_index,
-        array_value=row.array_value, state=JobState(row.state), exit_code=row.exit_code,
-        reason=row.reason, submitted=row.submitted, started=row.started, ended=row.ended,
-        gpu_hours=row.gpu_hours or 0.0, node=row.node, mlflow_run_id=row.mlflow_run_id,
-        stdout_path=row.stdout_path, stderr_path=row.stderr_path,
+        id=row.id,
+        run_id=row.run_id,
+        stage=row.stage,
+        attempt=row.attempt,
+        site=row.site,
+        job_name=row.job_name,
+        scheduler_id=row.scheduler_id,
+        array_index=row.array_index,
+        array_value=row.array_value,
+        state=JobState(row.state),
+        exit_code=row.exit_code,
+        reason=row.reason,
+        submitted=row.submitted,
+        started=row.started,
+        ended=row.ended,
+        gpu_hours=row.gpu_hours or 0.0,
+        node=row.node,
+        mlflow_run_id=row.mlflow_run_id,
+        stdout_path=row.stdout_path,
+        stderr_path=row.stderr_path,
     )
 
 

@@ -5,7 +5,6 @@ scheduler and its work directory, opened once per site per process and shared.
 from __future__ import annotations
 
 import os
-
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,5 +111,3 @@ class DriverPool:
             for driver in self._drivers.values():
                 driver.transport.close()
             self._drivers.clear()
-
-

@@ -39,15 +39,21 @@ class ProbeResult:
 
     def record(self) -> ProbeRecord:
         return ProbeRecord(
-            site=self.site, checked_at=now(), reachable=self.reachable, ok=self.ok,
+            site=self.site,
+            checked_at=now(),
+            reachable=self.reachable,
+            ok=self.ok,
             queue_depth=self.queue_depth,
             details={"checks": [c.__dict__ for c in self.checks]},
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "site": self.site, "reachable": self.reachable, "ok": self.ok,
-            "queue_depth": self.queue_depth, "checks": [c.__dict__ for c in self.checks],
+            "site": self.site,
+            "reachable": self.reachable,
+            "ok": self.ok,
+            "queue_depth": self.queue_depth,
+            "checks": [c.__dict__ for c in self.checks],
         }
 
 
@@ -87,8 +93,13 @@ def _workdir_checks(driver: SiteDriver) -> list[Check]:
         f"mkdir -p {workdir} && probe=$(mktemp -p {workdir} .hpcfleet-probe.XXXXXX) "
         '&& rm -f "$probe"'
     )
-    checks = [Check("work dir writable", writable.ok,
-                    driver.workdir if writable.ok else writable.stderr.strip())]
+    checks = [
+        Check(
+            "work dir writable",
+            writable.ok,
+            driver.workdir if writable.ok else writable.stderr.strip(),
+        )
+    ]
     space = driver.transport.run(f"df -Pk {workdir} | tail -n 1")
     fields = space.stdout.split()
     if space.ok and len(fields) >= 4 and fields[3].isdigit():
@@ -108,7 +119,8 @@ def _slurm_checks(driver: SiteDriver) -> list[Check]:
     versions = scheduler.versions()
     checks = [
         Check(tool, version is not None, version or f"{tool} not found on the login node")
-        for tool, version in versions.items() if tool in ("sbatch", "sacct", "squeue")
+        for tool, version in versions.items()
+        if tool in ("sbatch", "sacct", "squeue")
     ]
     available = scheduler.partitions()
     for partition in settings.partitions:
@@ -121,19 +133,26 @@ def _slurm_checks(driver: SiteDriver) -> list[Check]:
         if not info.available:
             problems.append("not available")
         if partition.gpus_per_node > info.gpus_per_node:
-            problems.append(f"declares {partition.gpus_per_node} GPUs/node, GRES has "
-                            f"{info.gpus_per_node}")
+            problems.append(
+                f"declares {partition.gpus_per_node} GPUs/node, GRES has {info.gpus_per_node}"
+            )
         if partition.gpu_type and info.gpu_types and partition.gpu_type not in info.gpu_types:
             problems.append(f"GPU type {partition.gpu_type} not in {', '.join(info.gpu_types)}")
         detail = "; ".join(problems) or (
-            f"up, {info.gpus_per_node} GPU(s)/node" if info.gpus_per_node else "up")
+            f"up, {info.gpus_per_node} GPU(s)/node" if info.gpus_per_node else "up"
+        )
         checks.append(Check(f"partition {partition.name}", not problems, detail))
     if settings.account:
         associations = scheduler.associations(settings.account)
-        checks.append(Check(
-            "account", bool(associations),
-            settings.account if associations else f"user has no association with {settings.account}",
-        ))
+        checks.append(
+            Check(
+                "account",
+                bool(associations),
+                settings.account
+                if associations
+                else f"user has no association with {settings.account}",
+            )
+        )
     return checks
 
 

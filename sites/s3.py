@@ -39,9 +39,11 @@ def s3_errors(site: str, action: str) -> Iterator[None]:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        ConnectionError as BotoConnectionError,
         NoCredentialsError,
         ProfileNotFound,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
     )
 
     try:

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import replace
 
 from registry.common import format_memory, format_walltime
-from registry.site import Container, Environment, SlurmSettings
+from registry.site import Environment, SlurmSettings
 from sites.jobscript import container_prefix, render_job_body
 from sites.scheduler import JobRequest
 

@@ -28,8 +28,12 @@ def write_yaml(path: Path, data: Any) -> Path:
 
 def local_site(name: str, partner: str, **extra: Any) -> Site:
     document: dict[str, Any] = {
-        "name": name, "partner": partner, "scheduler": "local", "local": {"slots": 2},
-        "shared_with": ["*"], "policy": {"min_poll_interval": "0.2s"},
+        "name": name,
+        "partner": partner,
+        "scheduler": "local",
+        "local": {"slots": 2},
+        "shared_with": ["*"],
+        "policy": {"min_poll_interval": "0.2s"},
     }
     document.update(extra)
     return Site.model_validate(document)
@@ -41,21 +45,29 @@ def consortium(store: Store) -> None:
     store.put_partner(Partner(id="csc", name="CSC", country="FI"))
     store.put_partner(Partner(id="other", name="Other Org"))
     store.put_site(local_site("site-a", "cuni"), "cuni")
-    store.put_site(local_site("site-b", "csc", shared_with=["cuni"],
-                              local={"slots": 2, "gpus": 1}), "csc")
+    store.put_site(
+        local_site("site-b", "csc", shared_with=["cuni"], local={"slots": 2, "gpus": 1}), "csc"
+    )
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*HPCFLEET, *args], env=env, capture_output=True, text=True, timeout=timeout,
+        [*HPCFLEET, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         cwd=REPO,
     )
 
 
 def cli_env(home: Path) -> dict[str, str]:
     """Environment for a CLI subprocess with its own HPCFLEET_HOME and quiet engines."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HPCFLEET_", "MLFLOW_", "PREFECT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HPCFLEET_", "MLFLOW_", "PREFECT_"))
+    }
     env.update(
         HPCFLEET_HOME=str(home),
         PREFECT_HOME=str(home / "prefect"),

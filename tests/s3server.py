@@ -40,8 +40,9 @@ def s3_server(directory: Path, profile: str = "site-store") -> Iterator[S3Server
     port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
     log = (directory / "moto.log").open("wb")
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -54,8 +55,8 @@ def s3_server(directory: Path, profile: str = "site-store") -> Iterator[S3Server
                 time.sleep(0.1)
         credentials = directory / "aws-credentials"
         credentials.write_text(
-            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\n"
-            f"aws_secret_access_key = {SECRET_KEY}\n")
+            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        )
         config = directory / "aws-config"
         config.write_text(f"[profile {profile}]\nregion = us-east-1\n")
         yield S3Server(f"http://127.0.0.1:{port}", profile, credentials, config)

@@ -104,7 +104,8 @@ def _facts(view: SiteView) -> str:
         lines.append(f"**Container** `{view.container_image}`")
     if view.storage:
         lines.append(f"**Object storage** `{view.storage}`")
-    lines.append(f"**Shared with** {', '.join(view.shared_with) or 'owner only'}")
+    shared = ", ".join("all partners" if p == "*" else p for p in view.shared_with)
+    lines.append(f"**Shared with** {shared or 'the owner only'}")
     if view.labels:
         lines.append("**Labels** " + ", ".join(f"`{k}: {v}`" for k, v in view.labels.items()))
     return "  \n".join(lines)

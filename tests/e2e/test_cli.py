@@ -19,13 +19,27 @@ from tests.helpers import HPCFLEET, REPO, cli, cli_env, wait_until, write_yaml
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     env = cli_env(tmp_path / "home")
-    assert cli(env, "partner", "add", "cuni", "--name", "Charles University", "--country", "CZ").returncode == 0
+    assert (
+        cli(
+            env, "partner", "add", "cuni", "--name", "Charles University", "--country", "CZ"
+        ).returncode
+        == 0
+    )
     assert cli(env, "partner", "add", "csc", "--name", "CSC").returncode == 0
-    site_a = write_yaml(tmp_path / "site-a.yaml", {
-        "name": "site-a", "partner": "cuni", "scheduler": "local", "shared_with": ["*"],
-        "policy": {"min_poll_interval": "0.2s"}})
-    site_b = write_yaml(tmp_path / "site-b.yaml", {
-        "name": "site-b", "partner": "csc", "scheduler": "local", "shared_with": []})
+    site_a = write_yaml(
+        tmp_path / "site-a.yaml",
+        {
+            "name": "site-a",
+            "partner": "cuni",
+            "scheduler": "local",
+            "shared_with": ["*"],
+            "policy": {"min_poll_interval": "0.2s"},
+        },
+    )
+    site_b = write_yaml(
+        tmp_path / "site-b.yaml",
+        {"name": "site-b", "partner": "csc", "scheduler": "local", "shared_with": []},
+    )
     assert cli(env, "site", "add", str(site_a), "--as", "cuni").returncode == 0
     assert cli(env, "site", "add", str(site_b), "--as", "csc").returncode == 0
     env["HPCFLEET_PARTNER"] = "cuni"
@@ -45,7 +59,9 @@ def runs(env: dict[str, str]) -> list[dict[str, object]]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def test_bad_site_documents_exit_2_naming_file_and_field(env: dict[str, str], tmp_path: Path) -> None:
+def test_bad_site_documents_exit_2_naming_file_and_field(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     bad = write_yaml(tmp_path / "bad.yaml", {"name": "x", "partner": "cuni", "scheduler": "pbs"})
     message = one_line_error(result := cli(env, "site", "add", str(bad)))
     assert result.returncode == 2
@@ -53,11 +69,16 @@ def test_bad_site_documents_exit_2_naming_file_and_field(env: dict[str, str], tm
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     result = cli(env, "site", "add", str(tmp_path / "broken.yaml"))
     assert result.returncode == 2 and "invalid YAML" in one_line_error(result)
-    assert [s["name"] for s in json.loads(cli(env, "site", "list", "--json").stdout)] == ["site-a", "site-b"]
+    assert [s["name"] for s in json.loads(cli(env, "site", "list", "--json").stdout)] == [
+        "site-a",
+        "site-b",
+    ]
 
 
 def test_changing_another_partners_site_exits_3(env: dict[str, str], tmp_path: Path) -> None:
-    takeover = write_yaml(tmp_path / "b.yaml", {"name": "site-b", "partner": "cuni", "scheduler": "local"})
+    takeover = write_yaml(
+        tmp_path / "b.yaml", {"name": "site-b", "partner": "cuni", "scheduler": "local"}
+    )
     result = cli(env, "site", "add", str(takeover))
     assert result.returncode == 3
     assert "belongs to partner 'csc'" in one_line_error(result)
@@ -73,15 +94,47 @@ def test_no_acting_partner_is_bad_input(env: dict[str, str], tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("stages", "code", "fragment"),
     [
-        ([{"name": "a", "site": "nowhere", "command": ["true"]}], 2, "stages[0].site: unknown site 'nowhere'"),
-        ([{"name": "a", "site": "site-b", "command": ["true"]}], 3, "not shared with partner 'cuni'"),
-        ([{"name": "a", "site": "site-a", "command": ["true"], "needs": ["b"]}], 2, "stages[0].needs[0]: unknown stage 'b'"),
-        ([{"name": "a", "site": "site-a", "command": ["true"], "needs": ["b"]},
-          {"name": "b", "site": "site-a", "command": ["true"], "needs": ["a"]}], 2, "cycle"),
-        ([{"name": "a", "site": "site-a", "command": ["true"]},
-          {"name": "a", "site": "site-a", "command": ["true"]}], 2, "duplicate stage name"),
-        ([{"name": "a", "site": "site-a", "command": ["true"], "gpus": 1}], 2, "stages[0].gpus: unknown key"),
-        ([{"name": "a", "site": "site-a", "command": ["true"], "retries": "many"}], 2, "stages[0].retries"),
+        (
+            [{"name": "a", "site": "nowhere", "command": ["true"]}],
+            2,
+            "stages[0].site: unknown site 'nowhere'",
+        ),
+        (
+            [{"name": "a", "site": "site-b", "command": ["true"]}],
+            3,
+            "not shared with partner 'cuni'",
+        ),
+        (
+            [{"name": "a", "site": "site-a", "command": ["true"], "needs": ["b"]}],
+            2,
+            "stages[0].needs[0]: unknown stage 'b'",
+        ),
+        (
+            [
+                {"name": "a", "site": "site-a", "command": ["true"], "needs": ["b"]},
+                {"name": "b", "site": "site-a", "command": ["true"], "needs": ["a"]},
+            ],
+            2,
+            "cycle",
+        ),
+        (
+            [
+                {"name": "a", "site": "site-a", "command": ["true"]},
+                {"name": "a", "site": "site-a", "command": ["true"]},
+            ],
+            2,
+            "duplicate stage name",
+        ),
+        (
+            [{"name": "a", "site": "site-a", "command": ["true"], "gpus": 1}],
+            2,
+            "stages[0].gpus: unknown key",
+        ),
+        (
+            [{"name": "a", "site": "site-a", "command": ["true"], "retries": "many"}],
+            2,
+            "stages[0].retries",
+        ),
     ],
 )
 def test_bad_run_specs_launch_nothing(
@@ -107,8 +160,13 @@ def test_schema_is_json_schema(env: dict[str, str]) -> None:
 
 
 def test_failed_run_exits_1_and_show_explains(env: dict[str, str], tmp_path: Path) -> None:
-    spec = write_yaml(tmp_path / "run.yaml", {"name": "r", "stages": [
-        {"name": "boom", "site": "site-a", "script": "echo kaput >&2; exit 4"}]})
+    spec = write_yaml(
+        tmp_path / "run.yaml",
+        {
+            "name": "r",
+            "stages": [{"name": "boom", "site": "site-a", "script": "echo kaput >&2; exit 4"}],
+        },
+    )
     result = cli(env, "run", "launch", str(spec), "--wait")
     assert result.returncode == 1, result.stderr
     [run] = runs(env)
@@ -121,12 +179,25 @@ def test_failed_run_exits_1_and_show_explains(env: dict[str, str], tmp_path: Pat
 
 def test_resume_after_sigkill_never_submits_twice(env: dict[str, str], tmp_path: Path) -> None:
     script = 'sleep 4; echo done > "$HPCFLEET_OUTPUTS/out-$HPCFLEET_ARRAY_VALUE"'
-    spec = write_yaml(tmp_path / "run.yaml", {"name": "r", "stages": [
-        {"name": "slow", "site": "site-a", "array": {"n": [1, 2, 3]}, "script": script},
-        {"name": "next", "site": "site-a", "needs": ["slow"], "command": ["true"]}]})
+    spec = write_yaml(
+        tmp_path / "run.yaml",
+        {
+            "name": "r",
+            "stages": [
+                {"name": "slow", "site": "site-a", "array": {"n": [1, 2, 3]}, "script": script},
+                {"name": "next", "site": "site-a", "needs": ["slow"], "command": ["true"]},
+            ],
+        },
+    )
     orchestrator = subprocess.Popen(
-        [*HPCFLEET, "run", "launch", str(spec), "--wait"], env=env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [*HPCFLEET, "run", "launch", str(spec), "--wait"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     store = Store.open(f"sqlite:///{env['HPCFLEET_HOME']}/registry.db")
 
     def running() -> bool:
@@ -144,18 +215,38 @@ def test_resume_after_sigkill_never_submits_twice(env: dict[str, str], tmp_path:
     slow = [j for j in jobs if j.stage == "slow"]
     assert len(slow) == 3 and {j.attempt for j in slow} == {1}
     assert all(j.state is JobState.COMPLETED for j in jobs)
-    local_jobs = list((Path(env["HPCFLEET_HOME"]) / "sites" / "site-a" / ".hpcfleet-local" / "jobs").iterdir())
+    local_jobs = list(
+        (Path(env["HPCFLEET_HOME"]) / "sites" / "site-a" / ".hpcfleet-local" / "jobs").iterdir()
+    )
     assert len(local_jobs) == 2  # one array job for 'slow', one job for 'next'
 
 
 def test_strict_launch_refuses_to_exceed_an_allocation(env: dict[str, str], tmp_path: Path) -> None:
-    small = write_yaml(tmp_path / "site-g.yaml", {
-        "name": "site-g", "partner": "cuni", "scheduler": "local", "local": {"gpus": 2},
-        "allocation": {"gpu_hours": 1, "start": "2026-01-01", "end": "2036-01-01"}})
+    small = write_yaml(
+        tmp_path / "site-g.yaml",
+        {
+            "name": "site-g",
+            "partner": "cuni",
+            "scheduler": "local",
+            "local": {"gpus": 2},
+            "allocation": {"gpu_hours": 1, "start": "2026-01-01", "end": "2036-01-01"},
+        },
+    )
     assert cli(env, "site", "add", str(small)).returncode == 0
-    spec = write_yaml(tmp_path / "run.yaml", {"name": "big", "stages": [
-        {"name": "t", "site": "site-g", "command": ["true"],
-         "resources": {"gpus": 2, "time": "01:00:00"}}]})
+    spec = write_yaml(
+        tmp_path / "run.yaml",
+        {
+            "name": "big",
+            "stages": [
+                {
+                    "name": "t",
+                    "site": "site-g",
+                    "command": ["true"],
+                    "resources": {"gpus": 2, "time": "01:00:00"},
+                }
+            ],
+        },
+    )
     result = cli(env, "run", "launch", str(spec), "--strict")
     assert result.returncode == 3
     assert "up to 2.0 GPU-hours but only 1.0 of 1.0 remain" in one_line_error(result)

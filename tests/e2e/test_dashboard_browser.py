@@ -35,7 +35,8 @@ PAGES = [
     ("", "Consortium overview",
      ["First model release", "Multilingual parity", "at risk", "Languages covered"]),
     ("sites", "Sites", ["lumi", "karolina", "marenostrum", "unreachable", "GPU-hours used"]),
-    ("runs", "Runs", ["tiny-llm-v1", "COMPLETED", "FAILED", "Timeline"]),
+    # table cells are drawn on a canvas, so the page's text shows the filters and the timeline
+    ("runs", "Runs", ["Partner", "Experiment", "of 8 runs", "Timeline", "tiny-llm-v1 · r"]),
     ("run", "Run detail", ["Stages", "Jobs", "Log tails", "MLflow run", "Prefect flow run"]),
     ("languages", "Languages", ["bg Bulgarian", "sv Swedish", "Per language"]),
 ]

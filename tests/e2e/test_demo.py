@@ -12,7 +12,32 @@ from registry.states import JobState, RunState
 from registry.store import Store
 from tests.helpers import cli, cli_env
 
-LANGUAGES = "bg cs da de el en es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
+LANGUAGES = [
+    "bg",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "fi",
+    "fr",
+    "ga",
+    "hr",
+    "hu",
+    "it",
+    "lt",
+    "lv",
+    "mt",
+    "nl",
+    "pl",
+    "pt",
+    "ro",
+    "sk",
+    "sl",
+    "sv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,26 +86,35 @@ def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["hpcfleet.run_id"] == run.run_id
     assert parent.data.tags["prefect.flow_run_id"] == run.prefect_flow_run_id
-    accuracy = {k.split("/")[1]: v for k, v in parent.data.metrics.items() if k.startswith("accuracy/")}
+    accuracy = {
+        k.split("/")[1]: v for k, v in parent.data.metrics.items() if k.startswith("accuracy/")
+    }
     assert sorted(accuracy) == sorted(LANGUAGES)
     assert all(0.0 <= v <= 1.0 for v in accuracy.values())
     assert parent.data.params["seed"] == "1"
 
     experiment = client.get_experiment_by_name("tiny-llm")
     children = client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'")
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'"
+    )
     assert len(children) == 26
     by_stage: dict[str, list[object]] = {}
     for child in children:
         tags = child.data.tags
-        for tag in ("hpcfleet.run_id", "hpcfleet.stage", "hpcfleet.site", "hpcfleet.partner",
-                    "hpcfleet.attempt", "prefect.flow_run_id"):
+        for tag in (
+            "hpcfleet.run_id",
+            "hpcfleet.stage",
+            "hpcfleet.site",
+            "hpcfleet.partner",
+            "hpcfleet.attempt",
+            "prefect.flow_run_id",
+        ):
             assert tags.get(tag), (tag, tags)
         assert tags["hpcfleet.run_id"] == run.run_id and tags["hpcfleet.partner"] == "cuni"
         by_stage.setdefault(tags["hpcfleet.stage"], []).append(child)
         assert "gpu_hours" in child.data.metrics
     assert {k: len(v) for k, v in by_stage.items()} == {"prepare": 1, "train": 1, "evaluate": 24}
-    fi = [c for c in by_stage["evaluate"] if c.data.tags["hpcfleet.array_value"] == "fi"][0]  # type: ignore[attr-defined]
+    fi = next(c for c in by_stage["evaluate"] if c.data.tags["hpcfleet.array_value"] == "fi")  # type: ignore[attr-defined]
     assert fi.data.metrics["accuracy"] == accuracy["fi"]
     train = by_stage["train"][0]
     assert train.data.metrics["gpu_hours"] > 0  # site-b lends it a (pretend) GPU
@@ -119,7 +153,18 @@ def test_outputs_manifest_with_checksums_is_on_the_parent_run(demo: tuple[Path, 
     manifest = json.loads(Path(local).read_text())
     files = {f["path"]: f for f in manifest["files"]}
     assert len(files) == 48  # train.txt and test.txt for each of the 24 languages
-    fi = home / "sites" / "site-a" / "runs" / run.run_id / "prepare" / "outputs" / "data" / "fi" / "test.txt"
+    fi = (
+        home
+        / "sites"
+        / "site-a"
+        / "runs"
+        / run.run_id
+        / "prepare"
+        / "outputs"
+        / "data"
+        / "fi"
+        / "test.txt"
+    )
     import hashlib
 
     assert files["data/fi/test.txt"]["sha256"] == hashlib.sha256(fi.read_bytes()).hexdigest()

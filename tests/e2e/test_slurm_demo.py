@@ -22,9 +22,11 @@ LANGUAGES = 24
 def sacct_names(sandbox: Sandbox, site: str, run_id: str) -> list[tuple[str, str]]:
     """(job id, job name) of every allocation of the run on one cluster."""
     result = sandbox.run_on(
-        site, f"sacct --noheader --parsable2 -X -S now-1days --format=JobID,JobName%200 "
-              f"--name=hpcfleet-{run_id}-prepare-1,hpcfleet-{run_id}-train-1,"
-              f"hpcfleet-{run_id}-evaluate-1")
+        site,
+        f"sacct --noheader --parsable2 -X -S now-1days --format=JobID,JobName%200 "
+        f"--name=hpcfleet-{run_id}-prepare-1,hpcfleet-{run_id}-train-1,"
+        f"hpcfleet-{run_id}-evaluate-1",
+    )
     assert result.returncode == 0, result.stderr
     return [tuple(line.split("|", 1)) for line in result.stdout.splitlines() if line]  # type: ignore[misc]
 
@@ -46,11 +48,19 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
         assert checked.returncode == 0, checked.stdout + checked.stderr
         report = json.loads(checked.stdout)
         assert report["reachable"] and report["ok"]
-        assert {c["name"] for c in report["checks"]} >= {"login", "sbatch", "sacct", "partition gpu", "account"}
+        assert {c["name"] for c in report["checks"]} >= {
+            "login",
+            "sbatch",
+            "sacct",
+            "partition gpu",
+            "account",
+        }
 
     demo = tmp_path / "demo"
     shutil.copytree(REPO / "examples" / "demo", demo)
-    launched = cli(env, "run", "launch", str(demo / "run.yaml"), "--wait", "--as", "cuni", timeout=900)
+    launched = cli(
+        env, "run", "launch", str(demo / "run.yaml"), "--wait", "--as", "cuni", timeout=900
+    )
     assert launched.returncode == 0, launched.stdout + launched.stderr
     run_id = launched.stdout.splitlines()[0].strip()
 
@@ -62,14 +72,21 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
     for site in ("site-a", "site-b"):
         ran = sacct_names(slurm_sandbox, site, run_id)
         for stage, record in stages.items():
-            submissions = {job_id.split("_")[0] for job_id, name in ran
-                           if name == f"hpcfleet-{run_id}-{stage}-1"}
+            submissions = {
+                job_id.split("_")[0]
+                for job_id, name in ran
+                if name == f"hpcfleet-{run_id}-{stage}-1"
+            }
             assert len(submissions) == (1 if site in record.sites else 0), (site, stage, ran)
-        stored_ids = {j.scheduler_id.split("_")[0] for j in jobs if j.site == site and j.scheduler_id}
+        stored_ids = {
+            j.scheduler_id.split("_")[0] for j in jobs if j.site == site and j.scheduler_id
+        }
         assert {job_id.split("_")[0] for job_id, _ in ran} == stored_ids
     assert set(stages["evaluate"].sites) == {"site-a", "site-b"}
     [train] = [j for j in jobs if j.stage == "train"]
-    tres = slurm_sandbox.run_on(train.site, f"sacct -n -X -P -j {train.scheduler_id} -o AllocTRES,Partition")
+    tres = slurm_sandbox.run_on(
+        train.site, f"sacct -n -X -P -j {train.scheduler_id} -o AllocTRES,Partition"
+    )
     assert "gres/gpu=1" in tres.stdout and tres.stdout.strip().endswith("|gpu")  # the GPU partition
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
@@ -77,15 +94,22 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
     parent = client.get_run(run.mlflow_run_id or "")
     assert len([k for k in parent.data.metrics if k.startswith("accuracy/")]) == LANGUAGES
     experiment = client.get_experiment_by_name("tiny-llm")
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`hpcfleet.run_id` = '{run_id}'")
-    tagged = {(c.data.tags["hpcfleet.site"], c.data.tags.get("slurm.job_id")) for c in children
-              if "mlflow.parentRunId" in c.data.tags}
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`hpcfleet.run_id` = '{run_id}'"
+    )
+    tagged = {
+        (c.data.tags["hpcfleet.site"], c.data.tags.get("slurm.job_id"))
+        for c in children
+        if "mlflow.parentRunId" in c.data.tags
+    }
     assert tagged == {(j.site, j.scheduler_id) for j in jobs}
 
     # No private key material reaches the store, MLflow, logs or the CLI's output.
-    key_lines = [line for line in slurm_sandbox.site("site-a").key_path.read_text().splitlines()
-                 if line and "PRIVATE KEY" not in line]
+    key_lines = [
+        line
+        for line in slurm_sandbox.site("site-a").key_path.read_text().splitlines()
+        if line and "PRIVATE KEY" not in line
+    ]
     haystacks = [launched.stdout.encode(), launched.stderr.encode()]
     for path in (tmp_path / "home").rglob("*"):
         if path.is_file():

@@ -39,11 +39,19 @@ def test_failing_job_is_retried_then_fails_with_reason_and_skips_dependents(
     setup: tuple[Store, EngineConfig], tmp_path: Path
 ) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "flaky", "site": "site-a", "retries": 2,
-         "script": 'echo "attempt $HPCFLEET_ATTEMPT"; echo "disk quota exceeded" >&2; exit 3'},
-        {"name": "after", "site": "site-b", "needs": ["flaky"], "command": ["true"]},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "flaky",
+                "site": "site-a",
+                "retries": 2,
+                "script": 'echo "attempt $HPCFLEET_ATTEMPT"; echo "disk quota exceeded" >&2; exit 3',
+            },
+            {"name": "after", "site": "site-b", "needs": ["flaky"], "command": ["true"]},
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.FAILED
     assert "stage flaky failed" in (run.reason or "")
@@ -56,12 +64,22 @@ def test_failing_job_is_retried_then_fails_with_reason_and_skips_dependents(
     assert store.jobs(run_id, "after") == []
 
 
-def test_retry_succeeds_on_second_attempt(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+def test_retry_succeeds_on_second_attempt(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "once", "site": "site-a", "retries": 1,
-         "script": '[ "$HPCFLEET_ATTEMPT" = 2 ] || exit 1'},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "once",
+                "site": "site-a",
+                "retries": 1,
+                "script": '[ "$HPCFLEET_ATTEMPT" = 2 ] || exit 1',
+            },
+        ],
+    )
     assert execute_run(config, run_id).state is RunState.COMPLETED
     assert [j.state for j in store.jobs(run_id)] == [JobState.FAILED, JobState.COMPLETED]
 
@@ -74,21 +92,37 @@ def test_resumable_timeout_is_resubmitted_and_sees_its_checkpoint(
         'if [ -f "$HPCFLEET_OUTPUTS/ckpt" ]; then echo resumed > "$HPCFLEET_OUTPUTS/done"; '
         'else echo half > "$HPCFLEET_OUTPUTS/ckpt"; sleep 120; fi'
     )
-    run_id = start(store, tmp_path, [
-        {"name": "long", "site": "site-a", "resumable": True, "resources": {"time": "00:00:02"},
-         "script": script, "outputs": ["done"]},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "long",
+                "site": "site-a",
+                "resumable": True,
+                "resources": {"time": "00:00:02"},
+                "script": script,
+                "outputs": ["done"],
+            },
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.COMPLETED, run.reason
     states = [j.state for j in store.jobs(run_id)]
     assert states == [JobState.TIMEOUT, JobState.COMPLETED]
 
 
-def test_declared_output_missing_fails_the_stage(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+def test_declared_output_missing_fails_the_stage(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "p", "site": "site-a", "command": ["true"], "outputs": ["model/"]},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {"name": "p", "site": "site-a", "command": ["true"], "outputs": ["model/"]},
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.FAILED
     assert "declared outputs missing on site-a: model/" in (store.stages(run_id)[0].reason or "")
@@ -98,37 +132,66 @@ def test_outputs_flow_across_sites_and_metrics_reach_mlflow(
     setup: tuple[Store, EngineConfig], tmp_path: Path
 ) -> None:
     store, config = setup
-    produce = ('mkdir -p "$HPCFLEET_OUTPUTS/d" && printf "%s" "payload $HPCFLEET_RUN_ID" '
-               '> "$HPCFLEET_OUTPUTS/d/f.txt"')
+    produce = (
+        'mkdir -p "$HPCFLEET_OUTPUTS/d" && printf "%s" "payload $HPCFLEET_RUN_ID" '
+        '> "$HPCFLEET_OUTPUTS/d/f.txt"'
+    )
     consume = (
         'v=$(cat "$HPCFLEET_INPUTS/make/d/f.txt"); [ "$v" = "payload $HPCFLEET_RUN_ID" ] || exit 9; '
         'printf \'{"key": "score", "value": %s}\\n\' "${#HPCFLEET_ARRAY_VALUE}" >> "$HPCFLEET_METRICS"'
     )
-    run_id = start(store, tmp_path, [
-        {"name": "make", "site": "site-a", "script": produce, "outputs": ["d/"]},
-        {"name": "use", "site": {"any_of": ["site-a", "site-b"]}, "needs": ["make"],
-         "array": {"word": ["a", "bb", "ccc"]}, "script": consume},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {"name": "make", "site": "site-a", "script": produce, "outputs": ["d/"]},
+            {
+                "name": "use",
+                "site": {"any_of": ["site-a", "site-b"]},
+                "needs": ["make"],
+                "array": {"word": ["a", "bb", "ccc"]},
+                "script": consume,
+            },
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.COMPLETED, run.reason
-    use = [s for s in store.stages(run_id) if s.name == "use"][0]
+    use = next(s for s in store.stages(run_id) if s.name == "use")
     assert set(use.sites) == {"site-a", "site-b"}
     client = MlflowClient(config.tracking_uri)
     parent = client.get_run(run.mlflow_run_id or "")
     assert {k: v for k, v in parent.data.metrics.items() if k.startswith("score/")} == {
-        "score/a": 1.0, "score/bb": 2.0, "score/ccc": 3.0}
+        "score/a": 1.0,
+        "score/bb": 2.0,
+        "score/ccc": 3.0,
+    }
     experiment = client.get_experiment_by_name("tests")
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'")
-    assert sorted(c.data.tags.get("hpcfleet.array_value", "-") for c in children) == ["-", "a", "bb", "ccc"]
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'"
+    )
+    assert sorted(c.data.tags.get("hpcfleet.array_value", "-") for c in children) == [
+        "-",
+        "a",
+        "bb",
+        "ccc",
+    ]
 
 
 def test_cancel_stops_live_jobs(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "sleepy", "site": "site-a", "array": {"i": [1, 2]}, "command": ["sleep", "300"]},
-        {"name": "never", "site": "site-a", "needs": ["sleepy"], "command": ["true"]},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "sleepy",
+                "site": "site-a",
+                "array": {"i": [1, 2]},
+                "command": ["sleep", "300"],
+            },
+            {"name": "never", "site": "site-a", "needs": ["sleepy"], "command": ["true"]},
+        ],
+    )
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(run=execute_run(config, run_id)))
     worker.start()
@@ -141,14 +204,28 @@ def test_cancel_stops_live_jobs(setup: tuple[Store, EngineConfig], tmp_path: Pat
     assert [s.state for s in store.stages(run_id)] == [RunState.CANCELLED, RunState.CANCELLED]
 
 
-def test_same_site_stages_are_chained_with_afterok(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+def test_same_site_stages_are_chained_with_afterok(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "first", "site": "site-a", "outputs": ["x"],
-         "script": 'sleep 3; echo hello > "$HPCFLEET_OUTPUTS/x"'},
-        {"name": "second", "site": "site-a", "needs": ["first"],
-         "script": 'grep -q hello "$HPCFLEET_INPUTS/first/x"'},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "first",
+                "site": "site-a",
+                "outputs": ["x"],
+                "script": 'sleep 3; echo hello > "$HPCFLEET_OUTPUTS/x"',
+            },
+            {
+                "name": "second",
+                "site": "site-a",
+                "needs": ["first"],
+                "script": 'grep -q hello "$HPCFLEET_INPUTS/first/x"',
+            },
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.COMPLETED, run.reason
     [first] = store.jobs(run_id, "first")
@@ -158,23 +235,48 @@ def test_same_site_stages_are_chained_with_afterok(setup: tuple[Store, EngineCon
     assert second.started and second.started >= first.ended
 
 
-def test_chained_stage_waits_out_a_retry_of_its_need(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+def test_chained_stage_waits_out_a_retry_of_its_need(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "first", "site": "site-a", "retries": 1, "script": 'sleep 1; [ "$HPCFLEET_ATTEMPT" = 2 ]'},
-        {"name": "second", "site": "site-a", "needs": ["first"], "command": ["true"]},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {
+                "name": "first",
+                "site": "site-a",
+                "retries": 1,
+                "script": 'sleep 1; [ "$HPCFLEET_ATTEMPT" = 2 ]',
+            },
+            {"name": "second", "site": "site-a", "needs": ["first"], "command": ["true"]},
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.COMPLETED, run.reason
-    assert [j.state for j in store.jobs(run_id, "second")] == [JobState.CANCELLED, JobState.COMPLETED]
+    assert [j.state for j in store.jobs(run_id, "second")] == [
+        JobState.CANCELLED,
+        JobState.COMPLETED,
+    ]
 
 
-def test_chained_stage_is_skipped_when_its_need_fails(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+def test_chained_stage_is_skipped_when_its_need_fails(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
     store, config = setup
-    run_id = start(store, tmp_path, [
-        {"name": "first", "site": "site-a", "script": "sleep 1; exit 2"},
-        {"name": "second", "site": "site-a", "needs": ["first"], "script": "touch should-not-run"},
-    ])
+    run_id = start(
+        store,
+        tmp_path,
+        [
+            {"name": "first", "site": "site-a", "script": "sleep 1; exit 2"},
+            {
+                "name": "second",
+                "site": "site-a",
+                "needs": ["first"],
+                "script": "touch should-not-run",
+            },
+        ],
+    )
     run = execute_run(config, run_id)
     assert run.state is RunState.FAILED
     second = store.stages(run_id)[1]

@@ -36,28 +36,35 @@ def aws_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 def produce(driver: SiteDriver, layout: StageLayout, megabytes: int) -> dict[str, str]:
     """A big random file and a small tree in the stage's outputs; their sha256."""
     outputs = shlex.quote(layout.outputs)
-    run_checked(driver, f"mkdir -p {outputs}/ckpt/sub && "
-                f"head -c {megabytes * MIB} /dev/urandom > {outputs}/ckpt/model.bin && "
-                f"printf 'tokens\\n' > {outputs}/ckpt/sub/vocab.txt && "
-                f"printf 'x' > {outputs}/'name with spaces;$(touch pwned).txt'")
+    run_checked(
+        driver,
+        f"mkdir -p {outputs}/ckpt/sub && "
+        f"head -c {megabytes * MIB} /dev/urandom > {outputs}/ckpt/model.bin && "
+        f"printf 'tokens\\n' > {outputs}/ckpt/sub/vocab.txt && "
+        f"printf 'x' > {outputs}/'name with spaces;$(touch pwned).txt'",
+    )
     digests = {}
     for path in Path(layout.outputs).rglob("*"):
         if path.is_file():
-            digests[str(path.relative_to(layout.outputs))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digests[str(path.relative_to(layout.outputs))] = hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()
     return digests
 
 
 def received(layout: StageLayout, stage: str) -> dict[str, str]:
     root = Path(layout.input_of(stage))
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def drivers(tmp_path: Path, storage: dict[str, object] | None) -> tuple[SiteDriver, SiteDriver]:
     pool = DriverPool(tmp_path / "sites")
     extra = {"storage": storage} if storage else {}
-    return (pool.get(local_site("site-a", "cuni", **extra)),
-            pool.get(local_site("site-b", "csc")))
+    return (pool.get(local_site("site-a", "cuni", **extra)), pool.get(local_site("site-b", "csc")))
 
 
 def test_100_mib_through_s3_multipart_byte_exact(aws_env: S3Server, tmp_path: Path) -> None:
@@ -68,21 +75,30 @@ def test_100_mib_through_s3_multipart_byte_exact(aws_env: S3Server, tmp_path: Pa
     client.create_bucket(Bucket="oellm")
     storage = {"s3": {"endpoint": aws_env.endpoint, "bucket": "oellm", "profile": aws_env.profile}}
     site_a, site_b = drivers(tmp_path, storage)
-    source, target = StageLayout(site_a.workdir, "r1", "train"), StageLayout(site_b.workdir, "r1", "eval")
+    source, target = (
+        StageLayout(site_a.workdir, "r1", "train"),
+        StageLayout(site_b.workdir, "r1", "eval"),
+    )
     digests = produce(site_a, source, 100)
     how = stage_input(site_a, source, site_b, target)
     assert how.startswith("through s3://oellm/hpcfleet/r1/train/outputs of site-a")
     assert received(target, "train") == digests
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
-    [big] = [o for o in client.list_objects_v2(Bucket="oellm")["Contents"]
-             if o["Key"].endswith("model.bin")]
+    [big] = [
+        o
+        for o in client.list_objects_v2(Bucket="oellm")["Contents"]
+        if o["Key"].endswith("model.bin")
+    ]
     assert big["Size"] == 100 * MIB
     assert big["ETag"].strip('"').endswith("-2")  # two parts of a multipart upload
 
 
 def test_100_mib_relayed_without_a_store_byte_exact(tmp_path: Path) -> None:
     site_a, site_b = drivers(tmp_path, None)
-    source, target = StageLayout(site_a.workdir, "r1", "train"), StageLayout(site_b.workdir, "r1", "eval")
+    source, target = (
+        StageLayout(site_a.workdir, "r1", "train"),
+        StageLayout(site_b.workdir, "r1", "eval"),
+    )
     digests = produce(site_a, source, 100)
     how = stage_input(site_a, source, site_b, target)
     assert how.startswith("relayed from site-a through this machine")
@@ -91,7 +107,10 @@ def test_100_mib_relayed_without_a_store_byte_exact(tmp_path: Path) -> None:
 
 def test_same_site_is_linked_not_copied(tmp_path: Path) -> None:
     site_a, _ = drivers(tmp_path, None)
-    source, target = StageLayout(site_a.workdir, "r1", "train"), StageLayout(site_a.workdir, "r1", "eval")
+    source, target = (
+        StageLayout(site_a.workdir, "r1", "train"),
+        StageLayout(site_a.workdir, "r1", "eval"),
+    )
     produce(site_a, source, 1)
     assert stage_input(site_a, source, site_a, target) == "linked (same site)"
     assert Path(target.input_of("train")).is_symlink()

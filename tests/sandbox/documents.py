@@ -15,7 +15,9 @@ def slurm_site_document(
         "partner": partner,
         "description": f"sandbox SLURM cluster {site.name}",
         "ssh": {
-            "host": site.host, "port": site.port, "user": site.user,
+            "host": site.host,
+            "port": site.port,
+            "user": site.user,
             "identity_file": str(site.key_path),
             **({"host_key": site.host_key} if pin else {}),
         },

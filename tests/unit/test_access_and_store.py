@@ -15,12 +15,15 @@ from registry.states import JobState, RunState
 from registry.store import Store, now
 from tests.helpers import consortium, local_site
 
-SPEC = RunSpec.model_validate({
-    "name": "r", "stages": [
-        {"name": "a", "site": "site-a", "command": ["true"]},
-        {"name": "b", "site": "site-b", "command": ["true"], "needs": ["a"]},
-    ],
-})
+SPEC = RunSpec.model_validate(
+    {
+        "name": "r",
+        "stages": [
+            {"name": "a", "site": "site-a", "command": ["true"]},
+            {"name": "b", "site": "site-b", "command": ["true"], "needs": ["a"]},
+        ],
+    }
+)
 
 
 @pytest.fixture
@@ -65,14 +68,25 @@ def test_run_stages_jobs_round_trip(store: Store) -> None:
     assert run.state is RunState.PENDING and run.created.tzinfo is not None
     assert [s.name for s in store.stages("abcd1234")] == ["a", "b"]
     assert store.run_files("abcd1234") == {"x.py": (b"print(1)\n", 0o755)}
-    [job] = store.add_jobs([{
-        "run_id": "abcd1234", "stage": "a", "attempt": 1, "site": "site-a",
-        "job_name": "hpcfleet-abcd1234-a-1", "scheduler_id": None, "array_index": None,
-        "array_value": None, "state": JobState.SUBMITTING,
-    }])
+    [job] = store.add_jobs(
+        [
+            {
+                "run_id": "abcd1234",
+                "stage": "a",
+                "attempt": 1,
+                "site": "site-a",
+                "job_name": "hpcfleet-abcd1234-a-1",
+                "scheduler_id": None,
+                "array_index": None,
+                "array_value": None,
+                "state": JobState.SUBMITTING,
+            }
+        ]
+    )
     started = now()
-    store.update_jobs([(job.id, {"scheduler_id": "7", "state": JobState.RUNNING,
-                                 "started": started})])
+    store.update_jobs(
+        [(job.id, {"scheduler_id": "7", "state": JobState.RUNNING, "started": started})]
+    )
     [again] = store.jobs("abcd1234", "a", 1)
     assert (again.scheduler_id, again.state, again.started) == ("7", JobState.RUNNING, started)
     store.update_stage("abcd1234", "a", state=RunState.COMPLETED)
@@ -87,10 +101,14 @@ def test_runs_list_oldest_first(store: Store) -> None:
 
 
 def test_milestones_belong_to_who_added_them(store: Store) -> None:
-    milestone = Milestone.model_validate({
-        "id": "m1", "title": "First", "due": "2026-06-30",
-        "criteria": [{"stage_completed": {"run": "r", "stage": "a"}}],
-    })
+    milestone = Milestone.model_validate(
+        {
+            "id": "m1",
+            "title": "First",
+            "due": "2026-06-30",
+            "criteria": [{"stage_completed": {"run": "r", "stage": "a"}}],
+        }
+    )
     assert store.put_milestone(milestone, "cuni") is True
     with pytest.raises(AccessDenied, match="added by partner 'cuni'"):
         store.put_milestone(milestone, "csc")

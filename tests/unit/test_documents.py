@@ -105,7 +105,11 @@ def test_interface_examples_are_accepted() -> None:
     assert spec.stage("prepare").resources.mem == 1024
     assert spec.experiment_name == "tiny-llm"
     milestone = doc(MILESTONE, Milestone)
-    assert milestone.criteria[1].metric and milestone.criteria[1].metric.all_of == ["bg", "cs", "da"]
+    assert milestone.criteria[1].metric and milestone.criteria[1].metric.all_of == [
+        "bg",
+        "cs",
+        "da",
+    ]
     assert doc("id: cuni\nname: Charles University\ncountry: CZ\n", Partner).country == "CZ"
 
 
@@ -153,18 +157,27 @@ def test_unknown_placeholder_is_refused() -> None:
 
 
 def test_command_must_be_a_list() -> None:
-    message = error_of(RUN.replace("command: [python3, train.py]", "command: python3 train.py"), RunSpec)
+    message = error_of(
+        RUN.replace("command: [python3, train.py]", "command: python3 train.py"), RunSpec
+    )
     assert "stages[1].command" in message and "list" in message
 
 
 def test_site_selector_needs_exactly_one_form() -> None:
-    message = error_of(RUN.replace("{any_of: [site-a, site-b]}", "{any_of: [site-a], require: {min_gpus: 1}}"), RunSpec)
+    message = error_of(
+        RUN.replace("{any_of: [site-a, site-b]}", "{any_of: [site-a], require: {min_gpus: 1}}"),
+        RunSpec,
+    )
     assert "stages[2].site" in message and "exactly one" in message
 
 
 def test_outputs_must_stay_inside_the_outputs_dir() -> None:
-    assert "stages[0].outputs" in error_of(RUN.replace("outputs: [data/]", "outputs: [../x]"), RunSpec)
-    assert "stages[0].outputs" in error_of(RUN.replace("outputs: [data/]", "outputs: [/etc]"), RunSpec)
+    assert "stages[0].outputs" in error_of(
+        RUN.replace("outputs: [data/]", "outputs: [../x]"), RunSpec
+    )
+    assert "stages[0].outputs" in error_of(
+        RUN.replace("outputs: [data/]", "outputs: [/etc]"), RunSpec
+    )
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -197,28 +210,43 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
 
 def test_site_consistency_rules() -> None:
     assert "needs a 'slurm:' section" in error_of("name: s\npartner: p\nscheduler: slurm\n", Site)
-    assert "takes no 'ssh:'" in error_of("name: s\npartner: p\nscheduler: local\nssh: {host: h}\n", Site)
+    assert "takes no 'ssh:'" in error_of(
+        "name: s\npartner: p\nscheduler: local\nssh: {host: h}\n", Site
+    )
     assert "end (2026-01-01) must come after start" in error_of(
         "name: s\npartner: p\nscheduler: local\n"
-        "allocation: {gpu_hours: 1, start: 2026-02-01, end: 2026-01-01}\n", Site)
+        "allocation: {gpu_hours: 1, start: 2026-02-01, end: 2026-01-01}\n",
+        Site,
+    )
     assert "public host key line" in error_of(
         "name: s\npartner: p\nscheduler: slurm\nslurm: {partitions: [{name: a}]}\n"
-        "ssh: {host: h, host_key: 'AAAA'}\n", Site)
+        "ssh: {host: h, host_key: 'AAAA'}\n",
+        Site,
+    )
     assert "not a valid name" in error_of("name: Bad Name\npartner: p\nscheduler: local\n", Site)
 
 
 def test_private_key_material_is_not_accepted_as_host_key() -> None:
     message = error_of(
         "name: s\npartner: p\nscheduler: slurm\nslurm: {partitions: [{name: a}]}\n"
-        "ssh: {host: h, host_key: '-----BEGIN OPENSSH PRIVATE KEY----- abc'}\n", Site)
+        "ssh: {host: h, host_key: '-----BEGIN OPENSSH PRIVATE KEY----- abc'}\n",
+        Site,
+    )
     assert "ssh.host_key" in message
     assert "abc" not in message  # the offending value is not echoed
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("10", 600), ("10:30", 630), ("01:00:00", 3600), ("2-00", 172800),
-     ("1-02:03", 93780), ("3-00:00:00", 259200), (90, 5400)],
+    [
+        ("10", 600),
+        ("10:30", 630),
+        ("01:00:00", 3600),
+        ("2-00", 172800),
+        ("1-02:03", 93780),
+        ("3-00:00:00", 259200),
+        (90, 5400),
+    ],
 )
 def test_slurm_time_formats(text: object, seconds: int) -> None:
     assert parse_walltime(text) == seconds

@@ -9,15 +9,30 @@ from flows.metrics import parse_metrics
 from registry.runspec import RunSpec
 from tests.helpers import local_site
 
-SPEC = RunSpec.model_validate({
-    "name": "r", "params": {"seed": 7, "flag": True},
-    "stages": [{
-        "name": "eval", "site": "site-a", "array": {"language": ["fi", "sv"]},
-        "command": ["python3", "e.py", "--lang", "{language}", "--seed={params.seed}",
-                    "{{literal}}", "{params.flag}"],
-        "env": {"A": "1"}, "resources": {"gpus": 1, "mem": "2G", "time": "00:30:00"},
-    }],
-})
+SPEC = RunSpec.model_validate(
+    {
+        "name": "r",
+        "params": {"seed": 7, "flag": True},
+        "stages": [
+            {
+                "name": "eval",
+                "site": "site-a",
+                "array": {"language": ["fi", "sv"]},
+                "command": [
+                    "python3",
+                    "e.py",
+                    "--lang",
+                    "{language}",
+                    "--seed={params.seed}",
+                    "{{literal}}",
+                    "{params.flag}",
+                ],
+                "env": {"A": "1"},
+                "resources": {"gpus": 1, "mem": "2G", "time": "00:30:00"},
+            }
+        ],
+    }
+)
 
 
 def test_substitute_escapes_braces() -> None:
@@ -27,8 +42,14 @@ def test_substitute_escapes_braces() -> None:
 def test_request_for_an_array_share() -> None:
     layout = StageLayout("/w", "abcd", "eval")
     request = build_request(
-        SPEC, SPEC.stage("eval"), local_site("site-a", "cuni", environment={"env": {"B": "2"}}),
-        run_id="abcd", attempt=2, layout=layout, partition=None, share=[(1, "sv")],
+        SPEC,
+        SPEC.stage("eval"),
+        local_site("site-a", "cuni", environment={"env": {"B": "2"}}),
+        run_id="abcd",
+        attempt=2,
+        layout=layout,
+        partition=None,
+        share=[(1, "sv")],
     )
     assert request.name == job_name("abcd", "eval", 2) == "hpcfleet-abcd-eval-2"
     [task] = request.tasks
@@ -39,7 +60,11 @@ def test_request_for_an_array_share() -> None:
     assert request.env["HPCFLEET_OUTPUTS"] == "/w/runs/abcd/eval/outputs"
     assert request.env["A"] == "1" and request.env["B"] == "2"
     assert request.workdir == "/w/runs/abcd/eval/work"
-    assert (request.resources.gpus, request.resources.mem_mb, request.resources.time_seconds) == (1, 2048, 1800)
+    assert (request.resources.gpus, request.resources.mem_mb, request.resources.time_seconds) == (
+        1,
+        2048,
+        1800,
+    )
     assert request.is_array
 
 

@@ -12,15 +12,23 @@ from registry.site import Site
 from registry.store import now
 from tests.helpers import local_site
 
-SLURM = Site.model_validate({
-    "name": "lumi", "partner": "csc", "scheduler": "slurm", "shared_with": ["*"],
-    "labels": {"country": "FI"},
-    "slurm": {"account": "p1", "partitions": [
-        {"name": "small-g", "gpus_per_node": 8, "gpu_type": "mi250x"},
-        {"name": "small", "default": True},
-    ]},
-    "ssh": {"host": "lumi.example.org"},
-})
+SLURM = Site.model_validate(
+    {
+        "name": "lumi",
+        "partner": "csc",
+        "scheduler": "slurm",
+        "shared_with": ["*"],
+        "labels": {"country": "FI"},
+        "slurm": {
+            "account": "p1",
+            "partitions": [
+                {"name": "small-g", "gpus_per_node": 8, "gpu_type": "mi250x"},
+                {"name": "small", "default": True},
+            ],
+        },
+        "ssh": {"host": "lumi.example.org"},
+    }
+)
 SITES = [
     local_site("site-a", "cuni"),
     local_site("site-b", "csc", shared_with=["cuni"], local={"slots": 2, "gpus": 1}),
@@ -31,7 +39,8 @@ SITES = [
 
 def spec(site: object, **stage: object) -> RunSpec:
     return RunSpec.model_validate(
-        {"name": "r", "stages": [{"name": "s", "site": site, "command": ["true"], **stage}]})
+        {"name": "r", "stages": [{"name": "s", "site": site, "command": ["true"], **stage}]}
+    )
 
 
 def test_named_site() -> None:
@@ -45,7 +54,7 @@ def test_unknown_site_is_bad_input_naming_the_field() -> None:
 
 
 def test_site_not_shared_is_refused() -> None:
-    with pytest.raises(AccessDenied, match="'private' .* not shared with partner 'cuni'"):
+    with pytest.raises(AccessDenied, match=r"'private' .* not shared with partner 'cuni'"):
         plan_run(spec("private"), SITES, "cuni")
     assert plan_run(spec("private"), SITES, "csc")["s"].sites == ("private",)
 
@@ -62,7 +71,7 @@ def test_require_labels() -> None:
 
 
 def test_nothing_fits() -> None:
-    with pytest.raises(DocumentError, match="no site can run stage 's'.*16 GPU"):
+    with pytest.raises(DocumentError, match=r"no site can run stage 's'.*16 GPU"):
         plan_run(spec({"require": {"min_gpus": 16}}), SITES, "cuni")
 
 
@@ -75,8 +84,11 @@ def test_array_is_spread_over_every_fitting_site() -> None:
 
 
 def test_shorter_queue_wins() -> None:
-    probes = {"site-a": ProbeRecord(site="site-a", checked_at=now(), reachable=True, ok=True,
-                                    queue_depth=50)}
+    probes = {
+        "site-a": ProbeRecord(
+            site="site-a", checked_at=now(), reachable=True, ok=True, queue_depth=50
+        )
+    }
     plan = plan_run(spec({"any_of": ["site-a", "site-b"]}), SITES, "cuni", probes)["s"]
     assert plan.sites == ("site-b",)
 

@@ -145,6 +145,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("stages", "run_files", "jobs", "sites", "runs", "milestones", "probes",
-                  "partners"):
+    for table in (
+        "stages",
+        "run_files",
+        "jobs",
+        "sites",
+        "runs",
+        "milestones",
+        "probes",
+        "partners",
+    ):
         op.drop_table(table)
