@@ -24,6 +24,7 @@ class StageSummary:
     gpu_hours: float
     metrics: dict[str, float] = field(default_factory=dict)  # key -> value (mean for arrays)
     metric_counts: dict[str, int] = field(default_factory=dict)
+    metric_mins: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
 
 
@@ -65,6 +66,7 @@ def summarize(
                 gpu_hours=sum(j.gpu_hours for j in stage_jobs),
                 metrics={k: fmean(v) for k, v in metrics.items()},
                 metric_counts={k: len(v) for k, v in metrics.items()},
+                metric_mins={k: min(v) for k, v in metrics.items()},
                 reason=stage.reason,
             )
         )

@@ -135,8 +135,8 @@ def up(
 def down() -> None:
     """Stop every piece 'server up' started on this machine."""
     stopped = server.down(settings())
-    for record in stopped:
-        display.err.print(f"stopped process group {record.pid}")
+    for name, record in stopped:
+        display.err.print(f"stopped {name} (process group {record.pid})")
     if not stopped:
         display.err.print("nothing was running")
 
@@ -223,6 +223,7 @@ def submit_to_control_plane(store: Store, run_id: str, *, force: bool = False) -
     """Hand stored run `run_id` to the control plane's worker; returns the flow run id."""
     from flows.deployment import ControlPlaneError, submit_run
 
+    settings().home.mkdir(parents=True, exist_ok=True)  # Prefect keeps its client state there
     try:
         flow_run_id = submit_run(run_id, force=force, deployment=settings().deployment)
     except ControlPlaneError as exc:

@@ -93,8 +93,16 @@ def watch(
     until: Callable[[], bool] | None = None,
     interval: float = 1.0,
 ) -> RunRecord:
-    """Live progress until the run is final (or `until()` says stop)."""
+    """Live progress until the run is final (or `until()` says stop).
+
+    Off a terminal nothing is drawn: the caller prints the summary at the end.
+    """
     run, stages, jobs = load()
+    if not out.is_terminal:
+        while not run.state.is_final and not (until and until()):
+            time.sleep(interval)
+            run = load()[0]
+        return run
     with Live(
         progress_table(run, stages, jobs), console=out, refresh_per_second=4, transient=False
     ) as live:
@@ -105,14 +113,19 @@ def watch(
     return run
 
 
+def _metric_text(key: str, mean: float, count: int, lowest: float | None) -> str:
+    if count <= 1:
+        return f"{key} {mean:.4g}"
+    return f"{key} mean {mean:.4g} (min {lowest:.4g}) over {count}"
+
+
 def summary_table(run: RunRecord, rows: Sequence[StageSummary]) -> Group:
     table = Table(title=f"run {run.run_id}  {run.name}  {run.state.value}", title_justify="left")
     for column in ("stage", "site", "state", "tasks", "attempts", "duration", "key metrics"):
         table.add_column(column)
     for row in rows:
         metrics = ", ".join(
-            f"{key} {'mean ' if row.metric_counts.get(key, 1) > 1 else ''}{value:.4g}"
-            + (f" over {row.metric_counts[key]}" if row.metric_counts.get(key, 1) > 1 else "")
+            _metric_text(key, value, row.metric_counts.get(key, 1), row.metric_mins.get(key))
             for key, value in sorted(row.metrics.items())[:4]
         )
         table.add_row(

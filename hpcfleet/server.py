@@ -505,13 +505,13 @@ def _ensure_started(server_dir: Path, plan: Plan, piece: Piece) -> PidRecord | N
     return start(server_dir, piece)
 
 
-def down(settings: Settings) -> list[PidRecord]:
+def down(settings: Settings) -> list[tuple[str, PidRecord]]:
     """Stop every piece this machine started, last started first."""
     stopped = []
     for name in reversed(PIECES):
         record = stop(settings.server_dir, name)
         if record is not None:
-            stopped.append(record)
+            stopped.append((name, record))
     return stopped
 
 

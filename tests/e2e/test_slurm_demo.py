@@ -118,3 +118,62 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
         assert b"PRIVATE KEY" not in haystack
         for line in key_lines:
             assert line.encode() not in haystack
+
+
+def test_changed_host_key_is_refused_naming_both_fingerprints(
+    slurm_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    import base64
+
+    from sites.hostkeys import sha256_fingerprint
+
+    def fingerprint_of_line(line: str) -> str:
+        return sha256_fingerprint(base64.b64decode(line.split()[1]))
+
+    env = cli_env(tmp_path / "home")
+    assert cli(env, "partner", "add", "cuni", "--name", "Charles University").returncode == 0
+    site_a, site_b = slurm_sandbox.site("site-a"), slurm_sandbox.site("site-b")
+    # site-a's document pins site-b's key: what a changed (or spoofed) server looks like.
+    document = slurm_site_document(
+        site_a,
+        "cuni",
+        ssh={
+            "host": site_a.host,
+            "port": site_a.port,
+            "user": site_a.user,
+            "identity_file": str(site_a.key_path),
+            "host_key": site_b.host_key,
+        },
+    )
+    assert (
+        cli(
+            env, "site", "add", str(write_yaml(tmp_path / "a.yaml", document)), "--as", "cuni"
+        ).returncode
+        == 0
+    )
+    checked = cli(env, "site", "check", "site-a", "--json")
+    assert checked.returncode == 4
+    report = json.loads(checked.stdout)
+    assert report["reachable"] is False
+    detail = " ".join(c["detail"] for c in report["checks"])
+    assert "site-a" in detail
+    assert (
+        fingerprint_of_line(site_a.host_key) in detail
+        and fingerprint_of_line(site_b.host_key) in detail
+    )
+
+
+def test_unreachable_site_check_exits_4(slurm_faults: Sandbox, tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "home")
+    assert cli(env, "partner", "add", "cuni", "--name", "Charles University").returncode == 0
+    document = slurm_site_document(slurm_faults.site("site-a"), "cuni")
+    assert (
+        cli(
+            env, "site", "add", str(write_yaml(tmp_path / "a.yaml", document)), "--as", "cuni"
+        ).returncode
+        == 0
+    )
+    slurm_faults.partition("site-a", "reject")
+    checked = cli(env, "site", "check", "site-a")
+    assert checked.returncode == 4, checked.stdout + checked.stderr
+    assert "FAILED" in checked.stdout

@@ -76,7 +76,7 @@ def _schema(url: str) -> dict[str, Any]:
     try:
         with engine.connect() as connection:
             inspector = inspect(connection)
-            schema = {}
+            schema: dict[str, Any] = {}
             for table in sorted(Base.metadata.tables):
                 schema[table] = {
                     "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"))
@@ -92,7 +92,7 @@ def _schema(url: str) -> dict[str, Any]:
 
 
 def test_head_constant_names_the_newest_migration() -> None:
-    assert migrate.HEAD == migrate.head_revision()
+    assert migrate.head_revision() == migrate.HEAD
 
 
 def test_migrations_build_exactly_the_tables_of_the_models(
