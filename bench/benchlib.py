@@ -26,6 +26,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from registry.site import Site  # noqa: E402
+from sites.scheduler import JobRequest, JobResources, TaskSpec  # noqa: E402
+from sites.slurm import SlurmScheduler  # noqa: E402
+from sites.ssh import ConnectionPool, SshTransport  # noqa: E402
 from sites.transport import CommandResult, Transport  # noqa: E402
 from tests.sandbox.documents import slurm_site_document  # noqa: E402
 from tests.sandbox.sandbox import Sandbox, SandboxSite  # noqa: E402
@@ -153,17 +156,18 @@ def require_sandbox() -> Sandbox:
     return sandbox
 
 
-def cancel_by_name(sandbox: Sandbox, site: str, names: Iterable[str], timeout: float = 60) -> None:
+def cancel_by_name(sandbox: Sandbox, site: str, names: Sequence[str], timeout: float = 60) -> None:
     """scancel every job with one of `names`, then wait until squeue lists none of them."""
-    joined = ",".join(names)
-    sandbox.run_on(site, ["scancel", f"--name={joined}"])
+    # scancel --name takes one name; squeue --name a list. Ids of arrays cancel all tasks.
+    listed = ["squeue", "--noheader", "--format=%F", f"--name={','.join(names)}"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = sandbox.run_on(site, ["squeue", "--noheader", f"--name={joined}"]).stdout
-        if not left.strip():
+        ids = sorted(set(sandbox.run_on(site, listed, timeout=timeout).stdout.split()))
+        if not ids:
             return
+        sandbox.run_on(site, ["scancel", *ids], timeout=timeout)
         time.sleep(0.5)
-    print(f"warning: jobs named {joined} still listed on {site} after {timeout} s", file=sys.stderr)
+    print(f"warning: jobs named {', '.join(names)} still listed on {site} after {timeout} s", file=sys.stderr)
 
 
 def sshd_log(site: SandboxSite) -> Path:
@@ -253,3 +257,42 @@ def process_memory() -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0])
     return values
+
+
+# -- jobs on the sandbox ------------------------------------------------------------------------
+
+
+def hold_anchor(sandbox: Sandbox, site: str, name: str) -> str:
+    """Submit a held job on `site` (as its user) and return its id. Jobs submitted with
+    `afterok` on it stay PENDING (Reason=Dependency) without taking the node's CPUs away
+    from whoever else uses the shared sandbox."""
+    result = sandbox.run_on(
+        site,
+        ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null",
+         "--wrap", "true"],
+    )  # fmt: skip
+    if result.returncode != 0:
+        sys.exit(f"cannot submit the anchor job on {site}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def open_slurm(site: Site) -> tuple[CountingTransport, SlurmScheduler]:
+    """A `SlurmScheduler` over a counting `SshTransport` with a connection of its own."""
+    assert site.ssh is not None and site.slurm is not None
+    transport = CountingTransport(SshTransport(site.name, site.ssh, pool=ConnectionPool()))
+    return transport, SlurmScheduler(site.name, transport, site.slurm, site.environment)
+
+
+def sleep_request(
+    name: str, workdir: str, *, tasks: int = 1, after_ok: str | None = None
+) -> JobRequest:
+    """`sleep 600` as one job or an array of `tasks` tasks."""
+    values = [None] if tasks == 1 else [str(i) for i in range(tasks)]
+    return JobRequest(
+        name=name,
+        workdir=f"{workdir}/work",
+        tasks=tuple(TaskSpec(argv=("sleep", "600"), array_value=v) for v in values),
+        log_dir=f"{workdir}/logs",
+        resources=JobResources(time_seconds=900),
+        after_ok=(after_ok,) if after_ok else (),
+    )

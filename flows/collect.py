@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from functools import partial
 from collections import defaultdict
 from pathlib import Path
 
 from flows import staging
 from flows.context import RunContext
 from flows.metrics import MetricPoint, parse_metrics
+from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
 from registry.states import JobState
@@ -31,8 +33,11 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
     for site, site_jobs in by_site.items():
         local = ctx.scratch / stage / site
         try:
-            fetched = staging.fetch_attempt(
-                ctx.driver(site), ctx.layout(site, stage), attempt, local
+            fetched = with_retries(
+                partial(
+                    staging.fetch_attempt, ctx.driver(site), ctx.layout(site, stage), attempt, local
+                ),
+                f"fetching logs of {stage} from {site}",
             )
         except SiteError as exc:
             log.warning(

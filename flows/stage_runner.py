@@ -18,6 +18,7 @@ from flows import staging
 from flows.collect import collect_attempt, record_outputs
 from flows.context import RunContext, StageProgress
 from flows.jobs import build_request, job_name
+from flows.retry import with_retries
 from flows.watcher import SiteWatcher
 from registry.records import JobRecord
 from registry.states import JobState, RunState
@@ -103,7 +104,7 @@ def _drive(
                 [j.scheduler_id for j in jobs if j.site == site and j.scheduler_id],
             )
     else:
-        _prepare_inputs(ctx, name)
+        with_retries(lambda: _prepare_inputs(ctx, name), f"staging inputs of {name}")
         attempt = last_attempt + 1
         tasks = _initial_tasks(ctx, name) if last_attempt == 0 else _next_tasks(ctx, name, history)
         if not tasks:
@@ -191,7 +192,12 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
             ctx, name, RunState.FAILED, _failure_reason(failed[0], attempts, stage.retries)
         )
     for site in ctx.plans[name].sites:
-        missing = staging.missing_outputs(ctx.driver(site), ctx.layout(site, name), stage.outputs)
+        missing = with_retries(
+            partial(
+                staging.missing_outputs, ctx.driver(site), ctx.layout(site, name), stage.outputs
+            ),
+            f"checking the outputs of {name} on {site}",
+        )
         if missing:
             return _finish(
                 ctx,
@@ -200,7 +206,7 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
                 f"declared outputs missing on {site}: {', '.join(missing)}",
             )
     if stage.outputs:
-        record_outputs(ctx, name)
+        with_retries(lambda: record_outputs(ctx, name), f"recording the outputs of {name}")
     return _finish(ctx, name, RunState.COMPLETED, None)
 
 
@@ -269,7 +275,9 @@ def _submit(
     records: list[JobRecord] = []
     for site, site_tasks in by_site.items():
         driver, layout = ctx.driver(site), ctx.layout(site, name)
-        staging.prepare_dirs(driver, layout, attempt)
+        with_retries(
+            partial(staging.prepare_dirs, driver, layout, attempt), f"preparing {name} on {site}"
+        )
         share = [
             (t.index, t.value) for t in site_tasks if t.index is not None and t.value is not None
         ]
@@ -433,7 +441,11 @@ def _changed(
 ) -> bool:
     for job in live.values():
         status = latest.get(job.scheduler_id or "")
-        if job.scheduler_id in ids and status is not None and status.state is not job.state:
+        if (
+            job.scheduler_id in ids
+            and status is not None
+            and status.state not in (job.state, JobState.UNKNOWN)
+        ):
             return True
     return False
 

@@ -36,7 +36,7 @@ PAGES = [
      ["First model release", "Multilingual parity", "at risk", "Languages covered"]),
     ("sites", "Sites", ["lumi", "karolina", "marenostrum", "unreachable", "GPU-hours used"]),
     # table cells are drawn on a canvas, so the page's text shows the filters and the timeline
-    ("runs", "Runs", ["Partner", "Experiment", "of 8 runs", "Timeline", "tiny-llm-v1 · r"]),
+    ("runs", "Runs", ["Partner", "Experiment", "of 8 runs", "Timeline", "Open run r0", "lumi"]),
     ("run", "Run detail", ["Stages", "Jobs", "Log tails", "MLflow run", "Prefect flow run"]),
     ("languages", "Languages", ["bg Bulgarian", "sv Swedish", "Per language"]),
 ]
