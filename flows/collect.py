@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from functools import partial
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 from flows import staging
