@@ -68,7 +68,8 @@ def main() -> None:
     report = Report(
         "3. Scheduler commands per poll cycle",
         ".venv/bin/python bench/bench_polls.py --counts "
-        + " ".join(map(str, args.counts)) + f" --watch {args.watch:g}",
+        + " ".join(map(str, args.counts))
+        + f" --watch {args.watch:g}",
     )
     sandbox = require_sandbox()
     _, model = sandbox_site(sandbox, args.site)

@@ -167,7 +167,8 @@ def cancel_by_name(sandbox: Sandbox, site: str, names: Sequence[str], timeout: f
             return
         sandbox.run_on(site, ["scancel", *ids], timeout=timeout)
         time.sleep(0.5)
-    print(f"warning: jobs named {', '.join(names)} still listed on {site} after {timeout} s", file=sys.stderr)
+    left = ", ".join(names)
+    print(f"warning: jobs named {left} still listed on {site} after {timeout} s", file=sys.stderr)
 
 
 def sshd_log(site: SandboxSite) -> Path:

@@ -191,7 +191,10 @@ def fill(
     writer = _Writer(store, client, rng, now)
     step = timedelta(days=scale.span_days) / max(scale.runs, 1)
     for i in range(scale.runs):
-        writer.run(i, scale, now - step * (scale.runs - i), experiments)
+        live = scale.runs - i <= 2  # the newest two are still going: created hours ago
+        created = now - (timedelta(hours=6 * (scale.runs - i)) if live
+                         else step * (scale.runs - i))
+        writer.run(i, scale, created, experiments)
     return Filled(writer.run_ids, writer.points, writer.jobs)
 
 
@@ -243,9 +246,9 @@ class _Writer:
             return "PENDING"
         if i == total - 2:
             return "RUNNING"
-        if i % 10 == 7:
+        if i % 10 == 3:
             return "FAILED"
-        if i % 25 == 24:
+        if i % 25 == 5:
             return "CANCELLED"
         return "COMPLETED"
 

@@ -59,6 +59,12 @@ class RunContext:
     chained: set[str] = field(default_factory=set)
     progress: dict[str, StageProgress] = field(default_factory=dict)
     _progress_changed: threading.Condition = field(default_factory=threading.Condition)
+    _submit_locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def submit_lock(self, site: str) -> threading.Lock:
+        """Held from the queue-limit check until the new jobs are recorded."""
+        with self.parent_lock:
+            return self._submit_locks.setdefault(site, threading.Lock())
 
     def note_submitted(self, stage: str, attempt: int, site: str, job_ids: list[str]) -> None:
         with self._progress_changed:

@@ -292,24 +292,26 @@ def _submit(
             share=share,
             after_ok=after_ok,
         )
-        rows = ctx.store.add_jobs(
-            [
-                {
-                    "run_id": ctx.run_id,
-                    "stage": name,
-                    "attempt": attempt,
-                    "site": site,
-                    "job_name": request.name,
-                    "scheduler_id": None,
-                    "array_index": t.index,
-                    "array_value": t.value,
-                    "state": JobState.SUBMITTING,
-                    "stdout_path": request.stdout_path(i),
-                    "stderr_path": request.stderr_path(i),
-                }
-                for i, t in enumerate(site_tasks)
-            ]
-        )
+        with ctx.submit_lock(site):
+            _respect_queue_limit(ctx, driver, len(site_tasks))
+            rows = ctx.store.add_jobs(
+                [
+                    {
+                        "run_id": ctx.run_id,
+                        "stage": name,
+                        "attempt": attempt,
+                        "site": site,
+                        "job_name": request.name,
+                        "scheduler_id": None,
+                        "array_index": t.index,
+                        "array_value": t.value,
+                        "state": JobState.SUBMITTING,
+                        "stdout_path": request.stdout_path(i),
+                        "stderr_path": request.stderr_path(i),
+                    }
+                    for i, t in enumerate(site_tasks)
+                ]
+            )
         try:
             base = _submit_once(driver, request)
         except SiteError as exc:
@@ -329,6 +331,27 @@ def _submit(
             )
         ctx.note_submitted(name, attempt, site, ids)
     return records
+
+
+def _respect_queue_limit(ctx: RunContext, driver: SiteDriver, new_jobs: int) -> None:
+    """Wait while this site's live hpcfleet jobs plus `new_jobs` exceed its
+    `policy.max_queued_jobs` (a job larger than the limit goes alone)."""
+    limit = driver.site.policy.max_queued_jobs
+    waited = False
+    while not ctx.cancel_requested():
+        live = ctx.store.live_job_count(driver.name)
+        if live == 0 or live + new_jobs <= limit:
+            return
+        if not waited:
+            log.info(
+                "%s: %d live jobs + %d new > max_queued_jobs %d; waiting",
+                driver.name,
+                live,
+                new_jobs,
+                limit,
+            )
+            waited = True
+        time.sleep(driver.site.poll_interval)
 
 
 def _submit_once(driver: SiteDriver, request: JobRequest) -> str:

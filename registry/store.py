@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -285,6 +285,17 @@ class Store:
                 query = query.where(JobRow.attempt == attempt)
             rows = s.scalars(query.order_by(JobRow.id))
             return [_job_record(r) for r in rows]
+
+    def live_job_count(self, site: str) -> int:
+        """Jobs (array tasks count one each) of every run that are not final on `site`."""
+        final = [s.value for s in JobState if s.is_final]
+        with self._session() as s:
+            query = (
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.site == site, JobRow.state.not_in(final))
+            )
+            return int(s.scalar(query) or 0)
 
     def all_jobs(self) -> list[JobRecord]:
         with self._session() as s:

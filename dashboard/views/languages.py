@@ -14,6 +14,7 @@ from dashboard.languages import EU_LANGUAGES, LANGUAGE_NAMES
 from dashboard.queries import array_metrics, language_matrix
 
 DEFAULT_RUNS_SHOWN = 20
+TABLE_HEIGHT = 35 * (len(EU_LANGUAGES) + 1) + 3  # every language row, no inner scrolling
 
 
 def main() -> None:
@@ -27,7 +28,8 @@ def main() -> None:
     if not len(eu_results):
         st.info("No per-language results yet: an evaluation stage with "
                 "`array: {language: [...]}` logs them to MLflow as `<metric>/<language>`.")
-        st.dataframe(coverage_table(pd.DataFrame(index=list(EU_LANGUAGES))), hide_index=True)
+        st.dataframe(coverage_table(pd.DataFrame(index=list(EU_LANGUAGES))), hide_index=True,
+                     height=TABLE_HEIGHT)
         return
     experiments = list(eu_results.groupby("experiment")["start"].max()
                        .sort_values(ascending=False).index)
@@ -46,7 +48,7 @@ def main() -> None:
     st.caption(f"{matrix.shape[1]} of {labels} runs with `{metric}` results · "
                f"{gaps} gap(s) shown in grey (no result for that language in that run)")
     st.subheader("Per language")
-    st.dataframe(coverage_table(matrix), hide_index=True)
+    st.dataframe(coverage_table(matrix), hide_index=True, height=TABLE_HEIGHT)
 
 
 def coverage_table(matrix: pd.DataFrame) -> pd.DataFrame:

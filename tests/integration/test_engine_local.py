@@ -282,3 +282,29 @@ def test_chained_stage_is_skipped_when_its_need_fails(
     second = store.stages(run_id)[1]
     assert second.state is RunState.CANCELLED and "skipped: needs first" in (second.reason or "")
     assert not list((tmp_path / "sites").rglob("should-not-run"))
+
+
+def test_max_queued_jobs_is_respected(setup: tuple[Store, EngineConfig], tmp_path: Path) -> None:
+    store, config = setup
+    from tests.helpers import local_site
+
+    store.put_site(
+        local_site(
+            "tiny",
+            "cuni",
+            local={"slots": 4},
+            policy={"max_queued_jobs": 2, "min_poll_interval": "0.2s"},
+        ),
+        "cuni",
+    )
+    run_id = start(
+        store, tmp_path, [{"name": f"s{i}", "site": "tiny", "script": "sleep 1"} for i in range(4)]
+    )
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: execute_run(config, run_id))
+    worker.start()
+    while worker.is_alive():
+        seen.append(store.live_job_count("tiny"))
+        worker.join(timeout=0.1)
+    assert store.get_run(run_id).state is RunState.COMPLETED
+    assert max(seen) <= 2 < len(store.jobs(run_id))

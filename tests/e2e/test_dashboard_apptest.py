@@ -1,0 +1,243 @@
+"""Every dashboard page rendered by Streamlit's AppTest against a filled store and MLflow,
+checked for what a steering-board member would see.
+
+The data is `dashboard.sample` (three partners, four sites, eight runs, three
+milestones), written once per module into a fresh HPCFLEET_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import sample
+from dashboard.languages import EU_LANGUAGES, language_label
+from registry.store import Store
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parents[2]
+RENDER_TIMEOUT = 60.0  # the first page opens MLflow's store (several seconds cold)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A filled HPCFLEET_HOME, set in the environment the pages read."""
+    path = tmp_path_factory.mktemp("home")
+    sample.fill_home(path)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("HPCFLEET_DATABASE_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL",
+                     "PREFECT_UI_URL", "PREFECT_API_URL", "HPCFLEET_DASHBOARD_REFRESH"):
+            env.delenv(name, raising=False)
+        env.setenv("HPCFLEET_HOME", str(path))
+        yield path
+
+
+def render(view: str, **query: str) -> AppTest:
+    at = AppTest.from_string(f"from dashboard.views import {view}\n{view}.main()\n",
+                             default_timeout=RENDER_TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything a page writes as text (markdown, captions, code, tables, labels)."""
+    parts: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "code", "text",
+                 "info", "warning", "error", "success"):
+        parts.extend(str(element.value) for element in getattr(at, kind))
+    parts.extend(frame.value.to_string() for frame in at.dataframe)
+    parts.extend(str(metric.label) + " " + str(metric.value) for metric in at.metric)
+    parts.extend(str(p.text) for p in at.get("progress"))
+    return "\n".join(parts)
+
+
+def table(at: AppTest, index: int = 0) -> pd.DataFrame:
+    value = at.dataframe[index].value
+    assert isinstance(value, pd.DataFrame)
+    return value
+
+
+def figures(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def run_with_state(home: Path, state: str) -> str:
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    try:
+        return next(r.run_id for r in store.list_runs() if r.state.value == state)
+    finally:
+        store.close()
+
+
+def test_the_app_opens_on_the_overview(home: Path) -> None:
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=RENDER_TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Consortium overview"
+
+
+def test_overview_shows_milestones_with_progress_due_dates_and_risk(
+    home: Path,
+) -> None:
+    at = render("overview")
+    shown = texts(at)
+    for title in ("First model release", "Multilingual parity", "Deduplicated corpus v2"):
+        assert title in shown
+    progress = sorted((p.value, p.text) for p in at.get("progress"))
+    assert progress[0] == (0, "0% · 0 of 1 criteria met")  # the overdue corpus milestone
+    assert 0 < progress[1][0] < 100 and progress[1][1].endswith("0 of 1 criteria met")
+    assert progress[2] == (100, "100% · 2 of 2 criteria met")
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert any("First model release" in b and "met" in b for b in badges)
+    assert any("Multilingual parity" in b and "at risk" in b for b in badges)
+    assert any("Deduplicated corpus v2" in b and "overdue" in b for b in badges)
+    assert "20 days left" in shown and "5 days overdue" in shown
+    assert "no run of data-v2 yet" in shown  # why the overdue milestone is not met
+
+
+def test_overview_shows_consortium_totals(home: Path) -> None:
+    at = render("overview")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Runs"] == "8"
+    assert metrics["Languages covered"] == "24 / 24"
+    assert metrics["Sites healthy"] == "1 / 4"  # only lumi's latest probe passed
+    assert float(metrics["GPU-hours used"].replace(",", "")) > 0
+
+
+def test_sites_show_owner_health_queue_key_and_allocation(home: Path) -> None:
+    at = render("sites")
+    rows = table(at).set_index("site")
+    assert list(rows.index) == ["cuni-local", "karolina", "lumi", "marenostrum"]
+    assert rows.loc["lumi", "owner"] == "CSC - IT Center for Science"
+    assert rows.loc["lumi", "health"].endswith("ok")
+    assert rows.loc["karolina", "health"].endswith("unreachable")
+    assert rows.loc["marenostrum", "health"].endswith("problems")
+    assert rows.loc["cuni-local", "health"].endswith("never checked")
+    assert rows.loc["lumi", "queue depth"] == 42
+    assert list(rows["host key pinned"]) == ["n/a (local)", "no", "yes", "yes"]
+    assert rows.loc["lumi", "GPU-h granted"] == 900
+    assert rows.loc["lumi", "GPU-h used"] > 0
+    subheaders = [s.value for s in at.subheader]
+    assert "lumi · CSC - IT Center for Science" in subheaders
+    burn = figures(at)
+    assert len(burn) == 3  # one burn chart per site with an allocation
+    assert any(trace["name"].startswith("forecast") for trace in burn[0]["data"])
+
+
+def test_sites_never_render_secrets(home: Path) -> None:
+    shown = texts(render("sites"))
+    assert sample.SECRET_ENV_VALUE not in shown
+    assert "HF_TOKEN" in shown  # the variable's name is fine, its value never
+    assert "~/.ssh/id_ed25519_lumi" in shown  # an identity file appears as its path
+    assert sample.SAMPLE_HOST_KEY.split()[1] not in shown  # "pinned", not the key itself
+
+
+def test_runs_table_filters_by_state_and_shows_a_timeline(home: Path) -> None:
+    at = render("runs")
+    states = {s.split()[-1] for s in table(at)["state"]}
+    assert states == {"COMPLETED", "FAILED", "CANCELLED", "RUNNING", "PENDING"}
+    assert len(table(at)) == 8
+    at.multiselect(key="runs_filter_state").select("FAILED").run()
+    assert not at.exception
+    failed = table(at)
+    assert len(failed) == 1 and failed["state"].iloc[0].endswith("FAILED")
+    assert "1 of 8 runs" in texts(at)
+    gantt = figures(at)[0]
+    lanes = {y for trace in gantt["data"] for y in trace["y"]}
+    assert lanes == {"marenostrum", "lumi"}  # prepare ran on one site, train on the other
+
+
+def test_runs_filter_by_site_matches_any_site_of_a_run(home: Path) -> None:
+    at = render("runs")
+    at.multiselect(key="runs_filter_site").select("karolina").run()
+    shown = table(at)
+    assert len(shown) > 0
+    assert all("karolina" in sites for sites in shown["sites"])
+
+
+def test_run_detail_shows_jobs_exit_reasons_logs_and_links(home: Path) -> None:
+    run_id = run_with_state(home, "FAILED")
+    at = render("run_detail", run=run_id)
+    shown = texts(at)
+    assert f"`{run_id}`" in shown and "FAILED" in shown
+    jobs = table(at, 1)
+    train = jobs[jobs["stage"] == "train"]
+    assert list(train["attempt"]) == [1, 2]
+    assert all(s.endswith("OUT_OF_MEMORY") for s in train["state"])
+    assert list(train["exit code"]) == [137, 137]
+    assert all(len(sid) >= 7 for sid in train["scheduler id"])
+    assert "oom-kill" in train["exit reason"].iloc[0]
+    assert any("oom-kill" in code.value for code in at.code)  # failed jobs' logs first
+    links = {b.proto.label: b.proto.url for b in at.get("link_button")}
+    assert links["MLflow run"].startswith("http://127.0.0.1:5000/#/experiments/")
+    assert links["Prefect flow run"].startswith("http://127.0.0.1:4200/runs/flow-run/")
+
+
+def test_run_detail_charts_results_and_loss_curves(home: Path) -> None:
+    run_id = run_with_state(home, "COMPLETED")
+    at = render("run_detail", run=run_id)
+    stages = table(at, 0)
+    assert list(stages["stage"]) == ["prepare", "train", "evaluate"]
+    assert list(stages["tasks"]) == ["1/1", "1/1", "24/24"]
+    charts = figures(at)
+    bars = [f for f in charts if f["data"][0]["type"] == "bar"]
+    lines = [f for f in charts if f["data"][0]["type"] == "scatter"]
+    assert bars and set(bars[0]["data"][0]["x"]) <= set(EU_LANGUAGES)
+    assert lines and len(lines[0]["data"][0]["x"]) == sample.Scale().history_steps
+
+
+def test_run_detail_links_follow_the_configured_ui_urls(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_UI_URL", "https://mlflow.example.org/")
+    monkeypatch.setenv("PREFECT_UI_URL", "https://prefect.example.org")
+    at = render("run_detail", run=run_with_state(home, "COMPLETED"))
+    links = {b.proto.label: b.proto.url for b in at.get("link_button")}
+    assert links["MLflow run"].startswith("https://mlflow.example.org/#/experiments/")
+    assert links["Prefect flow run"].startswith("https://prefect.example.org/runs/flow-run/")
+
+
+def test_languages_heatmap_has_the_24_languages_in_order_with_gaps(
+    home: Path,
+) -> None:
+    at = render("languages")
+    coverage = table(at)
+    assert list(coverage["language"]) == list(EU_LANGUAGES)
+    heatmap = figures(at)[0]["data"][0]
+    assert heatmap["y"] == [language_label(code) for code in EU_LANGUAGES]
+    assert heatmap["y"][0] == "bg Bulgarian" and heatmap["y"][-1] == "sv Swedish"
+    cells = [value for row in heatmap["z"] for value in row]
+    assert None in cells  # a missing result stays a visible gap
+    assert "gap(s) shown in grey" in texts(at)
+
+
+def test_languages_metric_can_be_switched(home: Path) -> None:
+    at = render("languages")
+    assert at.selectbox(key="languages_metric").value == "accuracy"
+    at.selectbox(key="languages_metric").select("nll").run()
+    assert not at.exception
+    assert figures(at)[0]["data"][0]["colorbar"]["title"]["text"] == "nll"
+
+
+def test_pages_still_show_the_registry_when_mlflow_is_down(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    at = render("overview")
+    assert any("MLflow" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Runs"] == "8"
+    assert "Deduplicated corpus v2" in texts(at)
+    detail = render("run_detail", run=run_with_state(home, "COMPLETED"))
+    assert any("metrics and logs are unavailable" in w.value for w in detail.warning)
+    assert len(table(detail, 1)) > 0  # jobs still come from the registry
