@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import Report, accepted_logins, process_memory, require_sandbox, sshd_log
+from benchlib import (
+    Report,
+    accepted_logins,
+    command_kind,
+    describe_counts,
+    process_memory,
+    require_sandbox,
+    sshd_log,
+)
 
 from flows.engine import EngineConfig, conclude, drive_stages, run_context
 from flows.launch import launch
@@ -64,7 +72,7 @@ class Connections:
                 self.ports.setdefault(int(address[1]), []).append(sock.getsockname()[1])
             return sock
 
-        socket.create_connection = create_connection  # type: ignore[assignment]
+        socket.create_connection = create_connection
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -81,7 +89,6 @@ class Commands:
 
     def __enter__(self) -> Commands:
         original, counts, lock = self._original, self.counts, self._lock
-        from benchlib import command_kind
 
         def run(transport: SshTransport, command: str, **kwargs: Any) -> CommandResult:
             with lock:
@@ -115,7 +122,7 @@ def main() -> None:
         store = Store.open(config.database_url)
         store.put_partner(Partner(id=PARTNER, name="Benchmark"))
         sites = {name: sandbox.site(name) for name in SITES}
-        for name, site in sites.items():
+        for site in sites.values():
             store.put_site(Site.model_validate(slurm_site_document(site, PARTNER)), PARTNER)
         spec = home / "spec" / "run.yaml"
         spec.parent.mkdir()
@@ -123,12 +130,15 @@ def main() -> None:
         run_id = launch(store, spec, PARTNER).run.run_id
         offsets = {name: sshd_log(site).stat().st_size for name, site in sites.items()}
         cpu_before, started = _cpu_seconds(), time.monotonic()
-        with Connections() as connections, Commands() as commands:
-            with run_context(config, run_id) as ctx:
-                drive_stages(ctx)
-                record = conclude(ctx)
-                logins = {name: _logins(ctx.driver(name).transport) for name in SITES}
-                polls = ctx.watchers.total_polls()
+        with (
+            Connections() as connections,
+            Commands() as commands,
+            run_context(config, run_id) as ctx,
+        ):
+            drive_stages(ctx)
+            record = conclude(ctx)
+            logins = {name: _logins(ctx.driver(name).transport) for name in SITES}
+            polls = ctx.watchers.total_polls()
         wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu_before
         jobs = store.jobs(run_id)
         for name, site in sites.items():
@@ -145,6 +155,7 @@ def main() -> None:
         "commands sent",
     )
     worst = 0
+    sent = {name: commands.counts.get(name, Counter()) for name in SITES}
     for name, site in sites.items():
         ours = connections.ports.get(site.port, [])
         accepted = accepted_logins(sshd_log(site), offsets[name])
@@ -156,8 +167,7 @@ def main() -> None:
             logins[name],
             f"{len(from_us)} ({len(accepted)})",
             len(ours),
-            f"{sum(commands.counts.get(name, Counter()).values())} "
-            f"({', '.join(f'{n} {k}' for k, n in commands.counts.get(name, Counter()).most_common())})",
+            f"{sum(sent[name].values())} ({describe_counts(sent[name])})",
         )
     report.target("≤ 2 SSH logins per site for a 200-job run", f"{worst} per site", worst <= 2)
     report.notes += [

@@ -141,6 +141,10 @@ def _submit(sandbox: Sandbox, name: str, arrays: int, tasks: int) -> OpenSite:
     return opened
 
 
+def _states(watcher: SiteWatcher) -> Counter[str]:
+    return Counter(status.state.value for status in watcher.snapshot().values())
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -1,7 +1,7 @@
 """Run detail: one run's stages and jobs, log tails, metric charts, links out.
 
-The run comes from the `?run=ID` query parameter (so the page can be linked to), or is
-chosen here; the newest run is shown by default.
+The run comes from the `?run=ID` query parameter (so the page can be linked to and
+shared), or is chosen here; by default the newest run that has started.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ def main() -> None:
         choices.insert(0, linked)  # an old run, linked to from elsewhere
     labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
                       + runs["state"], strict=True))
-    run_id = st.selectbox("Run", choices, index=default_choice(runs, choices),
-                          format_func=labels.__getitem__, key="run", bind="query-params")
+    index = choices.index(linked) if linked in choices else default_choice(runs, choices)
+    # Synced by hand, not with bind="query-params": that would put the label in the URL.
+    run_id = st.selectbox("Run", choices, index=index, format_func=labels.__getitem__,
+                          key="run_detail_run")
+    st.query_params["run"] = run_id
     if run_id is not None:
         ui.live(_render, cfg, run_id)
 

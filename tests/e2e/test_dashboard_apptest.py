@@ -70,6 +70,17 @@ def figures(at: AppTest) -> list[dict[str, Any]]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
+def values(array: Any) -> list[Any]:
+    """A plotly array as a list (plotly writes numeric arrays as base64 `bdata`)."""
+    if isinstance(array, dict) and "bdata" in array:
+        import base64
+
+        import numpy as np
+
+        return list(np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]))
+    return list(array)
+
+
 def run_with_state(home: Path, state: str) -> str:
     store = Store.open(f"sqlite:///{home / 'registry.db'}")
     try:
@@ -189,10 +200,12 @@ def test_run_detail_charts_results_and_loss_curves(home: Path) -> None:
     assert list(stages["stage"]) == ["prepare", "train", "evaluate"]
     assert list(stages["tasks"]) == ["1/1", "1/1", "24/24"]
     charts = figures(at)
-    bars = [f for f in charts if f["data"][0]["type"] == "bar"]
-    lines = [f for f in charts if f["data"][0]["type"] == "scatter"]
-    assert bars and set(bars[0]["data"][0]["x"]) <= set(EU_LANGUAGES)
-    assert lines and len(lines[0]["data"][0]["x"]) == sample.Scale().history_steps
+    per_language = [f["data"][0] for f in charts
+                    if f["layout"].get("yaxis", {}).get("title", {}).get("text") == "accuracy"]
+    assert per_language and set(values(per_language[0]["x"])) <= set(EU_LANGUAGES)
+    curves = [f["data"][0] for f in charts
+              if f["layout"].get("yaxis", {}).get("title", {}).get("text") == "loss"]
+    assert curves and len(values(curves[0]["x"])) == sample.Scale().history_steps
 
 
 def test_run_detail_links_follow_the_configured_ui_urls(

@@ -168,3 +168,20 @@ def test_outputs_manifest_with_checksums_is_on_the_parent_run(demo: tuple[Path, 
     import hashlib
 
     assert files["data/fi/test.txt"]["sha256"] == hashlib.sha256(fi.read_bytes()).hexdigest()
+
+
+def test_prefect_task_runs_grow_with_stages_not_jobs(demo: tuple[Path, str]) -> None:
+    import sqlite3
+
+    home, _ = demo
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    prefect = sqlite3.connect(home / "prefect" / "prefect.db")
+    [(state,)] = prefect.execute("select state_type from flow_run where name = ?", (run.run_id,))
+    assert state == "COMPLETED"
+    names = sorted(
+        name for (name,) in prefect.execute(
+            "select t.name from task_run t join flow_run f on t.flow_run_id = f.id "
+            "where f.name = ?", (run.run_id,))
+    )
+    assert names == ["evaluate", "prepare", "train"]  # 26 jobs and many polls, 3 task runs

@@ -203,3 +203,165 @@ def test_run_survives_site_b_sshd_stopped_while_its_job_runs(
     produced = sha256(fleet.outputs("site-a", run_id, "produce") / "data.bin")
     assert sha256(fleet.inputs("site-b", run_id, "consume", "produce") / "data.bin") == produced
     assert (fleet.outputs("site-b", run_id, "consume") / "sha").read_text().strip() == produced
+
+
+# -- the orchestrator is killed ----------------------------------------------------------
+
+
+def test_resume_after_sigkill_submits_every_job_exactly_once(fleet: Fleet) -> None:
+    write = 'sleep 8; echo "$HPCFLEET_ARRAY_VALUE" > "$HPCFLEET_OUTPUTS/out-$HPCFLEET_ARRAY_VALUE"'
+    spec = fleet.spec("killed", [
+        {"name": "slow", "site": "site-a", "array": {"n": [1, 2]}, "script": write,
+         "outputs": ["out-1", "out-2"]},
+        # Same site: chained, submitted with afterok while `slow` still runs.
+        {"name": "chained", "site": "site-a", "needs": ["slow"],
+         "script": 'cat "$HPCFLEET_INPUTS/slow/out-1" > "$HPCFLEET_OUTPUTS/copy"'},
+        # Other site: submitted only once `slow` has completed, i.e. after the kill.
+        {"name": "remote", "site": "site-b", "needs": ["slow"], "outputs": ["sum"],
+         "script": 'cat "$HPCFLEET_INPUTS/slow/out-1" "$HPCFLEET_INPUTS/slow/out-2" '
+                   '> "$HPCFLEET_OUTPUTS/sum"'},
+    ])
+    orchestrator = fleet.start(spec)
+    try:
+        fleet.wait_for_job("slow", JobState.RUNNING)
+        run_id = fleet.only_run()
+        wait_until(lambda: any(j.scheduler_id for j in fleet.jobs(run_id, "chained")), timeout=30)
+    finally:
+        os.killpg(orchestrator.pid, signal.SIGKILL)
+        orchestrator.wait()
+    assert fleet.store.get_run(run_id).state is RunState.RUNNING
+    assert fleet.jobs(run_id, "remote") == []  # not submitted when the orchestrator died
+
+    resumed = cli(fleet.env, "run", "resume", run_id, "--force", timeout=RUN_TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    assert fleet.store.get_run(run_id).state is RunState.COMPLETED
+    for stage, count in {"slow": 2, "chained": 1, "remote": 1}.items():
+        jobs = fleet.jobs(run_id, stage)
+        assert len(jobs) == count and {j.attempt for j in jobs} == {1}, jobs
+        assert all(j.state is JobState.COMPLETED for j in jobs), jobs
+    assert_submitted_once(fleet.sandbox, run_id, {
+        "site-a": ["slow-1", "chained-1"], "site-b": ["remote-1"]})
+    for name in ("out-1", "out-2"):
+        assert sha256(fleet.inputs("site-b", run_id, "remote", "slow") / name) == \
+            sha256(fleet.outputs("site-a", run_id, "slow") / name)
+    assert (fleet.outputs("site-b", run_id, "remote") / "sum").read_text() == "1\n2\n"
+
+
+# -- SLURM itself interrupts a job -------------------------------------------------------
+
+
+def test_requeued_job_completes_as_the_same_submission(fleet: Fleet) -> None:
+    spec = fleet.spec("requeued", [
+        {"name": "steady", "site": "site-a", "outputs": ["result"],
+         "script": 'echo started >> "$HPCFLEET_OUTPUTS/starts"; sleep 6; '
+                   'echo done > "$HPCFLEET_OUTPUTS/result"'},
+    ])
+    orchestrator = fleet.start(spec)
+    try:
+        job = fleet.wait_for_job("steady", JobState.RUNNING)
+        job_id = job.scheduler_id or ""
+        requeued = fleet.sandbox.run_on("site-a", ["scontrol", "requeue", job_id])
+        assert requeued.returncode == 0, requeued.stderr
+
+        def pending() -> bool:
+            state = fleet.sandbox.run_on("site-a", ["squeue", "-h", "-j", job_id, "-o", "%T"])
+            return state.stdout.strip() == "PENDING"
+
+        # A requeued job waits ~120 s for its BeginTime; start it now.
+        wait_until(pending, timeout=30, interval=0.5)
+        started = fleet.sandbox.run_on(
+            "site-a", ["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+        assert started.returncode == 0, started.stderr
+        assert orchestrator.wait(timeout=RUN_TIMEOUT) == 0, fleet.log(spec)
+    finally:
+        if orchestrator.poll() is None:
+            os.killpg(orchestrator.pid, signal.SIGKILL)
+            orchestrator.wait()
+
+    # SLURM reports the requeued job as REQUEUED, then PENDING (both our PENDING: it runs
+    # again under the same id), then RUNNING: none of them final, so the engine keeps
+    # waiting on the same job and never submits another attempt.
+    run_id = fleet.only_run()
+    [record] = fleet.jobs(run_id, "steady")
+    assert record.state is JobState.COMPLETED and record.scheduler_id == job_id
+    assert record.attempt == 1
+    assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["steady-1"]})
+    history = fleet.sandbox.run_on("site-a", [
+        "sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id, "-o", "State"])
+    assert history.stdout.split() == ["REQUEUED", "COMPLETED"]
+    outputs = fleet.outputs("site-a", run_id, "steady")
+    assert (outputs / "starts").read_text() == "started\nstarted\n"  # it really ran twice
+    assert (outputs / "result").read_text() == "done\n"
+
+
+def test_resumable_job_past_its_time_limit_resumes_from_its_checkpoint(fleet: Fleet) -> None:
+    # A minute is SLURM's smallest time limit; it enforces it within ~30 s after.
+    script = """
+if [ -f "$HPCFLEET_OUTPUTS/checkpoint" ]; then
+    echo "resumed from $(cat "$HPCFLEET_OUTPUTS/checkpoint")" > "$HPCFLEET_OUTPUTS/result"
+else
+    echo "attempt $HPCFLEET_ATTEMPT" > "$HPCFLEET_OUTPUTS/checkpoint"
+    sleep 600
+fi
+"""
+    spec = fleet.spec("timeout", [
+        {"name": "long", "site": "site-a", "resources": {"time": "00:01:00"},
+         "resumable": True, "outputs": ["result"], "script": script},
+    ])
+    launched = fleet.launch(spec)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+
+    run_id = fleet.only_run()
+    jobs = fleet.jobs(run_id, "long")
+    assert [(j.attempt, j.state) for j in jobs] == [
+        (1, JobState.TIMEOUT), (2, JobState.COMPLETED)]
+    assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["long-1", "long-2"]})
+    result = fleet.outputs("site-a", run_id, "long") / "result"
+    assert result.read_text() == "resumed from attempt 1\n"
+
+
+def test_failing_job_is_retried_then_fails_the_run_with_its_last_words(fleet: Fleet) -> None:
+    spec = fleet.spec("failing", [
+        {"name": "flaky", "site": "site-a", "retries": 1,
+         "script": 'echo "attempt $HPCFLEET_ATTEMPT: cannot open shard 7" >&2; exit 1'},
+        {"name": "downstream", "site": "site-b", "needs": ["flaky"], "command": ["true"]},
+    ])
+    launched = fleet.launch(spec)
+    assert launched.returncode == 1, launched.stdout + launched.stderr
+
+    run_id = fleet.only_run()
+    shown = show(fleet, run_id)
+    stages = {s["name"]: s for s in shown["stages"]}
+    assert shown["state"] == "FAILED"
+    assert stages["flaky"]["state"] == "FAILED"
+    assert "after 2 attempts" in stages["flaky"]["reason"]
+    assert stages["flaky"]["reason"].endswith("attempt 2: cannot open shard 7")
+    assert [(j["attempt"], j["state"], j["exit_code"]) for j in stages["flaky"]["jobs"]] == [
+        (1, "FAILED", 1), (2, "FAILED", 1)]
+    assert stages["downstream"]["state"] == "CANCELLED"
+    assert stages["downstream"]["reason"] == "skipped: needs flaky, which failed"
+    assert stages["downstream"]["jobs"] == []
+    assert "cannot open shard 7" in shown["reason"]
+    assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["flaky-1", "flaky-2"]})
+
+
+def test_job_killed_for_memory_fails_with_a_clear_reason(fleet: Fleet) -> None:
+    spec = fleet.spec("hungry", [
+        {"name": "hungry", "site": "site-a", "resources": {"mem": "50M"}, "retries": 1,
+         "script": 'python3 -c "x = bytearray(300 * 1024 * 1024); import time; time.sleep(5)"'},
+    ])
+    launched = fleet.launch(spec)
+    assert launched.returncode == 1, launched.stdout + launched.stderr
+
+    run_id = fleet.only_run()
+    [stage] = show(fleet, run_id)["stages"]
+    assert stage["state"] == "FAILED"
+    assert "hungry on site-a ran out of memory; raise resources.mem" in stage["reason"]
+    # Memory is not a failure `retries` covers: the same job would be killed again.
+    [job] = stage["jobs"]
+    assert job["state"] == "OUT_OF_MEMORY"
+    assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["hungry-1"]})
+    accounted = fleet.sandbox.run_on("site-a", [
+        "sacct", "-n", "-P", "-X", "-j", job["scheduler_id"], "-o", "State,ReqMem"])
+    assert accounted.stdout.strip() == "OUT_OF_MEMORY|50M"
