@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from flows import staging
@@ -109,7 +109,9 @@ def _drive(
         tasks = _initial_tasks(ctx, name) if last_attempt == 0 else _next_tasks(ctx, name, history)
         if not tasks:
             return _conclude(ctx, name, history)
-        jobs = _submit(ctx, name, attempt, tasks, after_ok=_chain_ids(chain))
+        jobs = _submit(
+            ctx, name, attempt, tasks, after_ok=_chain_ids(chain), avoid=_failed_nodes(history)
+        )
     while True:
         jobs = _wait(ctx, name, jobs)
         collect_attempt(ctx, name, attempt, jobs)
@@ -147,7 +149,7 @@ def _drive(
             return _conclude(ctx, name, history)
         attempt += 1
         log.info("stage %s: attempt %d for %d task(s)", name, attempt, len(tasks))
-        jobs = _submit(ctx, name, attempt, tasks)
+        jobs = _submit(ctx, name, attempt, tasks, avoid=_failed_nodes(history))
 
 
 def _initial_tasks(ctx: RunContext, name: str) -> list[Task]:
@@ -179,6 +181,15 @@ def _next_tasks(ctx: RunContext, name: str, history: list[JobRecord]) -> list[Ta
         ):
             tasks.append(Task(site, index, last.array_value))
     return sorted(tasks, key=lambda t: (t.site, t.index or 0))
+
+
+def _failed_nodes(history: list[JobRecord]) -> dict[str, set[str]]:
+    """Per site, the nodes on which a task of this stage failed or whose node failed."""
+    nodes: dict[str, set[str]] = defaultdict(set)
+    for job in history:
+        if job.state.is_retryable_failure and job.node and job.node != "localhost":
+            nodes[job.site].add(job.node)
+    return nodes
 
 
 def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
@@ -263,9 +274,17 @@ def _chain_ids(chain: dict[str, StageProgress] | None) -> tuple[str, ...]:
 
 
 def _submit(
-    ctx: RunContext, name: str, attempt: int, tasks: list[Task], after_ok: tuple[str, ...] = ()
+    ctx: RunContext,
+    name: str,
+    attempt: int,
+    tasks: list[Task],
+    after_ok: tuple[str, ...] = (),
+    avoid: dict[str, set[str]] | None = None,
 ) -> list[JobRecord]:
-    """Submit one job (array) per site; each recorded before and after the submit call."""
+    """Submit one job (array) per site; each recorded before and after the submit call.
+
+    `avoid` names, per site, nodes to exclude (where earlier attempts failed).
+    """
     stage = ctx.spec.stage(name)
     plan = ctx.plans[name]
     ctx.store.update_stage(ctx.run_id, name, attempt=attempt)
@@ -291,6 +310,7 @@ def _submit(
             partition=plan.partitions.get(site),
             share=share,
             after_ok=after_ok,
+            exclude_nodes=sorted((avoid or {}).get(site, ())),
         )
         with ctx.submit_lock(site):
             _respect_queue_limit(ctx, driver, len(site_tasks))
@@ -355,6 +375,26 @@ def _respect_queue_limit(ctx: RunContext, driver: SiteDriver, new_jobs: int) -> 
 
 
 def _submit_once(driver: SiteDriver, request: JobRequest) -> str:
+    """Submit the request once. A site that refuses it because of its node exclusions
+    (e.g. every node of the partition excluded) gets it again without them."""
+    if request.exclude_nodes:
+        try:
+            return _submit_with_retries(driver, request)
+        except SiteError as exc:
+            if exc.transient:
+                raise
+            log.warning(
+                "%s refused %s with nodes %s excluded (%s); submitting without exclusions",
+                driver.name,
+                request.name,
+                ",".join(request.exclude_nodes),
+                exc,
+            )
+            request = replace(request, exclude_nodes=())
+    return _submit_with_retries(driver, request)
+
+
+def _submit_with_retries(driver: SiteDriver, request: JobRequest) -> str:
     """Submit, retrying transient failures; never twice: a submit whose answer was lost
     may still have queued the job, so look for it by name before trying again."""
     delay = 2.0
