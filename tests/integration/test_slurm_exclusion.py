@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_excluding_the_only_node_falls_back_to_no_exclusion(
         driver = pool.get(site)
         node = driver.transport.run("sinfo --noheader --format=%N").stdout.strip()
         request = JobRequest(
-            name="hpcfleet-exclusion-test-1",
+            name=f"hpcfleet-{uuid.uuid4().hex[:8]}-exclusion-1",
             workdir=driver.workdir,
             tasks=(TaskSpec(argv=("true",)),),
             log_dir=f"{driver.workdir}/exclusion-test",
