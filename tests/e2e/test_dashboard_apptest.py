@@ -231,7 +231,8 @@ def test_languages_heatmap_has_the_24_languages_in_order_with_gaps(
     assert heatmap["y"] == [language_label(code) for code in EU_LANGUAGES]
     assert heatmap["y"][0] == "bg Bulgarian" and heatmap["y"][-1] == "sv Swedish"
     cells = values(heatmap["z"])
-    assert len(cells) == 24 * 5  # every language row in each of the five evaluated runs
+    assert len(heatmap["x"]) >= 2
+    assert len(cells) == 24 * len(heatmap["x"])  # every language, in every run shown
     assert any(math.isnan(value) for value in cells)  # a missing result stays a gap
     assert "gap(s) shown in grey" in texts(at)
 
