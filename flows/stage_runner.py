@@ -411,8 +411,8 @@ def _submit_with_retries(driver: SiteDriver, request: JobRequest) -> str:
             found = driver.scheduler.find_by_name(request.name)
         except SiteError:
             continue
-        if found:
-            return found[0].job_id.split("_")[0]
+        if found:  # the newest: a refused submission can leave a FAILED record by the name
+            return max((s.job_id.split("_")[0] for s in found), key=int)
     raise AssertionError("unreachable")
 
 
