@@ -89,9 +89,13 @@ def launch(
     spec = load_document(spec_path, RunSpec)
     sites = [record.site for record in store.list_sites()]
     store.get_partner(partner)
-    plans = plan_run(spec, sites, partner, store.latest_probes(), source=str(spec_path))
+    usage = usage_by_site(store)
+    remaining = {name: u.remaining for name, u in usage.items() if u.remaining is not None}
+    plans = plan_run(
+        spec, sites, partner, store.latest_probes(), remaining=remaining, source=str(spec_path)
+    )
     files = spec_files(spec, spec_path.parent, str(spec_path))
-    warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage_by_site(store))
+    warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage)
     if warnings and strict:
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"

@@ -35,15 +35,26 @@ def plan_run(
     partner: str,
     probes: Mapping[str, ProbeRecord] | None = None,
     *,
+    remaining: Mapping[str, float] | None = None,
     source: str = "run spec",
 ) -> dict[str, StagePlan]:
-    """Plan every stage; raise DocumentError / AccessDenied naming the stage's field."""
+    """Plan every stage; raise DocumentError / AccessDenied naming the stage's field.
+
+    `remaining` is each site's GPU-hours left in its allocation (the ledger); without
+    it, the granted total ranks the sites.
+    """
     by_name = {s.name: s for s in sites}
     plans: dict[str, StagePlan] = {}
     for index, stage in enumerate(spec.stages):
         field_name = f"stages[{index}].site"
         plans[stage.name] = plan_stage(
-            stage, by_name, partner, probes or {}, source=source, field=field_name
+            stage,
+            by_name,
+            partner,
+            probes or {},
+            source=source,
+            field=field_name,
+            remaining=remaining or {},
         )
     return plans
 
@@ -56,6 +67,7 @@ def plan_stage(
     *,
     source: str,
     field: str,
+    remaining: Mapping[str, float] | None = None,
 ) -> StagePlan:
     selector = stage.site
     if selector.require is None:
@@ -94,13 +106,14 @@ def plan_stage(
         raise DocumentError(
             f"no site can run stage {stage.name!r} ({why}): {detail}", source=source, field=field
         )
-    fitting.sort(key=lambda pair: _rank(pair[0], probes))
+    left = remaining or {}
+    fitting.sort(key=lambda pair: _rank(pair[0], probes, left))
     if not stage.array:
         fitting = fitting[:1]
     chosen = tuple(site.name for site, _ in fitting)
     partitions = {site.name: partition for site, partition in fitting}
     shares = spread(stage.array_values, chosen) if stage.array else {}
-    explanation = _explain(stage, why, fitting, refusals, probes)
+    explanation = _explain(stage, why, fitting, refusals, probes, left)
     return StagePlan(stage.name, chosen, partitions, explanation, shares)
 
 
@@ -145,11 +158,18 @@ def spread(values: Sequence[str], sites: Sequence[str]) -> dict[str, tuple[tuple
     return {site: share for site, share in shares.items() if share}
 
 
-def _rank(site: Site, probes: Mapping[str, ProbeRecord]) -> tuple[int, float, str]:
+def _rank(
+    site: Site, probes: Mapping[str, ProbeRecord], remaining: Mapping[str, float]
+) -> tuple[int, float, str]:
     probe = probes.get(site.name)
     queue = probe.queue_depth if probe and probe.queue_depth is not None else 0
-    remaining = site.allocation.gpu_hours if site.allocation else float("inf")
-    return (queue, -remaining, site.name)
+    return (queue, -_left(site, remaining), site.name)
+
+
+def _left(site: Site, remaining: Mapping[str, float]) -> float:
+    if site.name in remaining:
+        return remaining[site.name]
+    return site.allocation.gpu_hours if site.allocation else float("inf")
 
 
 def _explain(
@@ -158,6 +178,7 @@ def _explain(
     fitting: list[tuple[Site, str | None]],
     refusals: list[str],
     probes: Mapping[str, ProbeRecord],
+    remaining: Mapping[str, float],
 ) -> str:
     parts = []
     for site, partition in fitting:
@@ -165,6 +186,8 @@ def _explain(
         notes = [f"partition {partition}"] if partition else []
         if probe is not None and probe.queue_depth is not None:
             notes.append(f"queue {probe.queue_depth}")
+        if site.allocation is not None:
+            notes.append(f"{_left(site, remaining):,.0f} GPU-h left")
         parts.append(site.name + (f" ({', '.join(notes)})" if notes else ""))
     text = f"{why}: " + ", ".join(parts)
     if stage.array and len(fitting) > 1:

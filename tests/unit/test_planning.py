@@ -96,3 +96,22 @@ def test_shorter_queue_wins() -> None:
 def test_spread_is_contiguous_and_even() -> None:
     shares = spread(["a", "b", "c", "d", "e"], ["x", "y"])
     assert shares == {"x": ((0, "a"), (1, "b"), (2, "c")), "y": ((3, "d"), (4, "e"))}
+
+
+def test_more_remaining_allocation_wins() -> None:
+    rich = local_site(
+        "rich",
+        "csc",
+        local={"slots": 1, "gpus": 1},
+        allocation={"gpu_hours": 100, "start": "2026-01-01", "end": "2026-12-31"},
+    )
+    poor = local_site(
+        "poor",
+        "csc",
+        local={"slots": 1, "gpus": 1},
+        allocation={"gpu_hours": 1000, "start": "2026-01-01", "end": "2026-12-31"},
+    )
+    s = spec({"require": {"min_gpus": 1}})
+    assert plan_run(s, [rich, poor], "csc")["s"].sites == ("poor",)  # granted more
+    plan = plan_run(s, [rich, poor], "csc", remaining={"rich": 90, "poor": 5})["s"]
+    assert plan.sites == ("rich",) and "90 GPU-h left" in plan.explanation
