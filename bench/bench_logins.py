@@ -80,26 +80,40 @@ class Connections:
 
 
 class Commands:
-    """Counts `SshTransport.run` calls per site and tool for the duration."""
+    """Counts `SshTransport` calls per site for the duration: `run` by the tool it runs,
+    `put` and `get` (file transfers, a channel each) as such."""
 
     def __init__(self) -> None:
         self.counts: dict[str, Counter[str]] = {}
         self._lock = threading.Lock()
-        self._original = SshTransport.run
+        self._originals = (SshTransport.run, SshTransport.put, SshTransport.get)
+
+    def _count(self, site: str, kind: str) -> None:
+        with self._lock:
+            self.counts.setdefault(site, Counter())[kind] += 1
 
     def __enter__(self) -> Commands:
-        original, counts, lock = self._original, self.counts, self._lock
+        run, put, get = self._originals
 
-        def run(transport: SshTransport, command: str, **kwargs: Any) -> CommandResult:
-            with lock:
-                counts.setdefault(transport.site, Counter())[command_kind(command)] += 1
-            return original(transport, command, **kwargs)
+        def counted_run(transport: SshTransport, command: str, **kwargs: Any) -> CommandResult:
+            self._count(transport.site, command_kind(command))
+            return run(transport, command, **kwargs)
 
-        SshTransport.run = run  # type: ignore[method-assign,assignment]
+        def counted_put(transport: SshTransport, local: Path, remote: str) -> None:
+            self._count(transport.site, "put")
+            put(transport, local, remote)
+
+        def counted_get(transport: SshTransport, remote: str, local: Path) -> None:
+            self._count(transport.site, "get")
+            get(transport, remote, local)
+
+        SshTransport.run = counted_run  # type: ignore[method-assign,assignment]
+        SshTransport.put = counted_put  # type: ignore[method-assign,assignment]
+        SshTransport.get = counted_get  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        SshTransport.run = self._original  # type: ignore[method-assign]
+        SshTransport.run, SshTransport.put, SshTransport.get = self._originals  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -107,7 +121,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100, help="array tasks per site")
     args = parser.parse_args()
     report = Report(
-        "2. SSH logins per site during a 200-job run",
+        "Issue 3 · 2. SSH logins per site during a 200-job run",
         f".venv/bin/python bench/bench_logins.py --tasks {args.tasks}",
     )
     sandbox = require_sandbox()
@@ -175,8 +189,9 @@ def main() -> None:
         f"{wall:.1f} s with {polls} watcher polls in all; this process used {cpu:.1f} s of "
         f"CPU for it (engine, MLflow SQLite store, SSH) and peaked at "
         f"{process_memory()['VmHWM'] / 1024:.0f} MiB RSS.",
-        "Commands are counted by the tool they run; `mkdir`, `tar`, `cat` and the like are "
-        "staging and log collection.",
+        "Commands sent: `SshTransport.run` calls by the tool they run (`mkdir`, `printf`, "
+        "`tar`... are staging and log collection), and `put`/`get` file transfers; each is "
+        "one channel on the site's one connection.",
     ]
     print(report.markdown())
 

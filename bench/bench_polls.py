@@ -53,6 +53,7 @@ class Result:
     count: int
     per_call: list[Counter[str]]
     call_ms: float
+    kind_ms: dict[str, float]  # mean ms per command of each kind during the status calls
     states: Counter[str]
     polls: int
     watch_commands: Counter[str]
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--site", default="site-a")
     args = parser.parse_args()
     report = Report(
-        "3. Scheduler commands per poll cycle",
+        "Issue 3 · 3. Scheduler commands per poll cycle",
         ".venv/bin/python bench/bench_polls.py --counts "
         + " ".join(map(str, args.counts))
         + f" --watch {args.watch:g}",
@@ -88,7 +89,13 @@ def measure(sandbox: Sandbox, site: Site, count: int, watch_seconds: float) -> R
         pending = sleep_request(name, workdir, after_ok=anchor)
         ids += [scheduler.submit(pending) for _ in range(count - 1)]
         print(f"{count} jobs submitted on {site.name}", file=sys.stderr)
+        spent = transport.time_spent()
         per_call, seconds, states = _status_calls(transport, scheduler, ids)
+        kind_ms: dict[str, float] = {
+            kind: (transport.time_spent()[kind] - spent.get(kind, 0.0)) / STATUS_CALLS * 1000
+            for kind in ("sacct", "squeue")
+            if kind in transport.time_spent()
+        }
         polls, watch_commands = _watch(transport, scheduler, site, workdir, ids, watch_seconds)
         cancel_by_name(sandbox, site.name, [name])
         after_cancel = _until_settled(transport, scheduler, ids)
@@ -96,7 +103,9 @@ def measure(sandbox: Sandbox, site: Site, count: int, watch_seconds: float) -> R
         cancel_by_name(sandbox, site.name, [name, f"{name}-anchor"])
         sandbox.run_on(site.name, ["rm", "-rf", "--", workdir])
         transport.close()
-    return Result(count, per_call, seconds * 1000, states, polls, watch_commands, after_cancel)
+    return Result(
+        count, per_call, seconds * 1000, kind_ms, states, polls, watch_commands, after_cancel
+    )
 
 
 def _status_calls(
@@ -153,7 +162,7 @@ def render(report: Report, results: list[Result]) -> None:
         "tracked jobs",
         "states seen",
         "commands per `status()` call",
-        "ms per call",
+        "ms per call (sacct + squeue)",
         "SiteWatcher: polls / commands",
         "after scancel: commands per call, 1 s apart",
     )
@@ -168,7 +177,7 @@ def render(report: Report, results: list[Result]) -> None:
             r.count,
             describe_counts(r.states),
             f"{'/'.join(map(str, sorted(per_call)))} ({kinds})",
-            f"{r.call_ms:.0f}",
+            f"{r.call_ms:.0f} ({' + '.join(f'{ms:.0f}' for ms in r.kind_ms.values())})",
             f"{r.polls} / {watch_total} ({describe_counts(r.watch_commands)}) = {per_poll:.1f}",
             ", ".join(map(str, r.after_cancel)),
         )

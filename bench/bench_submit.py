@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--site", default="site-a")
     args = parser.parse_args()
     report = Report(
-        "1. Job submission: hpcfleet vs `ssh host sbatch` vs local `sbatch`",
+        "Issue 3 · 1. Job submission: hpcfleet vs `ssh host sbatch` vs local `sbatch`",
         f".venv/bin/python bench/bench_submit.py --jobs {args.jobs} --rounds {args.rounds}",
     )
     sandbox = require_sandbox()

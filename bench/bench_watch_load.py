@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="poll interval (s)")
     args = parser.parse_args()
     report = Report(
-        "4. Orchestrator CPU and memory while tracking 1,000 live jobs on 2 sites",
+        "Issue 4 · Orchestrator CPU and memory while tracking 1,000 live jobs on 2 sites",
         f".venv/bin/python bench/bench_watch_load.py --arrays {args.arrays} "
         f"--tasks {args.tasks} --seconds {args.seconds:g} --interval {args.interval:g}",
     )

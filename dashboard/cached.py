@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from dashboard import queries
+from dashboard import queries, run_queries, site_views
+from dashboard.parent_index import ParentRunIndex
 from flows.milestones import MilestoneStatus
 from registry.store import Store
 
@@ -46,14 +47,20 @@ def runs(store_url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def sites(store_url: str) -> list[queries.SiteView]:
-    return queries.load_sites(store(store_url), jobs(store_url), datetime.now(UTC))
+def sites(store_url: str) -> list[site_views.SiteView]:
+    return site_views.load_sites(store(store_url), jobs(store_url), datetime.now(UTC))
+
+
+@st.cache_resource(show_spinner=False)
+def parent_index(tracking_uri: str) -> ParentRunIndex:
+    return ParentRunIndex()
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def parent_runs(tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(parents, results); raises MlflowUnavailable (not cached) when MLflow is down."""
-    return queries.load_parent_runs(mlflow_client(tracking_uri))
+    runs, experiments = parent_index(tracking_uri).sync(mlflow_client(tracking_uri))
+    return queries.parents_and_results(runs, experiments)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -61,20 +68,21 @@ def milestones(
     store_url: str, tracking_uri: str, today: date
 ) -> tuple[list[MilestoneStatus], str | None]:
     """(statuses, why metric criteria could not be checked, if MLflow failed)."""
-    return queries.load_milestones(store(store_url), mlflow_client(tracking_uri), today)
+    return queries.load_milestones(store(store_url), mlflow_client(tracking_uri), today,
+                                   runs(store_url))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def run_detail(store_url: str, tracking_uri: str, run_id: str) -> queries.RunDetail:
-    return queries.load_run_detail(store(store_url), mlflow_client(tracking_uri), run_id)
+def run_detail(store_url: str, tracking_uri: str, run_id: str) -> run_queries.RunDetail:
+    return run_queries.load_run_detail(store(store_url), mlflow_client(tracking_uri), run_id)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def metric_histories(tracking_uri: str, run_id: str, _children: pd.DataFrame) -> pd.DataFrame:
     """Keyed by the run (the children frame, leading underscore, is not hashed)."""
-    return queries.load_metric_histories(mlflow_client(tracking_uri), _children)
+    return run_queries.load_metric_histories(mlflow_client(tracking_uri), _children)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def log_tails(tracking_uri: str, mlflow_run_id: str) -> dict[str, str]:
-    return queries.load_log_tails(mlflow_client(tracking_uri), mlflow_run_id)
+    return run_queries.load_log_tails(mlflow_client(tracking_uri), mlflow_run_id)

@@ -7,7 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from dashboard.languages import EU_LANGUAGES, language_label
-from dashboard.queries import AllocationView
+from dashboard.site_views import AllocationView
 
 STATE_COLORS = {
     "COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#9e9e9e",

@@ -5,29 +5,27 @@ return pandas DataFrames or small frozen dataclasses. The loaders (`load_*`) do 
 I/O; the rest are pure transforms, tested without a database. Nothing here opens a
 connection to a site: site health is what `hpcfleet site check` stored.
 
-Secrets: a site's environment values are never copied out (only the variable names);
-an identity file appears as its path.
+This module: runs and jobs, MLflow parent runs and their per-language results,
+milestones and totals. Sites are in `dashboard.site_views`, one run in detail in
+`dashboard.run_queries`.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dashboard.burn import BurnForecast, cumulative_usage, forecast, period_bounds
 from dashboard.languages import EU_LANGUAGES
+from dashboard.site_views import SiteView
+from dashboard.store_reads import RUN_FIELDS, read_jobs, read_runs
 from flows.milestones import MilestoneStatus, milestone_statuses
-from flows.summary import HIDDEN_METRICS, summarize
 from registry.errors import HpcfleetError
-from registry.records import JobRecord, ProbeRecord, RunRecord, StageRecord
-from registry.site import Site
+from registry.records import JobRecord, RunRecord
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -36,10 +34,6 @@ if TYPE_CHECKING:
 
 PARENT_FILTER = "tags.`hpcfleet.run_name` LIKE '%'"
 SEARCH_PAGE = 5000
-LOG_TAIL_LINES = 40
-LOG_TAIL_BYTES = 64 * 1024
-MAX_HISTORY_RUNS = 8
-MAX_HISTORY_KEYS = 8
 
 JOB_COLUMNS = [
     "job_id", "run_id", "stage", "attempt", "site", "job_name", "scheduler_id",
@@ -59,10 +53,6 @@ RESULT_COLUMNS = [
     "mlflow_run_id", "experiment", "run_id", "label", "start", "metric", "value_name",
     "value",
 ]
-CHILD_COLUMNS = [
-    "mlflow_run_id", "name", "stage", "site", "attempt", "array_value", "state",
-    "scheduler_id", "start", "end", "metrics",
-]
 _TIME_COLUMNS = ("created", "started", "ended", "submitted", "start", "end")
 
 
@@ -71,7 +61,7 @@ class MlflowUnavailable(HpcfleetError):
 
 
 @contextmanager
-def _mlflow(action: str) -> Iterator[None]:
+def mlflow_errors(action: str) -> Iterator[None]:
     """Translate MLflow's errors (and a dead server's) at this one boundary."""
     from mlflow.exceptions import MlflowException
 
@@ -84,7 +74,7 @@ def _mlflow(action: str) -> Iterator[None]:
         raise MlflowUnavailable(f"MLflow: cannot {action}: {exc}", transient=True) from exc
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+def time_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     for column in _TIME_COLUMNS:
         if column in frame.columns:
@@ -92,7 +82,7 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _ms(value: int | None) -> datetime | None:
+def from_ms(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if value else None
 
 
@@ -113,28 +103,30 @@ def jobs_frame(jobs: Sequence[JobRecord]) -> pd.DataFrame:
         }
         for j in jobs
     ]
-    return _frame(rows, JOB_COLUMNS)
+    return time_frame(rows, JOB_COLUMNS)
 
 
-def runs_frame(runs: Sequence[RunRecord], jobs: pd.DataFrame) -> pd.DataFrame:
+def run_records_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """Run records as the rows `runs_frame` takes (the store_reads.read_runs columns)."""
+    rows = [
+        {"run_id": r.run_id, "name": r.name, "partner": r.partner, "experiment": r.experiment,
+         "state": r.state.value, "created": r.created, "started": r.started, "ended": r.ended,
+         "reason": r.reason, "mlflow_run_id": r.mlflow_run_id,
+         "prefect_flow_run_id": r.prefect_flow_run_id}
+        for r in runs
+    ]
+    return time_frame(rows, list(RUN_FIELDS))
+
+
+def runs_frame(runs: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
     """One row per run, newest first, with the sites its jobs ran on and their GPU-hours."""
     per_run = jobs.groupby("run_id").agg(
         sites=("site", lambda s: ", ".join(sorted(set(s)))),
         gpu_hours=("gpu_hours", "sum"),
         jobs=("job_id", "count"),
     ) if len(jobs) else pd.DataFrame(columns=["sites", "gpu_hours", "jobs"])
-    rows = []
-    for r in runs:
-        duration = (r.ended - r.started).total_seconds() if r.started and r.ended else None
-        rows.append({
-            "run_id": r.run_id, "name": r.name, "partner": r.partner,
-            "experiment": r.experiment, "state": r.state.value, "created": r.created,
-            "started": r.started, "ended": r.ended, "duration_s": duration,
-            "reason": r.reason, "mlflow_run_id": r.mlflow_run_id,
-            "prefect_flow_run_id": r.prefect_flow_run_id,
-        })
-    frame = _frame(rows, [c for c in RUN_COLUMNS if c not in ("sites", "gpu_hours", "jobs")])
-    frame = frame.join(per_run, on="run_id")
+    frame = runs.join(per_run, on="run_id")
+    frame["duration_s"] = (frame["ended"] - frame["started"]).dt.total_seconds()
     frame["sites"] = frame["sites"].fillna("")
     frame["gpu_hours"] = frame["gpu_hours"].fillna(0.0).astype(float)
     frame["jobs"] = frame["jobs"].fillna(0).astype(int)
@@ -143,11 +135,12 @@ def runs_frame(runs: Sequence[RunRecord], jobs: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_jobs(store: Store) -> pd.DataFrame:
-    return jobs_frame(store.all_jobs())
+    """Every job (the `store_reads.JOB_FIELDS` columns and `duration_s`)."""
+    return read_jobs(store)
 
 
 def load_runs(store: Store, jobs: pd.DataFrame) -> pd.DataFrame:
-    return runs_frame(store.list_runs(), jobs)
+    return runs_frame(read_runs(store), jobs)
 
 
 def filter_runs(runs: pd.DataFrame, **choices: Sequence[str]) -> pd.DataFrame:
@@ -195,159 +188,16 @@ def attempt_timeline(jobs: pd.DataFrame, now: datetime) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-# -- sites (store: documents, probes, job records) ----------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeView:
-    checked_at: datetime
-    reachable: bool
-    ok: bool
-    queue_depth: int | None
-    checks: tuple[tuple[str, bool, str], ...]  # (check, ok, detail)
-
-
-@dataclass(frozen=True)
-class AllocationView:
-    forecast: BurnForecast
-    usage: pd.DataFrame  # (time, used): cumulative GPU-hours in the period
-
-
-@dataclass(frozen=True)
-class SiteView:
-    """What the Sites page shows of one site: references, never secret values."""
-
-    name: str
-    owner: str
-    owner_name: str
-    description: str
-    scheduler: str
-    login: str
-    proxy_jump: tuple[str, ...]
-    identity_file: str | None
-    host_key: str  # "pinned", "pinned (known_hosts file)", "not pinned" or "n/a (local)"
-    partitions: str
-    modules: tuple[str, ...]
-    env_names: tuple[str, ...]
-    container_image: str | None
-    storage: str | None
-    shared_with: tuple[str, ...]
-    labels: Mapping[str, str]
-    probe: ProbeView | None
-    allocation: AllocationView | None
-    gpu_hours_total: float = 0.0
-    jobs_total: int = 0
-
-    @property
-    def host_key_pinned(self) -> bool | None:
-        if self.host_key == "n/a (local)":
-            return None
-        return self.host_key != "not pinned"
-
-
-def site_view(
-    site: Site,
-    owner_name: str,
-    probe: ProbeRecord | None,
-    site_jobs: pd.DataFrame,
-    now: datetime,
-) -> SiteView:
-    ssh = site.ssh
-    if ssh is None:
-        login, host_key = "this machine", "n/a (local)"
-    else:
-        login = f"{ssh.user + '@' if ssh.user else ''}{ssh.host}"
-        login += f":{ssh.port}" if ssh.port else ""
-        host_key = ("pinned" if ssh.host_key else
-                    "pinned (known_hosts file)" if ssh.known_hosts else "not pinned")
-    if site.slurm is not None:
-        partitions = ", ".join(
-            p.name + (f" ({p.gpus_per_node}× {p.gpu_type or 'GPU'})" if p.gpus_per_node else "")
-            for p in site.slurm.partitions
-        )
-    else:
-        local = site.local
-        partitions = f"local: {local.slots if local else 2} slot(s)"
-        if local and local.gpus:
-            partitions += f", {local.gpus}× {local.gpu_type or 'GPU'}"
-    s3 = site.storage.s3 if site.storage else None
-    storage = None
-    if s3 is not None:
-        storage = f"s3://{s3.bucket}/{s3.prefix}" + (f" (profile {s3.profile})" if s3.profile
-                                                     else "")
-    allocation = None
-    if site.allocation is not None:
-        start, end = period_bounds(site.allocation.start, site.allocation.end)
-        usage = cumulative_usage(site_jobs, start, end)
-        allocation = AllocationView(
-            forecast(site.allocation.gpu_hours, usage, start, end, now), usage
-        )
-    env = site.environment
-    return SiteView(
-        name=site.name, owner=site.partner, owner_name=owner_name,
-        description=site.description, scheduler=site.scheduler, login=login,
-        proxy_jump=tuple(ssh.proxy_jump) if ssh else (),
-        identity_file=ssh.identity_file if ssh else None, host_key=host_key,
-        partitions=partitions, modules=tuple(env.modules),
-        env_names=tuple(sorted(env.env)),  # names only: values may be tokens
-        container_image=env.container.image if env.container else None,
-        storage=storage, shared_with=tuple(site.shared_with), labels=dict(site.labels),
-        probe=_probe_view(probe) if probe else None, allocation=allocation,
-        gpu_hours_total=float(site_jobs["gpu_hours"].sum()) if len(site_jobs) else 0.0,
-        jobs_total=len(site_jobs),
-    )
-
-
-def _probe_view(probe: ProbeRecord) -> ProbeView:
-    checks = []
-    for item in probe.details.get("checks", []):
-        if isinstance(item, Mapping):
-            checks.append((str(item.get("name", "")), bool(item.get("ok")),
-                           str(item.get("detail", ""))))
-    return ProbeView(probe.checked_at, probe.reachable, probe.ok, probe.queue_depth,
-                     tuple(checks))
-
-
-def load_sites(store: Store, jobs: pd.DataFrame, now: datetime) -> list[SiteView]:
-    partners = {p.id: p.name for p in store.list_partners()}
-    probes = store.latest_probes()
-    by_site = dict(iter(jobs.groupby("site"))) if len(jobs) else {}
-    empty = jobs.iloc[0:0]
-    return [
-        site_view(record.site, partners.get(record.site.partner, record.site.partner),
-                  probes.get(record.site.name), by_site.get(record.site.name, empty), now)
-        for record in store.list_sites()
-    ]
-
-
 # -- MLflow: parent runs and their array results ---------------------------------------
-
-
-def load_parent_runs(client: MlflowClient) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every hpcfleet parent run of every experiment, and their `<key>/<value>` results.
-
-    Returns (parents, results): results is long, one row per (run, metric, value).
-    """
-    with _mlflow("list experiments"):
-        experiments = {str(e.experiment_id): str(e.name) for e in client.search_experiments()}
-    if not experiments:
-        return _frame([], PARENT_COLUMNS), _frame([], RESULT_COLUMNS)
-    runs: list[Any] = []
-    token: str | None = None
-    with _mlflow("search runs"):
-        while True:
-            page = client.search_runs(list(experiments), filter_string=PARENT_FILTER,
-                                      max_results=SEARCH_PAGE, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
-    return parents_and_results(runs, experiments)
 
 
 def parents_and_results(
     runs: Sequence[Any], experiments: Mapping[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(parents, results) of hpcfleet parent runs (see `dashboard.parent_index`).
+
+    parents: one row per run; results: long, one row per (run, metric, array value).
+    """
     parents, results = [], []
     for run in runs:
         tags, info = run.data.tags, run.info
@@ -355,13 +205,13 @@ def parents_and_results(
         name = tags.get("hpcfleet.run_name", "")
         label = f"{name} ({run_id})"
         experiment = experiments.get(str(info.experiment_id), str(info.experiment_id))
-        start = _ms(info.start_time)
+        start = from_ms(info.start_time)
         parents.append({
             "mlflow_run_id": info.run_id, "experiment_id": str(info.experiment_id),
             "experiment": experiment, "run_id": run_id, "run_name": name, "label": label,
             "partner": tags.get("hpcfleet.partner", ""),
             "state": tags.get("hpcfleet.state", "RUNNING"), "status": info.status,
-            "start": start, "end": _ms(info.end_time),
+            "start": start, "end": from_ms(info.end_time),
             "gpu_hours": run.data.metrics.get("gpu_hours"),
         })
         for key, value in run.data.metrics.items():
@@ -372,7 +222,7 @@ def parents_and_results(
                     "label": label, "start": start, "metric": split[0],
                     "value_name": split[1], "value": float(value),
                 })
-    return _frame(parents, PARENT_COLUMNS), _frame(results, RESULT_COLUMNS)
+    return time_frame(parents, PARENT_COLUMNS), time_frame(results, RESULT_COLUMNS)
 
 
 def split_array_key(key: str) -> tuple[str, str] | None:
@@ -413,174 +263,25 @@ def languages_covered(results: pd.DataFrame) -> list[str]:
     return [code for code in EU_LANGUAGES if code in present]
 
 
-# -- one run in detail -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunDetail:
-    run: RunRecord
-    stages: pd.DataFrame  # one row per stage (flows.summary)
-    jobs: pd.DataFrame
-    children: pd.DataFrame  # MLflow child runs (empty if MLflow is unavailable)
-    array_results: pd.DataFrame  # (metric, value_name, value) on the parent run
-    experiment_id: str | None = None
-    mlflow_error: str | None = None
-
-
-def stages_frame(summaries: Sequence[Any], stages: Sequence[StageRecord]) -> pd.DataFrame:
-    records = {s.name: s for s in stages}
-    rows = []
-    for summary in summaries:
-        record = records.get(summary.name)
-        metrics = ", ".join(
-            f"{k} {v:.4g}" + (f" (mean of {summary.metric_counts[k]})"
-                              if summary.metric_counts.get(k, 1) > 1 else "")
-            for k, v in sorted(summary.metrics.items())
-        )
-        rows.append({
-            "stage": summary.name, "state": summary.state, "sites": ", ".join(summary.sites),
-            "tasks": f"{summary.tasks_done}/{summary.tasks_total}",
-            "attempts": summary.attempts, "started": record.started if record else None,
-            "ended": record.ended if record else None, "duration_s": summary.duration_seconds,
-            "gpu_hours": summary.gpu_hours, "metrics": metrics, "reason": summary.reason or "",
-            "choice": (record.choice or "") if record else "",
-        })
-    columns = ["stage", "state", "sites", "tasks", "attempts", "started", "ended",
-               "duration_s", "gpu_hours", "metrics", "reason", "choice"]
-    return _frame(rows, columns)
-
-
-def children_frame(children: Sequence[Any]) -> pd.DataFrame:
-    rows = []
-    for child in children:
-        tags, info = child.data.tags, child.info
-        rows.append({
-            "mlflow_run_id": info.run_id, "name": tags.get("mlflow.runName", info.run_name),
-            "stage": tags.get("hpcfleet.stage", ""), "site": tags.get("hpcfleet.site", ""),
-            "attempt": int(tags.get("hpcfleet.attempt", "0") or 0),
-            "array_value": tags.get("hpcfleet.array_value"),
-            "state": tags.get("hpcfleet.state", ""),
-            "scheduler_id": tags.get("slurm.job_id") or tags.get("hpcfleet.job_id"),
-            "start": _ms(info.start_time), "end": _ms(info.end_time),
-            "metrics": dict(child.data.metrics),
-        })
-    frame = _frame(rows, CHILD_COLUMNS)
-    return frame.sort_values(["start", "name"], ignore_index=True) if len(frame) else frame
-
-
-def load_run_detail(store: Store, client: MlflowClient | None, run_id: str) -> RunDetail:
-    run = store.get_run(run_id)
-    stages = store.stages(run_id)
-    job_records = store.jobs(run_id)
-    children: list[Any] = []
-    parent_metrics: dict[str, float] = {}
-    experiment_id, error = None, None
-    if client is not None:
-        try:
-            children, parent_metrics, experiment_id = _mlflow_side(client, run)
-        except MlflowUnavailable as exc:
-            error = str(exc)
-    summaries = summarize(run, stages, job_records, children)
-    results = [
-        {"metric": split[0], "value_name": split[1], "value": float(value)}
-        for key, value in parent_metrics.items()
-        if (split := split_array_key(key)) is not None
-    ]
-    return RunDetail(
-        run=run, stages=stages_frame(summaries, stages), jobs=jobs_frame(job_records),
-        children=children_frame(children),
-        array_results=pd.DataFrame(results, columns=["metric", "value_name", "value"]),
-        experiment_id=experiment_id, mlflow_error=error,
-    )
-
-
-def _mlflow_side(client: MlflowClient, run: RunRecord) -> tuple[list[Any], dict[str, float], str]:
-    with _mlflow(f"read run {run.run_id}"):
-        if run.mlflow_run_id:
-            parent = client.get_run(run.mlflow_run_id)
-            experiment_id = str(parent.info.experiment_id)
-            metrics = dict(parent.data.metrics)
-        else:
-            experiment = client.get_experiment_by_name(run.experiment)
-            if experiment is None:
-                return [], {}, ""
-            experiment_id, metrics = str(experiment.experiment_id), {}
-        children = list(client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`hpcfleet.run_id` = '{run.run_id.replace(chr(39), '')}' "
-                          "AND tags.`mlflow.parentRunId` LIKE '%'",
-            max_results=SEARCH_PAGE,
-        ))
-    return children, metrics, experiment_id
-
-
-def load_metric_histories(client: MlflowClient, children: pd.DataFrame) -> pd.DataFrame:
-    """Step-wise metric curves (e.g. a training loss) of the run's non-array child runs.
-
-    Array children report one final value each; those are charted from the parent's
-    `<key>/<value>` results instead. Bounded: a few runs, a few keys each.
-    """
-    columns = ["run", "key", "step", "value"]
-    rows: list[dict[str, Any]] = []
-    plain = children[children["array_value"].isna()] if len(children) else children
-    with _mlflow("read metric histories"):
-        for child in plain.head(MAX_HISTORY_RUNS).itertuples():
-            keys = [k for k in child.metrics if k not in HIDDEN_METRICS][:MAX_HISTORY_KEYS]
-            for key in keys:
-                history = client.get_metric_history(child.mlflow_run_id, key)
-                if len(history) < 2:
-                    continue
-                rows.extend({"run": child.name, "key": key, "step": int(p.step),
-                             "value": float(p.value)} for p in history)
-    return pd.DataFrame(rows, columns=columns)
-
-
-def load_log_tails(
-    client: MlflowClient, mlflow_run_id: str, lines: int = LOG_TAIL_LINES
-) -> dict[str, str]:
-    """The last lines of each file under the child run's `logs/` artifacts."""
-    tails: dict[str, str] = {}
-    with _mlflow("read logs"), tempfile.TemporaryDirectory(prefix="hpcfleet-logs-") as tmp:
-        for item in client.list_artifacts(mlflow_run_id, "logs"):
-            if item.is_dir:
-                continue
-            local = Path(client.download_artifacts(mlflow_run_id, item.path, tmp))
-            tails[Path(item.path).name] = tail(local, lines)
-    return tails
-
-
-def tail(path: Path, lines: int, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(0, size - max_bytes))
-        text = handle.read().decode(errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
 # -- milestones -------------------------------------------------------------------------
 
 
 def load_milestones(
-    store: Store, client: MlflowClient | None, today: date
+    store: Store, client: MlflowClient | None, today: date, runs: pd.DataFrame
 ) -> tuple[list[MilestoneStatus], str | None]:
-    """Milestone statuses; if MLflow fails, metric criteria count as unmet, with why."""
+    """Milestone statuses; if MLflow fails, metric criteria count as unmet, with why.
+
+    `runs` is the runs frame (newest first); it spares reading every run's spec.
+    """
+    names = list(zip(runs["run_id"], runs["name"], strict=True))[::-1]
     try:
-        with _mlflow("check metric criteria"):
-            return milestone_statuses(store, client, today), None
+        with mlflow_errors("check metric criteria"):
+            return milestone_statuses(store, client, today, names), None
     except MlflowUnavailable as exc:
-        return milestone_statuses(store, None, today), str(exc)
+        return milestone_statuses(store, None, today, names), str(exc)
 
 
-# -- links and totals ------------------------------------------------------------------
-
-
-def mlflow_run_url(base: str, experiment_id: str, mlflow_run_id: str) -> str:
-    return f"{base}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
-
-
-def prefect_flow_run_url(base: str, flow_run_id: str) -> str:
-    return f"{base}/runs/flow-run/{flow_run_id}"
+# -- totals ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

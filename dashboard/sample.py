@@ -188,13 +188,14 @@ def fill(
         found = client.get_experiment_by_name(name)
         experiments[name] = str(found.experiment_id) if found else str(
             client.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
-    writer = _Writer(store, client, rng, now)
     step = timedelta(days=scale.span_days) / max(scale.runs, 1)
-    for i in range(scale.runs):
-        live = scale.runs - i <= 2  # the newest two are still going: created hours ago
-        created = now - (timedelta(hours=6 * (scale.runs - i)) if live
-                         else step * (scale.runs - i))
-        writer.run(i, scale, created, experiments)
+    with tempfile.TemporaryDirectory(prefix="hpcfleet-sample-logs-") as logs:
+        writer = _Writer(store, client, rng, now, Path(logs))
+        for i in range(scale.runs):
+            live = scale.runs - i <= 2  # the newest two are still going: created hours ago
+            created = now - (timedelta(hours=6 * (scale.runs - i)) if live
+                             else step * (scale.runs - i))
+            writer.run(i, scale, created, experiments)
     return Filled(writer.run_ids, writer.points, writer.jobs)
 
 
@@ -202,13 +203,12 @@ class _Writer:
     """Writes one run at a time: store records first, then its MLflow runs."""
 
     def __init__(self, store: Store, client: MlflowClient, rng: random.Random,
-                 now: datetime) -> None:
-        self.store, self.client, self.rng, self.now = store, client, rng, now
+                 now: datetime, logs: Path) -> None:
+        self.store, self.client, self.rng, self.now, self.logs = store, client, rng, now, logs
         self.run_ids: list[str] = []
         self.points = 0
         self.jobs = 0
         self.base = {code: 0.45 + 0.4 * rng.random() for code in EU_LANGUAGES}
-        self.logs = Path(tempfile.mkdtemp(prefix="hpcfleet-sample-logs-"))
 
     def run(self, i: int, scale: Scale, created: datetime,
             experiments: dict[str, str]) -> None:
@@ -354,12 +354,10 @@ class _Writer:
             self.client.set_terminated(child, status, end_time=end)
 
     def _attach_logs(self, child: str, job: dict[str, Any]) -> None:
-        out = self.logs / "0.out"
-        err = self.logs / "0.err"
-        out.write_text("".join(f"[{job['stage']}] step {n}: ok\n" for n in range(60)))
-        err.write_text(f"{job['reason']}\n" if job.get("reason") else "")
-        for path in (out, err):
-            self.client.log_artifact(child, str(path), "logs")
+        (self.logs / "0.out").write_text(
+            "".join(f"[{job['stage']}] step {n}: ok\n" for n in range(60)))
+        (self.logs / "0.err").write_text(f"{job['reason']}\n" if job.get("reason") else "")
+        self.client.log_artifacts(child, str(self.logs), "logs")
 
     def _log(self, run: str, metrics: Sequence[tuple[str, float, int]], when: int) -> None:
         from mlflow.entities import Metric

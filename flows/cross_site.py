@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.context import RunContext
 from flows.engine import EngineConfig, conclude, guarded, run_context
 from flows.stage_runner import run_stage
+from registry.store import Store
 
 # Stage tasks run in the flow's own process; they find their run's context here.
 _contexts: dict[str, RunContext] = {}
@@ -49,6 +50,9 @@ def cross_site_run(
     """Drive run `run_id` (already stored by `hpcfleet run launch`) to its end."""
     config = EngineConfig(database_url, Path(home), tracking_uri, artifact_root)
     flow_run_id = str(flow_run.id) if flow_run.id else None
+    ended = Store.open(database_url).get_run(run_id).state
+    if ended.is_final:  # e.g. cancelled while this flow run was still queued
+        return ended.value
     with run_context(config, run_id, flow_run_id=flow_run_id, force=force) as ctx:
         with _contexts_lock:
             _contexts[run_id] = ctx

@@ -98,9 +98,8 @@ def _prefect_errors(action: str) -> Iterator[None]:
         yield
     except ObjectNotFound as exc:
         raise ControlPlaneError(
-            f"cannot {action}: Prefect at {_api_url()} has no deployment "
-            f"{full_name()!r} (or it names another one); run 'hpcfleet server up' on the "
-            "control plane"
+            f"cannot {action}: Prefect at {_api_url()} does not know it (is the deployment "
+            "there? 'hpcfleet server up' on the control plane creates it)"
         ) from exc
     except HpcfleetError:
         raise

@@ -34,6 +34,12 @@ HEARTBEAT_SECONDS = 10.0
 STALE_AFTER = timedelta(seconds=45)
 
 
+class RunEnded(HpcfleetError):
+    """The run is already COMPLETED, FAILED or CANCELLED."""
+
+    exit_code = 1
+
+
 class RunBusy(HpcfleetError):
     """Another live orchestrator drives this run."""
 
@@ -61,6 +67,9 @@ def run_context(
     """Open everything a run needs; claim it so that no second orchestrator drives it."""
     store = Store.open(config.database_url)
     run = store.get_run(run_id)
+    if run.state.is_final:
+        store.close()
+        raise RunEnded(f"run {run_id} already ended {run.state.value}; there is nothing to drive")
     _claim(store, run, force)
     stages = store.stages(run_id)
     plans, sites = plans_for(store, run, stages)

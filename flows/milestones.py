@@ -298,20 +298,25 @@ def load_evidence(
     milestones: Iterable[Milestone],
     store: Store,
     client: MlflowClient | None,
-    runs: Sequence[RunRecord] | None = None,
+    runs: Sequence[tuple[str, str]] | None = None,
 ) -> Evidence:
     """Fetch what the milestones' criteria need from the store and MLflow.
 
-    `runs` (the store's run list) may be passed in when the caller already has it.
-    Without an MLflow client, metric criteria get no evidence.
+    `runs` lists (run id, run spec name) oldest first, when the caller already has it
+    (else it comes from `store.list_runs()`). Without an MLflow client, metric criteria
+    get no evidence.
     """
     criteria = [c for m in milestones for c in m.criteria]
     spec_names = {c.stage_completed.run for c in criteria if c.stage_completed is not None}
-    all_runs = list(runs) if runs is not None else store.list_runs()
+    if runs is None:
+        runs = [(r.run_id, r.name) for r in store.list_runs()]
     runs_by_spec: dict[str, list[RunStages]] = {}
     for name in spec_names:
-        newest = [r for r in reversed(all_runs) if r.name == name][:MAX_STAGE_CANDIDATES]
-        runs_by_spec[name] = [RunStages(r, store.stages(r.run_id)) for r in newest]
+        newest = [run_id for run_id, spec in reversed(runs) if spec == name]
+        runs_by_spec[name] = [
+            RunStages(store.get_run(run_id), store.stages(run_id))
+            for run_id in newest[:MAX_STAGE_CANDIDATES]
+        ]
     metrics: dict[str, MetricEvidence | None] = {}
     for criterion in criteria:
         if criterion.metric is not None and metric_key(criterion.metric) not in metrics:
@@ -354,7 +359,7 @@ def milestone_statuses(
     store: Store,
     client: MlflowClient | None,
     today: date,
-    runs: Sequence[RunRecord] | None = None,
+    runs: Sequence[tuple[str, str]] | None = None,
 ) -> list[MilestoneStatus]:
     """Every stored milestone, evaluated now, soonest due first."""
     milestones = [record.milestone for record in store.list_milestones()]

@@ -69,6 +69,8 @@ def _run_stage(ctx: RunContext, name: str) -> RunState:
                 ctx, name, RunState.CANCELLED, f"skipped: needs {needed}, which {state.lower()}"
             )
     if ctx.cancel_requested():
+        # Resumed after a cancel request: jobs may still be live on the sites.
+        _cancel_live(ctx, [j for j in ctx.store.jobs(ctx.run_id, name) if not j.state.is_final])
         return _finish(ctx, name, RunState.CANCELLED, "the run was cancelled")
     try:
         return _drive(ctx, name, record.attempt, chain)

@@ -14,7 +14,7 @@ import streamlit as st
 from dashboard import cached, charts, text, ui
 from dashboard.burn import BurnForecast
 from dashboard.config import DashboardConfig
-from dashboard.queries import SiteView
+from dashboard.site_views import SiteView
 
 
 def main() -> None:

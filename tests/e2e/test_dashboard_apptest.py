@@ -57,7 +57,7 @@ def texts(at: AppTest) -> str:
         parts.extend(str(element.value) for element in getattr(at, kind))
     parts.extend(frame.value.to_string() for frame in at.dataframe)
     parts.extend(str(metric.label) + " " + str(metric.value) for metric in at.metric)
-    parts.extend(str(p.text) for p in at.get("progress"))
+    parts.extend(str(p.proto.text) for p in at.get("progress"))
     return "\n".join(parts)
 
 
@@ -105,7 +105,7 @@ def test_overview_shows_milestones_with_progress_due_dates_and_risk(
     shown = texts(at)
     for title in ("First model release", "Multilingual parity", "Deduplicated corpus v2"):
         assert title in shown
-    progress = sorted((p.value, p.text) for p in at.get("progress"))
+    progress = sorted((p.proto.value, p.proto.text) for p in at.get("progress"))
     assert progress[0] == (0, "0% · 0 of 1 criteria met")  # the overdue corpus milestone
     assert 0 < progress[1][0] < 100 and progress[1][1].endswith("0 of 1 criteria met")
     assert progress[2] == (100, "100% · 2 of 2 criteria met")

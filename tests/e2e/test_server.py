@@ -182,11 +182,8 @@ def test_partners_share_runs_and_results_and_a_killed_worker_duplicates_nothing(
     worker_log = (plane.home / "server" / "worker.log").read_text()
     assert f"run {run_a}: orchestrator {orchestrator} is gone" in worker_log
 
-    def both_final() -> bool:
-        listed = runs(plane.csc)
-        return all(RunState(listed[r]["state"]).is_final for r in (run_a, run_b))
-
-    wait_until(both_final, timeout=180, interval=2)
+    wait_until(lambda: all(store.get_run(r).state.is_final for r in (run_a, run_b)),
+               timeout=180, interval=1)
     for env in (plane.cuni, plane.csc):  # everyone sees everyone's runs
         listed = runs(env)
         assert {listed[run_a]["partner"], listed[run_b]["partner"]} == {"cuni", "csc"}
@@ -258,3 +255,23 @@ def test_server_down_stops_everything_it_started(plane: Plane) -> None:
     after = cli(plane.control, "server", "status", "--json")
     assert after.returncode == 1
     assert not any(p["running"] or p["ready"] for p in json.loads(after.stdout))
+
+
+def test_the_registry_password_reaches_flow_runs_only_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.deployment import deployment_parameters, without_password
+    from flows.engine import EngineConfig
+    from hpcfleet.server import worker_exec_env
+    from hpcfleet.settings import Settings
+
+    url = f"postgresql+psycopg://hpcfleet:{PASSWORD}@db.internal:5433/hpcfleet?sslmode=require"
+    assert without_password(url) == (
+        "postgresql+psycopg://hpcfleet@db.internal:5433/hpcfleet?sslmode=require")
+    parameters = deployment_parameters(EngineConfig(url, tmp_path, "http://127.0.0.1:5000"))
+    assert PASSWORD not in json.dumps(parameters)
+    monkeypatch.setenv("HPCFLEET_DATABASE_URL", url)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    assert worker_exec_env(Settings())["PGPASSWORD"] == PASSWORD
+    monkeypatch.setenv("HPCFLEET_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+    assert "PGPASSWORD" not in worker_exec_env(Settings())

@@ -308,3 +308,48 @@ def test_max_queued_jobs_is_respected(setup: tuple[Store, EngineConfig], tmp_pat
         worker.join(timeout=0.1)
     assert store.get_run(run_id).state is RunState.COMPLETED
     assert max(seen) <= 2 < len(store.jobs(run_id))
+
+
+def test_resuming_a_cancelled_run_cancels_its_live_jobs(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
+    """The orchestrator died with a job live; `run cancel` found nobody alive to tell, and
+    `run resume` must then stop that job on the site, not merely mark the stage."""
+    from flows.engine import RunEnded
+    from sites.driver import DriverPool
+    from sites.scheduler import JobRequest, TaskSpec
+
+    store, config = setup
+    run_id = start(store, tmp_path, [{"name": "s", "site": "site-a", "command": ["sleep", "300"]}])
+    scheduler = DriverPool(tmp_path / "sites").get(store.get_site("site-a").site).scheduler
+    job_id = scheduler.submit(
+        JobRequest(
+            name=f"hpcfleet-{run_id}-s-1",
+            workdir=str(tmp_path),
+            log_dir=str(tmp_path / "logs"),
+            tasks=(TaskSpec(argv=("sleep", "300")),),
+        )
+    )
+    store.add_jobs(
+        [
+            {
+                "run_id": run_id,
+                "stage": "s",
+                "attempt": 1,
+                "site": "site-a",
+                "job_name": f"hpcfleet-{run_id}-s-1",
+                "scheduler_id": job_id,
+                "array_index": None,
+                "array_value": None,
+                "state": JobState.RUNNING,
+            }
+        ]
+    )
+    store.update_stage(run_id, "s", state=RunState.RUNNING, attempt=1)
+    store.update_run(run_id, state=RunState.RUNNING, cancel_requested=True)
+
+    run = execute_run(config, run_id)
+    assert run.state is RunState.CANCELLED
+    assert scheduler.status([job_id])[job_id].state is JobState.CANCELLED
+    with pytest.raises(RunEnded, match="already ended CANCELLED"):
+        execute_run(config, run_id)
