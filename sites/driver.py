@@ -83,7 +83,7 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
     else:
         from sites.ssh import SshTransport
 
-        transport = SshTransport.shared(site.name, site.ssh)
+        transport = SshTransport(site.name, site.ssh)  # shares the site's one connection
         workdir = remote_workdir(site, transport)
     assert site.slurm is not None  # the Site model guarantees it for scheduler 'slurm'
     slurm_scheduler = SlurmScheduler(site.name, transport, site.slurm, site.environment)

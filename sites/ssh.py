@@ -143,27 +143,6 @@ class SshTransport:
         self._closed = False
         self._close_lock = threading.Lock()
 
-    @classmethod
-    def shared(
-        cls,
-        site: str,
-        settings: SshSettings,
-        *,
-        ssh_config_path: Path | None = None,
-        connect_timeout: float = 10,
-        keepalive: float = 15,
-        max_channels: int = 8,
-    ) -> SshTransport:
-        """Same as the constructor (which always shares); the name says it at call sites."""
-        return cls(
-            site,
-            settings,
-            ssh_config_path=ssh_config_path,
-            connect_timeout=connect_timeout,
-            keepalive=keepalive,
-            max_channels=max_channels,
-        )
-
     @property
     def connection(self) -> SshConnection:
         """The shared connection (for diagnostics: `logins`, `is_connected()`)."""

@@ -46,8 +46,8 @@ def test_the_last_user_closes_the_connection() -> None:
 
 
 def test_shared_uses_the_process_wide_pool() -> None:
-    one = SshTransport.shared("pool-test", SETTINGS)
-    two = SshTransport.shared("pool-test", SETTINGS)
+    one = SshTransport("pool-test", SETTINGS)
+    two = SshTransport("pool-test", SETTINGS)
     try:
         assert one.connection is two.connection
     finally:
