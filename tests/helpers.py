@@ -77,6 +77,18 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
+DATA = REPO / "tests" / "data"
+
+
+def assert_golden(path: Path, text: str) -> None:
+    """`text` equals the golden file at `path`; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(encoding="utf-8"), f"{path.name} differs from its golden file"
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 60, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not check():

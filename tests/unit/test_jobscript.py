@@ -6,24 +6,13 @@ and review the diff.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from sites.jobscript import check_env_name, render_exports, render_job_body
 from sites.scheduler import JobRequest, TaskSpec
+from tests.helpers import DATA, assert_golden
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "jobscript"
-
-
-def assert_golden(text: str, name: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(encoding="utf-8")
+GOLDEN = DATA / "jobscript"
 
 
 def hazardous_request() -> JobRequest:
@@ -49,7 +38,7 @@ def test_job_body_matches_golden() -> None:
         modules=("LUMI/24.03", "partition/G"),
         container=("apptainer", "exec", "/appl/pytorch image.sif"),
     )
-    assert_golden(body, "job_body.sh")
+    assert_golden(GOLDEN / "job_body.sh", body)
 
 
 def test_job_body_without_modules_or_container_has_neither() -> None:

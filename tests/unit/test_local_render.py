@@ -6,24 +6,15 @@ Regenerate the golden files with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from sites.local_scheduler import LocalScheduler
 from sites.scheduler import JobRequest, JobResources, TaskSpec
+from tests.helpers import DATA, assert_golden
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "local"
-
-
-def assert_golden(text: str, name: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(encoding="utf-8")
+GOLDEN = DATA / "local"
 
 
 def plain_request() -> JobRequest:
@@ -57,14 +48,14 @@ def array_request() -> JobRequest:
 
 def test_plain_job_script_matches_golden(tmp_path: Path) -> None:
     scheduler = LocalScheduler("laptop", tmp_path)
-    assert_golden(scheduler.render(plain_request()), "plain_job.sh")
+    assert_golden(GOLDEN / "plain_job.sh", scheduler.render(plain_request()))
 
 
 def test_array_job_script_with_modules_and_container_matches_golden(tmp_path: Path) -> None:
     scheduler = LocalScheduler(
         "laptop", tmp_path, modules=("python/3.11",), container=("apptainer", "exec", "t.sif")
     )
-    assert_golden(scheduler.render(array_request()), "array_job.sh")
+    assert_golden(GOLDEN / "array_job.sh", scheduler.render(array_request()))
 
 
 def test_render_writes_nothing(tmp_path: Path) -> None:

@@ -6,18 +6,17 @@ Golden files live in tests/data/slurm/golden/; `UPDATE_GOLDEN=1 pytest ...` rewr
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from registry.site import Container, Environment, Partition, SlurmSettings
 from sites.scheduler import JobRequest, JobResources, TaskSpec
 from sites.slurm_script import render_sbatch, sbatch_quote
+from tests.helpers import DATA, assert_golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "slurm" / "golden"
+GOLDEN = DATA / "slurm" / "golden"
 
 SITE = SlurmSettings(
     account="project_465000001",
@@ -81,15 +80,6 @@ def header(script: str) -> dict[str, str]:
     return options
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file"
-
-
 def test_plain_job_matches_golden_file() -> None:
     request = JobRequest(
         name="hpcfleet-r1-prepare-1",
@@ -99,7 +89,7 @@ def test_plain_job_matches_golden_file() -> None:
         env={"HPCFLEET_RUN_ID": "r1", "HPCFLEET_STAGE": "prepare"},
         resources=JobResources(cpus=2, mem_mb=1024, time_seconds=600),
     )
-    check_golden("plain.sh", render_sbatch(request, SITE, ENV))
+    assert_golden(GOLDEN / "plain.sh", render_sbatch(request, SITE, ENV))
 
 
 def test_array_job_matches_golden_file() -> None:
@@ -127,7 +117,7 @@ def test_array_job_matches_golden_file() -> None:
             "container": Container(image="/appl/pytorch.sif", options=["--rocm", "-B", "/scratch"])
         }
     )
-    check_golden("array.sh", render_sbatch(request, site, env))
+    assert_golden(GOLDEN / "array.sh", render_sbatch(request, site, env))
 
 
 def test_header_says_what_the_request_asks() -> None:
