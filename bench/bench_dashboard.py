@@ -36,12 +36,15 @@ def build(home: Path, runs: int) -> None:
     if (home / "registry.db").exists():
         sys.exit(f"{home} holds other data; give an empty --home")
     started = time.perf_counter()
-    scale = sample.Scale(runs=runs, eval_every=3, children_every=50, history_steps=300,
-                         span_days=330)
+    scale = sample.Scale(
+        runs=runs, eval_every=3, children_every=50, history_steps=300, span_days=330
+    )
     filled = sample.fill_home(home, scale)
     took = time.perf_counter() - started
-    summary = (f"{len(filled.run_ids)} runs, {filled.jobs} jobs, "
-               f"{filled.metric_points} metric points, written in {took:.0f} s")
+    summary = (
+        f"{len(filled.run_ids)} runs, {filled.jobs} jobs, "
+        f"{filled.metric_points} metric points, written in {took:.0f} s"
+    )
     marker.write_text(f"{runs} {summary}\n")
     print(summary)
 
@@ -49,8 +52,9 @@ def build(home: Path, runs: int) -> None:
 def render(page: str) -> float:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_string(f"from dashboard.views import {page}\n{page}.main()\n",
-                             default_timeout=600)
+    at = AppTest.from_string(
+        f"from dashboard.views import {page}\n{page}.main()\n", default_timeout=600
+    )
     started = time.perf_counter()
     at.run()
     took = time.perf_counter() - started
@@ -74,8 +78,10 @@ def machine() -> str:
         memory = f", {kib / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> int:
@@ -94,16 +100,29 @@ def main() -> int:
     import logging
 
     import streamlit
+    from streamlit import config, logger
 
-    # clearing the caches outside a running app logs a harmless warning each time
-    logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
+    # AppTest outside a server warns harmlessly at every run
+    config.set_option("logger.level", "error")
+    logger.set_log_level("error")
+
+    # AppTest and clearing caches outside a running app log harmless warnings each time
+    for name in (
+        "streamlit.runtime.caching.cache_data_api",
+        "streamlit.runtime.scriptrunner_utils.script_run_context",
+    ):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     print(f"machine: {machine()}; streamlit {streamlit.__version__}")
     first = render("overview")
-    print(f"first render in a fresh process (opens MLflow, reads every parent run once): "
-          f"{first:.2f} s")
-    print(f"{'page':<12} {'cold s':>8} {'warm median s':>14} {'warm max s':>11}  goal ≤ "
-          f"{GOAL_SECONDS:g} s")
+    print(
+        f"first render in a fresh process (opens MLflow, reads every parent run once): "
+        f"{first:.2f} s"
+    )
+    print(
+        f"{'page':<12} {'cold s':>8} {'warm median s':>14} {'warm max s':>11}  goal ≤ "
+        f"{GOAL_SECONDS:g} s"
+    )
     failed = False
     for page in PAGES:
         streamlit.cache_data.clear()  # cold: every query of the page runs (connections stay)
@@ -111,8 +130,10 @@ def main() -> int:
         warm = [render(page) for _ in range(args.repeat)]
         ok = max(warm) <= GOAL_SECONDS
         failed |= not ok
-        print(f"{page:<12} {cold:>8.2f} {statistics.median(warm):>14.2f} {max(warm):>11.2f}  "
-              f"{'ok' if ok else 'SLOW'}")
+        print(
+            f"{page:<12} {cold:>8.2f} {statistics.median(warm):>14.2f} {max(warm):>11.2f}  "
+            f"{'ok' if ok else 'SLOW'}"
+        )
     return 1 if failed else 0
 
 

@@ -33,6 +33,7 @@ from benchlib import (
     describe_counts,
     hold_anchor,
     open_slurm,
+    remove_dir,
     require_sandbox,
     sandbox_site,
     sleep_request,
@@ -58,6 +59,7 @@ class Result:
     polls: int
     watch_commands: Counter[str]
     after_cancel: list[int]  # commands per status() call, once a second after scancel
+    failures: list[str]  # commands that raised (the sandbox disturbed by someone else)
 
 
 def main() -> None:
@@ -101,10 +103,18 @@ def measure(sandbox: Sandbox, site: Site, count: int, watch_seconds: float) -> R
         after_cancel = _until_settled(transport, scheduler, ids)
     finally:
         cancel_by_name(sandbox, site.name, [name, f"{name}-anchor"])
-        sandbox.run_on(site.name, ["rm", "-rf", "--", workdir])
+        remove_dir(sandbox, site.name, workdir)
         transport.close()
     return Result(
-        count, per_call, seconds * 1000, kind_ms, states, polls, watch_commands, after_cancel
+        count,
+        per_call,
+        seconds * 1000,
+        kind_ms,
+        states,
+        polls,
+        watch_commands,
+        after_cancel,
+        list(transport.failures),
     )
 
 
@@ -181,6 +191,9 @@ def render(report: Report, results: list[Result]) -> None:
             f"{r.polls} / {watch_total} ({describe_counts(r.watch_commands)}) = {per_poll:.1f}",
             ", ".join(map(str, r.after_cancel)),
         )
+    failures = [f for r in results for f in r.failures]
+    if failures:
+        report.notes.append("Commands that failed meanwhile: " + "; ".join(failures))
     report.target(
         "1 scheduler query per site per poll cycle, whatever the number of jobs",
         f"{worst:.0f} per poll while jobs are live (sacct + squeue), 1 once all are final",

@@ -170,6 +170,13 @@ def cancel_by_name(sandbox: Sandbox, site: str, names: Sequence[str], timeout: f
     print(f"warning: jobs named {left} still listed on {site} after {timeout} s", file=sys.stderr)
 
 
+def remove_dir(sandbox: Sandbox, site: str, path: str) -> None:
+    """Delete a benchmark's directory on the site, and its parent when left empty."""
+    parent = path.rsplit("/", 1)[0]
+    sandbox.run_on(site, ["bash", "-c", 'rm -rf -- "$1"; rmdir -- "$2" 2>/dev/null; true',
+                          "remove", path, parent])  # fmt: skip
+
+
 def sshd_log(site: SandboxSite) -> Path:
     """Where the sandbox's sshd of `site` logs (hpc-sandbox starts it with -E)."""
     return site.home.parent / "log" / "sshd.log"
@@ -212,6 +219,8 @@ class CountingTransport:
         self.site = inner.site
         self.kinds: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
+        self.last: dict[str, CommandResult] = {}  # the latest answer of each kind
+        self.failures: list[str] = []  # errors raised (site unreachable, ...)
         self._lock = threading.Lock()
 
     @property
@@ -232,13 +241,20 @@ class CountingTransport:
         self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
     ) -> CommandResult:
         started = time.perf_counter()
+        kind = command_kind(command)
         try:
-            return self.inner.run(command, stdin=stdin, timeout=timeout)
+            result = self.inner.run(command, stdin=stdin, timeout=timeout)
+        except Exception as exc:
+            with self._lock:
+                self.failures.append(f"{kind}: {exc}")
+            raise
         finally:
-            kind = command_kind(command)
             with self._lock:
                 self.kinds[kind] += 1
                 self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - started
+        with self._lock:
+            self.last[kind] = result
+        return result
 
     def put(self, local: Path, remote: str) -> None:
         self.inner.put(local, remote)
@@ -248,6 +264,29 @@ class CountingTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class ReplayTransport:
+    """Answers every command with the latest recorded answer of its kind: no I/O, so
+    that timing `SlurmScheduler.status()` over it measures hpcfleet's own work."""
+
+    def __init__(self, answers: dict[str, CommandResult], site: str) -> None:
+        self.answers = answers
+        self.site = site
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        return self.answers[command_kind(command)]
+
+    def put(self, local: Path, remote: str) -> None:
+        raise NotImplementedError
+
+    def get(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
 
 
 def describe_counts(counts: Counter[str]) -> str:

@@ -119,6 +119,10 @@ def dashboard(
         "true",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--server.fileWatcherType",
+        "none",
     ]
     display.err.print(f"dashboard on http://127.0.0.1:{port}")
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
@@ -149,9 +153,15 @@ def demo(
         store.put_partner(
             validate_document(item, Partner, source=f"{folder / 'partners.yaml'}[{index}]")
         )
+    from sites.driver import DriverPool
+    from sites.probe import probe_site
+
+    pool = DriverPool(settings().home / "sites")
     for path in sorted((folder / "sites").glob("*.yaml")):
         site = load_document(path, Site)
         store.put_site(site, site.partner)
+        store.add_probe(probe_site(site, pool).record())  # site health for the dashboard
+    pool.close()
     owner = validate_document(partners_data[0], Partner, source="partners.yaml").id
     for path in sorted((folder / "milestones").glob("*.yaml")):
         store.put_milestone(load_document(path, Milestone), owner)

@@ -185,3 +185,10 @@ def test_prefect_task_runs_grow_with_stages_not_jobs(demo: tuple[Path, str]) -> 
             "where f.name = ?", (run.run_id,))
     )
     assert names == ["evaluate", "prepare", "train"]  # 26 jobs and many polls, 3 task runs
+
+
+def test_demo_probes_its_sites_for_the_dashboard(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    probes = Store.open(f"sqlite:///{home / 'registry.db'}").latest_probes()
+    assert set(probes) == {"site-a", "site-b"}
+    assert all(p.reachable and p.ok for p in probes.values())

@@ -350,18 +350,21 @@ def test_requeued_job_completes_as_the_same_submission(fleet: Fleet) -> None:
             state = fleet.sandbox.run_on("site-a", ["squeue", "-h", "-j", job_id, "-o", "%T"])
             return state.stdout.strip() == "PENDING"
 
-        # A requeued job waits ~120 s for its BeginTime; let it start again at once.
+        # A requeued job waits ~120 s for its BeginTime; let it start again in 2 s. Not
+        # at once: slurmd revoked the job's credential at the requeue, and a start within
+        # the same second is refused ("Job credential revoked") and ends the job FAILED.
         wait_until(pending, timeout=30, interval=0.5)
+        # The engine sees it too: sacct says REQUEUED, squeue PENDING; both are our
+        # PENDING (it runs again under the same id), not final, so it keeps following it.
+        fleet.wait_for_job("steady", JobState.PENDING, timeout=30)
         started = fleet.sandbox.run_on(
-            "site-a", ["scontrol", "update", f"JobId={job_id}", "StartTime=now"]
+            "site-a", ["scontrol", "update", f"JobId={job_id}", "StartTime=now+2"]
         )
         assert started.returncode == 0, started.stderr
         run_id = driven.result(timeout=RUN_TIMEOUT)
 
-    # What the engine saw: sacct/squeue report the job REQUEUED, then PENDING, both our
-    # PENDING (it runs again under the same id), then RUNNING and COMPLETED. None of the
-    # first three is final, so the engine kept following the same job: one attempt, one
-    # submission, no resubmission.
+    # So the engine saw RUNNING, PENDING, RUNNING, COMPLETED of one job: one attempt, one
+    # submission, nothing resubmitted.
     assert fleet.store.get_run(run_id).state is RunState.COMPLETED
     [record] = fleet.jobs(run_id, "steady")
     assert (record.attempt, record.scheduler_id, record.state) == (1, job_id, JobState.COMPLETED)

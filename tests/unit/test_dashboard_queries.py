@@ -326,15 +326,16 @@ def test_a_log_tail_is_the_last_lines(tmp_path: Path) -> None:
 
 
 def test_the_dashboard_never_imports_ssh_or_slurm_code() -> None:
-    """Every page module and the data layer load without paramiko or the site drivers."""
+    """Every page module and the data layer load without paramiko, the site drivers or
+    the sample-data writer."""
     probe = (
         "import importlib, sys\n"
         "from dashboard.navigation import PAGES\n"
         "import dashboard.cached, dashboard.charts\n"
         "for entry in PAGES:\n"
         "    importlib.import_module('dashboard.views.' + entry.module)\n"
-        "bad = sorted(m for m in sys.modules if m == 'paramiko' or m.startswith("
-        "('paramiko.', 'sites.ssh', 'sites.slurm', 'sites.driver', 'prefect')))\n"
+        "bad = sorted(m for m in sys.modules if m in ('paramiko', 'dashboard.sample') or "
+        "m.startswith(('paramiko.', 'sites.ssh', 'sites.slurm', 'sites.driver', 'prefect')))\n"
         "print(','.join(bad))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
