@@ -21,7 +21,7 @@ demo: $(STAMP)  ## the embedded end-to-end example (state in $$HPCFLEET_HOME, de
 	$(VENV)/bin/hpcfleet demo
 
 test: $(STAMP)  ## every test; the SLURM/sshd sandbox tests need root (they skip otherwise)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=15
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
