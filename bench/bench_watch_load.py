@@ -100,7 +100,7 @@ def main() -> None:
     opened: list[OpenSite] = []
     try:
         for name in SITES:
-            opened.append(_submit(sandbox, name, args.arrays, args.tasks))
+            _submit(sandbox, name, args.arrays, args.tasks, opened)
         idle = Window.measure_during(IDLE_SECONDS)
         before = {o.site.name: o.transport.snapshot() for o in opened}
         watchers = [
@@ -129,19 +129,21 @@ def main() -> None:
     print(report.markdown())
 
 
-def _submit(sandbox: Sandbox, name: str, arrays: int, tasks: int) -> OpenSite:
+def _submit(sandbox: Sandbox, name: str, arrays: int, tasks: int, into: list[OpenSite]) -> None:
+    """Submit the site's arrays; the site joins `into` first, so that it is cleaned up
+    even when a submission fails."""
     _, site = sandbox_site(sandbox, name)
     job_name = f"{JOB_PREFIX}-load"
     workdir = f"{sandbox.site(name).home}/hpcfleet-bench/{job_name}"
     transport, scheduler = open_slurm(site)
     opened = OpenSite(site, workdir, transport, scheduler, [f"{job_name}-anchor", job_name], [])
+    into.append(opened)
     anchor = hold_anchor(sandbox, name, f"{job_name}-anchor")
     request = sleep_request(job_name, workdir, tasks=tasks, after_ok=anchor)
     for _ in range(arrays):
         base = scheduler.submit(request)
         opened.task_ids += [f"{base}_{i}" for i in range(tasks)]
     print(f"{len(opened.task_ids)} tasks submitted on {name}", file=sys.stderr)
-    return opened
 
 
 def _status_cpu_ms(site: OpenSite) -> float:

@@ -74,16 +74,16 @@ class Fleet:
 
     def start(self, spec: Path) -> subprocess.Popen[bytes]:
         """`run launch --wait` in the background, in its own process group."""
-        log = (self.tmp / f"{spec.stem}.log").open("wb")
-        return subprocess.Popen(
-            [*HPCFLEET, "run", "launch", str(spec), "--wait"],
-            env=self.env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.tmp / f"{spec.stem}.log").open("wb") as log:
+            return subprocess.Popen(
+                [*HPCFLEET, "run", "launch", str(spec), "--wait"],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self, spec: Path) -> str:
         return (self.tmp / f"{spec.stem}.log").read_text(errors="replace")
@@ -350,13 +350,13 @@ def test_requeued_job_completes_as_the_same_submission(fleet: Fleet) -> None:
             state = fleet.sandbox.run_on("site-a", ["squeue", "-h", "-j", job_id, "-o", "%T"])
             return state.stdout.strip() == "PENDING"
 
-        # A requeued job waits ~120 s for its BeginTime; let it start again in 2 s. Not
-        # at once: slurmd revoked the job's credential at the requeue, and a start within
-        # the same second is refused ("Job credential revoked") and ends the job FAILED.
         wait_until(pending, timeout=30, interval=0.5)
         # The engine sees it too: sacct says REQUEUED, squeue PENDING; both are our
         # PENDING (it runs again under the same id), not final, so it keeps following it.
         fleet.wait_for_job("steady", JobState.PENDING, timeout=30)
+        # A requeued job waits ~120 s for its BeginTime; let it start again in 2 s. Not
+        # at once: slurmd revoked the job's credential at the requeue, and a start within
+        # the same second is refused ("Job credential revoked") and ends the job FAILED.
         started = fleet.sandbox.run_on(
             "site-a", ["scontrol", "update", f"JobId={job_id}", "StartTime=now+2"]
         )
@@ -414,6 +414,10 @@ fi
     jobs = fleet.jobs(run_id, "long")
     assert [(j.attempt, j.state) for j in jobs] == [(1, JobState.TIMEOUT), (2, JobState.COMPLETED)]
     assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["long-1", "long-2"]})
+    accounted = fleet.sandbox.run_on(
+        "site-a", ["sacct", "-n", "-P", "-X", "-j", jobs[0].scheduler_id or "", "-o", "State"]
+    )
+    assert accounted.stdout.strip() == "TIMEOUT"
     result = fleet.outputs("site-a", run_id, "long") / "result"
     assert result.read_text() == "resumed from attempt 1\n"
 
