@@ -224,11 +224,18 @@ def render(
         f"{_mib(tracking.rss_before_kib)} / {_mib(tracking.rss_after_kib)}",
     )
     report.row("peak RSS (VmHWM; getrusage ru_maxrss)", f"{_mib(peak)}; {_mib(maxrss)}")
+    report.target(
+        f"none set (issue 4 asks for the numbers): {tracked} live jobs on {len(polls)} sites",
+        f"{cpu / cycles * 1000:.0f} ms CPU per poll cycle "
+        f"({tracking.cpu / tracking.wall * 100:.1f} % of one core at a "
+        f"{args.interval:g} s interval), peak RSS {_mib(peak)}",
+        None,
+    )
     report.notes += [
         "CPU time is this process's (all threads: watchers, paramiko, parsing). The SLURM "
         "side (sacct, squeue, slurmdbd) runs in other processes and is not included; a "
         "poll's wall time is mostly spent there. Each array task is tracked by its own id "
-        "(`123_4`), as the engine tracks them. No target was set in issue 4.",
+        "(`123_4`), as the engine tracks them.",
         "Most of the CPU per poll is `SlurmScheduler.status()` merging sacct's and "
         "squeue's answers (`sites/slurm.py`, `_prefer_live`), which calls `select_jobs` "
         "once per tracked id over all statuses: quadratic in the number of tracked jobs "

@@ -98,13 +98,14 @@ class Report:
     load_before: str = field(default_factory=load_average)
     header: tuple[str, ...] = ()
     rows: list[tuple[str, ...]] = field(default_factory=list)
-    targets: list[tuple[str, str, bool]] = field(default_factory=list)  # what, measured, met
+    # what, measured, met (None: no target was set, the row only reports)
+    targets: list[tuple[str, str, bool | None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def row(self, *cells: object) -> None:
         self.rows.append(tuple(str(c) for c in cells))
 
-    def target(self, what: str, measured: str, met: bool) -> None:
+    def target(self, what: str, measured: str, met: bool | None) -> None:
         self.targets.append((what, measured, met))
 
     def markdown(self) -> str:
@@ -120,10 +121,15 @@ class Report:
         if self.rows:
             lines += [*_table(self.header, self.rows), ""]
         if self.targets:
-            verdicts = [(what, got, "yes" if met else "**no**") for what, got, met in self.targets]
+            verdicts = [(what, got, _verdict(met)) for what, got, met in self.targets]
             lines += [*_table(("target", "measured", "met"), verdicts), ""]
-        lines += self.notes
+        for note in self.notes:
+            lines += [note, ""]
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _verdict(met: bool | None) -> str:
+    return "n/a" if met is None else "yes" if met else "**no**"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
