@@ -33,6 +33,7 @@ from sites.slurm_parse import (
     SLURM_STATES,
     SQUEUE_FIELDS,
     accounting_disabled,
+    base_job_id,
     parse_sacct,
     parse_squeue,
     parse_submit,
@@ -305,12 +306,27 @@ def _prefer_live(
     recorded: dict[str, JobStatus], live: dict[str, JobStatus], job_ids: Iterable[str]
 ) -> dict[str, JobStatus]:
     """sacct's statuses, with squeue's replacing them for each of `job_ids` squeue knows
-    (an array as a whole: sacct may still show it as one placeholder row)."""
+    (an array as a whole: sacct may still show it as one placeholder row).
+
+    Linear in the number of statuses: both answers are indexed by task and array id once.
+    """
+    live_by_id, recorded_by_id = _by_job_id(live), _by_job_id(recorded)
     merged = dict(recorded)
     for job_id in job_ids:
-        fresh = select_jobs([job_id], live)
+        fresh = live_by_id.get(job_id)
         if fresh:
-            for stale in select_jobs([job_id], recorded):
-                del merged[stale]
-            merged.update(fresh)
+            for stale in recorded_by_id.get(job_id, ()):
+                merged.pop(stale, None)
+            merged.update((task_id, live[task_id]) for task_id in fresh)
     return merged
+
+
+def _by_job_id(statuses: dict[str, JobStatus]) -> dict[str, list[str]]:
+    """Task ids under their own id and under their array's id."""
+    index: dict[str, list[str]] = {}
+    for task_id in statuses:
+        index.setdefault(task_id, []).append(task_id)
+        base = base_job_id(task_id)
+        if base != task_id:
+            index.setdefault(base, []).append(task_id)
+    return index

@@ -309,3 +309,23 @@ def test_commands_refuse_anything_but_job_ids(bad: str) -> None:
     for build in (status_command, cancel_command):
         with pytest.raises(ValueError):
             build([bad])
+
+
+def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
+    from registry.states import JobState
+    from sites.scheduler import JobStatus
+    from sites.slurm import _prefer_live
+
+    def status(job_id: str, state: JobState) -> JobStatus:
+        return JobStatus(job_id=job_id, state=state)
+
+    # sacct: array 7 still one placeholder row, job 8 final; squeue: 7's tasks, 9 running.
+    recorded = {"7": status("7", JobState.PENDING), "8": status("8", JobState.COMPLETED)}
+    live = {"7_0": status("7_0", JobState.RUNNING), "7_1": status("7_1", JobState.PENDING),
+            "9": status("9", JobState.RUNNING)}
+    merged = _prefer_live(recorded, live, ["7", "7_1", "8", "9"])  # overlapping ids are fine
+    assert {k: v.state for k, v in merged.items()} == {
+        "7_0": JobState.RUNNING, "7_1": JobState.PENDING, "8": JobState.COMPLETED,
+        "9": JobState.RUNNING}
+    many = {f"{n}_{i}": status(f"{n}_{i}", JobState.RUNNING) for n in range(100, 150) for i in range(100)}
+    assert len(_prefer_live({}, many, [str(n) for n in range(100, 150)])) == 5000
