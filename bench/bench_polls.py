@@ -196,20 +196,16 @@ def render(report: Report, results: list[Result]) -> None:
         report.notes.append("Commands that failed meanwhile: " + "; ".join(failures))
     report.target(
         "1 scheduler query per site per poll cycle, whatever the number of jobs",
-        f"{worst:.0f} per poll while jobs are live (sacct + squeue), 1 once all are final",
+        f"{worst:.0f} command per poll at most (sacct and squeue in one shell command)",
         worst <= 1,
     )
     report.notes += [
-        "`SlurmScheduler.status()` makes ONE sacct call for all ids and, when any of them "
-        "is not final in sacct (every PENDING or RUNNING job, and jobs sacct does not "
-        "show yet), ONE squeue call for those. The number of commands does not grow with "
-        "the number of jobs, but while any tracked job is live a poll costs 2 commands "
-        "(two channel round trips on the one connection). Once every tracked job is "
-        "final in sacct (a few seconds after it ended: sacct lags slurmctld) it is 1.",
-        "sacct (slurmdbd, MariaDB) is also the slow one of the two. Two ways to 1 command "
-        "per poll: send both queries as one shell command (one round trip, still two "
-        "SLURM queries), or ask squeue first and sacct only for the ids squeue no longer "
-        "lists or reports as ended (for exit codes, elapsed time and GPU-hours).",
+        "`SlurmScheduler.status()` sends ONE command per poll: sacct for all ids and "
+        "squeue for the same ids in one shell command (`status_pair_command`), so one "
+        "channel round trip on the one connection, counted here as one sacct command. "
+        "squeue's answer only counts for jobs sacct has not settled yet (PENDING, "
+        "RUNNING, or not in sacct yet: sacct lags slurmctld by seconds).",
+        "sacct (slurmdbd, MariaDB) is the slow one of the two queries.",
     ]
 
 

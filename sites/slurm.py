@@ -116,6 +116,38 @@ def status_command(job_ids: Iterable[str]) -> str:
     return f"{_SACCT} --jobs={_job_list(job_ids)} {_SACCT_FORMAT}"
 
 
+PAIR_MARK = "@@hpcfleet-squeue-follows@@ sacct exit status:"
+
+
+def status_pair_command(job_ids: Iterable[str]) -> str:
+    """sacct and squeue for the same jobs in ONE command (one round trip per poll).
+
+    sacct's exit status is printed on a marker line between the two outputs; the
+    command's own exit status is squeue's. `split_pair` takes the answer apart.
+    """
+    ids = list(job_ids)
+    return (
+        f"{status_command(ids)}; printf '\\n%s %s\\n' {shlex.quote(PAIR_MARK)} \"$?\"; "
+        f"{squeue_status_command(ids)}"
+    )
+
+
+def split_pair(result: CommandResult) -> tuple[CommandResult, CommandResult]:
+    """(sacct's result, squeue's result) from a `status_pair_command` answer. Both share
+    the command's stderr: the error classifiers only look for their own messages."""
+    head, found, tail = result.stdout.partition(f"\n{PAIR_MARK} ")
+    rc_text, _, squeue_out = tail.partition("\n")
+    if not found or not rc_text.strip().isdigit():
+        # The command was cut short before sacct finished: treat it as sacct failing.
+        return (
+            CommandResult(result.command, result.returncode or 1, result.stdout, result.stderr),
+            CommandResult(result.command, 1, "", result.stderr),
+        )
+    sacct = CommandResult(result.command, int(rc_text), head, result.stderr)
+    squeue = CommandResult(result.command, result.returncode, squeue_out, result.stderr)
+    return sacct, squeue
+
+
 def squeue_status_command(job_ids: Iterable[str]) -> str:
     """ONE squeue call for all jobs slurmctld still remembers, one line per array task.
 
@@ -217,9 +249,8 @@ class SlurmScheduler:
             raise scheduler_error(self.site, action, result)
         return result
 
-    def _sacct(self, command: str) -> dict[str, JobStatus] | None:
+    def _sacct(self, result: CommandResult) -> dict[str, JobStatus] | None:
         """Statuses from sacct, or None when the site turns out to have no accounting."""
-        result = self.transport.run(command)
         if result.ok:
             return parse_sacct(result.stdout)
         if not accounting_disabled(result.stderr + result.stdout):
@@ -228,8 +259,7 @@ class SlurmScheduler:
         self.accounting = False
         return None
 
-    def _squeue(self, command: str) -> dict[str, JobStatus]:
-        result = self.transport.run(command)
+    def _squeue(self, result: CommandResult) -> dict[str, JobStatus]:
         if is_unknown_job(result):
             return {}
         if not result.ok:
@@ -248,18 +278,23 @@ class SlurmScheduler:
             raise SchedulerError(self.site, str(exc)) from exc
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """ONE command per call: sacct (the record) and squeue (what slurmctld sees now)
+        together; squeue's answer only counts for jobs sacct has not settled yet."""
         if not job_ids:
             return {}
+        if not self.accounting:
+            live = self._squeue(self.transport.run(squeue_status_command(sorted(job_ids))))
+            return _prefer_live({}, select_jobs(job_ids, live), job_ids)
+        sacct, squeue = split_pair(self.transport.run(status_pair_command(job_ids)))
+        recorded = self._sacct(sacct)
         statuses: dict[str, JobStatus] = {}
         unsettled = set(job_ids)
-        if self.accounting:
-            recorded = self._sacct(status_command(job_ids))
-            if recorded is not None:
-                statuses = select_jobs(job_ids, recorded)
-                unsettled -= settled_ids(job_ids, statuses)
-                if not unsettled:
-                    return statuses
-        live = self._squeue(squeue_status_command(sorted(unsettled)))
+        if recorded is not None:
+            statuses = select_jobs(job_ids, recorded)
+            unsettled -= settled_ids(job_ids, statuses)
+            if not unsettled:
+                return statuses
+        live = self._squeue(squeue)
         return _prefer_live(statuses, select_jobs(unsettled, live), unsettled)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -278,8 +313,8 @@ class SlurmScheduler:
         # and missing it here would mean submitting it twice.
         statuses: dict[str, JobStatus] = {}
         if self.accounting:
-            statuses = self._sacct(find_by_name_command(name)) or {}
-        live = self._squeue(squeue_find_by_name_command(name))
+            statuses = self._sacct(self.transport.run(find_by_name_command(name))) or {}
+        live = self._squeue(self.transport.run(squeue_find_by_name_command(name)))
         merged = _prefer_live(statuses, live, {task_id.split("_")[0] for task_id in live})
         return [s for s in merged.values() if s.name is not None and same_job_name(s.name, name)]
 

@@ -14,11 +14,13 @@ from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.scheduler import JobRequest, TaskSpec
 from sites.slurm import (
+    PAIR_MARK,
     SlurmScheduler,
     account_check_command,
     cancel_command,
     find_by_name_command,
     status_command,
+    status_pair_command,
     submit_command,
     tail_command,
 )
@@ -50,9 +52,24 @@ class ScriptedTransport:
     ) -> CommandResult:
         self.commands.append(command)
         self.stdins.append(stdin)
+        if PAIR_MARK in command:  # sacct and squeue in one command, as a shell would run it
+            sacct_part = command.split("; printf", 1)[0]
+            squeue_part = command.split('"$?"; ', 1)[1]
+            sacct, squeue = self._reply(sacct_part), self._reply(squeue_part)
+            return CommandResult(
+                command,
+                squeue.returncode,
+                f"{sacct.stdout}\n{PAIR_MARK} {sacct.returncode}\n{squeue.stdout}",
+                sacct.stderr + squeue.stderr,
+            )
+        return self._reply(command)
+
+    def _reply(self, command: str) -> CommandResult:
         for key, reply in self.replies.items():
             if key in command:
                 return reply(command) if callable(reply) else reply
+        if "squeue" in command:
+            return ok("")
         raise AssertionError(f"unexpected command {command!r}")
 
     def put(self, local: Path, remote: str) -> None:
@@ -148,10 +165,10 @@ def test_error_messages_are_classified(stderr: str, transient: bool) -> None:
     assert error.value.transient is transient
 
 
-def test_status_is_one_sacct_call_when_everything_is_final() -> None:
+def test_status_is_one_command_when_everything_is_final() -> None:
     sched, transport = scheduler({"sacct": ok(recorded("sacct_final.stdout"))})
     statuses = sched.status(["40", "42"])
-    assert transport.commands == [status_command(["40", "42"])]
+    assert transport.commands == [status_pair_command(["40", "42"])]
     assert sorted(statuses) == ["40_0", "40_1", "40_2", "42"]
     assert statuses["42"].state is JobState.FAILED
     assert statuses["42"].exit_code == 3
@@ -166,8 +183,8 @@ def test_status_asks_squeue_only_about_jobs_sacct_has_not_caught_up_with() -> No
         }
     )
     statuses = sched.status(["40", "41", "42"])
-    assert len(transport.commands) == 2
-    assert "--jobs=40,41,42" in transport.commands[1]
+    [command] = transport.commands  # one round trip: sacct and squeue in one command
+    assert command.count("--jobs=40,41,42") == 2
     # The array's placeholder row is replaced by its tasks as slurmctld sees them.
     assert "40" not in statuses
     assert sorted(statuses) == [f"40_{i}" for i in range(3)] + [f"41_{i}" for i in range(6)] + [
@@ -184,7 +201,7 @@ def test_status_trusts_sacct_for_final_jobs_and_squeue_for_the_others() -> None:
         }
     )
     statuses = sched.status(["42", "48", "41"])
-    assert "--jobs=41,48" in transport.commands[1]
+    assert len(transport.commands) == 1
     assert statuses["42"].exit_code == 3
     assert statuses["48"].state is JobState.COMPLETED
     assert all(statuses[f"41_{i}"].state is JobState.COMPLETED for i in range(6))
@@ -212,7 +229,7 @@ def test_status_falls_back_to_squeue_when_accounting_is_disabled() -> None:
     assert sched.accounting is False
     sched.status(["42"])
     # Once found out, sacct is not tried again.
-    assert [c.split()[2] for c in transport.commands] == ["sacct", "squeue", "squeue"]
+    assert [c.split()[2] for c in transport.commands] == ["sacct", "squeue"]
 
 
 def test_status_without_accounting_never_calls_sacct() -> None:
@@ -321,11 +338,21 @@ def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
 
     # sacct: array 7 still one placeholder row, job 8 final; squeue: 7's tasks, 9 running.
     recorded = {"7": status("7", JobState.PENDING), "8": status("8", JobState.COMPLETED)}
-    live = {"7_0": status("7_0", JobState.RUNNING), "7_1": status("7_1", JobState.PENDING),
-            "9": status("9", JobState.RUNNING)}
+    live = {
+        "7_0": status("7_0", JobState.RUNNING),
+        "7_1": status("7_1", JobState.PENDING),
+        "9": status("9", JobState.RUNNING),
+    }
     merged = _prefer_live(recorded, live, ["7", "7_1", "8", "9"])  # overlapping ids are fine
     assert {k: v.state for k, v in merged.items()} == {
-        "7_0": JobState.RUNNING, "7_1": JobState.PENDING, "8": JobState.COMPLETED,
-        "9": JobState.RUNNING}
-    many = {f"{n}_{i}": status(f"{n}_{i}", JobState.RUNNING) for n in range(100, 150) for i in range(100)}
+        "7_0": JobState.RUNNING,
+        "7_1": JobState.PENDING,
+        "8": JobState.COMPLETED,
+        "9": JobState.RUNNING,
+    }
+    many = {
+        f"{n}_{i}": status(f"{n}_{i}", JobState.RUNNING)
+        for n in range(100, 150)
+        for i in range(100)
+    }
     assert len(_prefer_live({}, many, [str(n) for n in range(100, 150)])) == 5000
