@@ -56,12 +56,17 @@ def run_stage(ctx: RunContext, name: str) -> RunState:
 
 
 def _run_stage(ctx: RunContext, name: str) -> RunState:
-    record = next(s for s in ctx.store.stages(ctx.run_id) if s.name == name)
+    records = {s.name: s for s in ctx.store.stages(ctx.run_id)}
+    record = records[name]
     if record.state.is_final:
         return record.state
     stage = ctx.spec.stage(name)
-    chain = ctx.wait_for_needs(stage.needs, final=False) if name in ctx.chained else None
-    states = {s.name: s.state for s in ctx.store.stages(ctx.run_id)}
+    chain = None
+    if name in ctx.chained:
+        # Waiting for the needs' submissions changes their states: read them again after.
+        chain = ctx.wait_for_needs(stage.needs, final=False)
+        records = {s.name: s for s in ctx.store.stages(ctx.run_id)}
+    states = {n: r.state for n, r in records.items()}
     for needed in stage.needs:
         state = states[needed]
         if state is not RunState.COMPLETED and (chain is None or state.is_final):
