@@ -49,7 +49,7 @@ from registry.partner import Partner
 from registry.site import Site
 from registry.states import JobState
 from registry.store import Store
-from sites.ssh import SshTransport
+from sites.ssh.transport import SshTransport
 from sites.transport import CommandResult
 from tests.sandbox.documents import slurm_site_document
 

@@ -42,7 +42,7 @@ from benchlib import (
 from flows.watcher import SiteWatcher
 from registry.site import Site
 from sites.driver import SiteDriver
-from sites.slurm import SlurmScheduler
+from sites.slurm.scheduler import SlurmScheduler
 from tests.sandbox.sandbox import Sandbox
 
 STATUS_CALLS = 5

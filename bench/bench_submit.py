@@ -39,8 +39,8 @@ from benchlib import JOB_PREFIX, Report, cancel_by_name, remove_dir, require_san
 
 from registry.site import Site
 from sites.scheduler import JobRequest, TaskSpec
-from sites.slurm import SlurmScheduler, render_sbatch, submit_command
-from sites.ssh import ConnectionPool, SshTransport
+from sites.slurm.scheduler import SlurmScheduler, render_sbatch, submit_command
+from sites.ssh.transport import ConnectionPool, SshTransport
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
 THREADS = 8  # SshTransport's channel limit per connection

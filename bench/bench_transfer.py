@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from registry.site import SshSettings  # noqa: E402
-from sites.ssh import ConnectionPool, SshTransport  # noqa: E402
+from sites.ssh.transport import ConnectionPool, SshTransport  # noqa: E402
 from tests.sandbox.sandbox import Sandbox, SandboxSite  # noqa: E402
 
 REMOTE_DIR = "hpcfleet-bench"  # relative to the site's home

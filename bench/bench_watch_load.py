@@ -44,7 +44,7 @@ from benchlib import (
 from flows.watcher import SiteWatcher
 from registry.site import Site
 from sites.driver import SiteDriver
-from sites.slurm import SlurmScheduler
+from sites.slurm.scheduler import SlurmScheduler
 from tests.sandbox.sandbox import Sandbox
 
 SITES = ("site-a", "site-b")
@@ -236,7 +236,7 @@ def render(
         "side (sacct, squeue, slurmdbd) runs in other processes and is not included; a "
         "poll's wall time is mostly spent there. Each array task is tracked by its own id "
         "(`123_4`), as the engine tracks them.",
-        "Merging sacct's and squeue's answers (`sites/slurm.py`, `_prefer_live`) is "
+        "Merging sacct's and squeue's answers (`sites/slurm/scheduler.py`, `_prefer_live`) is "
         "linear in the number of tracked jobs (it was quadratic: 135 ms per site poll at "
         "1,000 ids before it indexed both answers by task and array id once).",
     ]

@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
 
 from registry.site import Site  # noqa: E402
 from sites.scheduler import JobRequest, JobResources, TaskSpec  # noqa: E402
-from sites.slurm import SlurmScheduler  # noqa: E402
-from sites.ssh import ConnectionPool, SshTransport  # noqa: E402
+from sites.slurm.scheduler import SlurmScheduler  # noqa: E402
+from sites.ssh.transport import ConnectionPool, SshTransport  # noqa: E402
 from sites.transport import CommandResult, Transport  # noqa: E402
 from tests.sandbox.documents import slurm_site_document  # noqa: E402
 from tests.sandbox.sandbox import Sandbox, SandboxSite  # noqa: E402

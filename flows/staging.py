@@ -126,8 +126,8 @@ def _via_s3(
     destination: str,
     expected: dict[str, tuple[int, str]],
 ) -> str:
-    from sites.s3 import S3Handoff
-    from sites.s3_scripts import parse_part_etags, render_download, render_upload
+    from sites.s3.handoff import S3Handoff
+    from sites.s3.scripts import parse_part_etags, render_download, render_upload
 
     assert store_site.site.storage is not None and store_site.site.storage.s3 is not None
     handoff = S3Handoff(store_site.name, store_site.site.storage.s3)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
-from sites.localjob import process_start_ticks
+from sites.local.runner import process_start_ticks
 
 PIECES = ("prefect", "mlflow", "worker", "dashboard")
 CODE_ROOT = Path(__file__).resolve().parent.parent

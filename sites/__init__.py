@@ -1,5 +1,5 @@
 """Drive a registered site: a `Transport` to reach it, a `Scheduler` to run jobs on it.
 
 Importing this package is cheap on purpose: the local job runner
-(`python -m sites.localjob`) starts from it once per job.
+(`python -m sites.local.runner`) starts from it once per job.
 """

@@ -57,8 +57,8 @@ def remote_workdir(site: Site, transport: Transport) -> str:
 def open_driver(site: Site, default_root: Path) -> SiteDriver:
     """Open a driver for `site` (no connection is made for local sites)."""
     if site.scheduler == "local":
-        from sites.local import LocalTransport
-        from sites.local_scheduler import LocalScheduler
+        from sites.local.scheduler import LocalScheduler
+        from sites.local.transport import LocalTransport
 
         workdir = local_workdir(site, default_root)
         local = site.local
@@ -72,16 +72,16 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
         )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 
-    from sites.slurm import SlurmScheduler
+    from sites.slurm.scheduler import SlurmScheduler
 
     transport: Transport
     if site.ssh is None:
-        from sites.local import LocalTransport
+        from sites.local.transport import LocalTransport
 
         transport = LocalTransport(site.name)
         workdir = local_workdir(site, default_root)
     else:
-        from sites.ssh import SshTransport
+        from sites.ssh.transport import SshTransport
 
         transport = SshTransport(site.name, site.ssh)  # shares the site's one connection
         workdir = remote_workdir(site, transport)

@@ -111,7 +111,7 @@ def _workdir_checks(driver: SiteDriver) -> list[Check]:
 
 
 def _slurm_checks(driver: SiteDriver) -> list[Check]:
-    from sites.slurm import SlurmScheduler
+    from sites.slurm.scheduler import SlurmScheduler
 
     scheduler = driver.scheduler
     assert isinstance(scheduler, SlurmScheduler)
@@ -166,6 +166,6 @@ def trust_site(site: Site) -> tuple[str, str]:
     """The server's host key line and its SHA256 fingerprint, fetched without logging in."""
     if site.ssh is None:
         raise SiteError(site.name, "has no 'ssh:' section: there is no host key to trust")
-    from sites.ssh import fetch_host_key
+    from sites.ssh.transport import fetch_host_key
 
     return fetch_host_key(site.name, site.ssh)

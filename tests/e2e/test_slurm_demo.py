@@ -125,7 +125,7 @@ def test_changed_host_key_is_refused_naming_both_fingerprints(
 ) -> None:
     import base64
 
-    from sites.hostkeys import sha256_fingerprint
+    from sites.ssh.hostkeys import sha256_fingerprint
 
     def fingerprint_of_line(line: str) -> str:
         return sha256_fingerprint(base64.b64decode(line.split()[1]))

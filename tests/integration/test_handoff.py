@@ -13,7 +13,7 @@ import pytest
 from flows.layout import StageLayout
 from flows.staging import run_checked, stage_input
 from sites.driver import DriverPool, SiteDriver
-from sites.s3 import S3Handoff
+from sites.s3.handoff import S3Handoff
 from tests.helpers import local_site
 from tests.s3server import S3Server, s3_server
 

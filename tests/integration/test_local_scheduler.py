@@ -16,8 +16,8 @@ import pytest
 
 from registry.states import JobState
 from sites.errors import SchedulerError
-from sites.local_scheduler import LocalScheduler
-from sites.localjob import jobs_dir, read_task, task_state_path
+from sites.local.runner import jobs_dir, read_task, task_state_path
+from sites.local.scheduler import LocalScheduler
 from sites.scheduler import JobRequest, JobResources, JobStatus, TaskSpec
 
 pytestmark = pytest.mark.timeout(120)

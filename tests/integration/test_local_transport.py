@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sites.errors import SiteError, TransferError
-from sites.local import LocalTransport
+from sites.local.transport import LocalTransport
 
 pytestmark = pytest.mark.timeout(60)
 

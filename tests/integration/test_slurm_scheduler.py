@@ -24,8 +24,8 @@ from registry.site import Environment, Partition, SlurmSettings
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.scheduler import JobRequest, JobResources, JobStatus, TaskSpec
-from sites.slurm import SlurmScheduler, status_command
-from sites.slurm_parse import parse_sacct, same_job_name
+from sites.slurm.parse import parse_sacct, same_job_name
+from sites.slurm.scheduler import SlurmScheduler, status_command
 from sites.transport import CommandResult
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from registry.site import SshSettings
 from sites.errors import HostKeyRejected, SiteError, SiteUnreachable, TransferError
-from sites.hostkeys import HostKey
-from sites.ssh import ConnectionPool, SshTransport, fetch_host_key
+from sites.ssh.hostkeys import HostKey
+from sites.ssh.transport import ConnectionPool, SshTransport, fetch_host_key
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]

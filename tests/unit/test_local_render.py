@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sites.local_scheduler import LocalScheduler
+from sites.local.scheduler import LocalScheduler
 from sites.scheduler import JobRequest, JobResources, TaskSpec
 from tests.helpers import DATA, assert_golden
 

@@ -13,7 +13,7 @@ from registry.site import Environment, Partition, SlurmSettings
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.scheduler import JobRequest, TaskSpec
-from sites.slurm import (
+from sites.slurm.scheduler import (
     PAIR_MARK,
     SlurmScheduler,
     account_check_command,
@@ -331,7 +331,7 @@ def test_commands_refuse_anything_but_job_ids(bad: str) -> None:
 def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
     from registry.states import JobState
     from sites.scheduler import JobStatus
-    from sites.slurm import _prefer_live
+    from sites.slurm.scheduler import _prefer_live
 
     def status(job_id: str, state: JobState) -> JobStatus:
         return JobStatus(job_id=job_id, state=state)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry.states import JobState
-from sites.slurm_parse import (
+from sites.slurm.parse import (
     SLURM_STATES,
     expand_task_ids,
     job_state,
@@ -24,7 +24,7 @@ from sites.slurm_parse import (
     parse_wait_status,
     settled_ids,
 )
-from sites.slurm_probes import parse_associations, parse_gres_gpus, parse_sinfo, parse_versions
+from sites.slurm.probes import parse_associations, parse_gres_gpus, parse_sinfo, parse_versions
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "slurm" / "recorded"
 JOBS: dict[str, str] = json.loads((RECORDED / "jobs.json").read_text())
@@ -86,7 +86,7 @@ def test_only_states_slurm_calls_final_are_final_here() -> None:
 
 
 def test_unknown_state_is_unknown_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sites.slurm_parse"):
+    with caplog.at_level(logging.WARNING, logger="sites.slurm.parse"):
         assert job_state("WIBBLING_BRAND_NEW") is JobState.UNKNOWN
     assert "WIBBLING_BRAND_NEW" in caplog.text
     row = "7|WIBBLING_BRAND_NEW|0:0|Unknown|Unknown|0||n|None|x\n"

@@ -13,7 +13,7 @@ import pytest
 
 from registry.site import Container, Environment, Partition, SlurmSettings
 from sites.scheduler import JobRequest, JobResources, TaskSpec
-from sites.slurm_script import render_sbatch, sbatch_quote
+from sites.slurm.script import render_sbatch, sbatch_quote
 from tests.helpers import DATA, assert_golden
 
 GOLDEN = DATA / "slurm" / "golden"

@@ -9,8 +9,8 @@ import pytest
 
 from registry.site import SshSettings
 from sites.errors import SiteUnreachable
-from sites.ssh_config import SshEndpoint, load_ssh_config, parse_jump_spec, resolve_route
-from sites.ssh_connection import resolve_site_route
+from sites.ssh.config import SshEndpoint, load_ssh_config, parse_jump_spec, resolve_route
+from sites.ssh.connection import resolve_site_route
 
 CONFIG = """
 Host lumi

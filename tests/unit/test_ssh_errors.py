@@ -10,7 +10,7 @@ import pytest
 from paramiko.ssh_exception import IncompatiblePeer
 
 from sites.errors import HostKeyRejected, SiteError, SiteUnreachable, TransferError
-from sites.ssh_errors import ssh_errors, translate_ssh_error
+from sites.ssh.errors import ssh_errors, translate_ssh_error
 
 
 @pytest.mark.parametrize(

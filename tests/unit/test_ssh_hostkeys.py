@@ -8,8 +8,8 @@ import paramiko
 import pytest
 
 from sites.errors import HostKeyRejected
-from sites.hostkeys import HostKey, check_host_key, expected_host_keys, sha256_fingerprint
-from sites.ssh_config import SshEndpoint
+from sites.ssh.config import SshEndpoint
+from sites.ssh.hostkeys import HostKey, check_host_key, expected_host_keys, sha256_fingerprint
 
 # Public keys with the fingerprints `ssh-keygen -lf` printed for them (OpenSSH 9.2).
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbHneZ0fi9aIDt4BDwmag4ucq18eW/lOqNeNqevuaah"

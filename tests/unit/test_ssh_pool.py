@@ -7,7 +7,7 @@ import pytest
 
 from registry.site import SshSettings
 from sites.errors import SiteError
-from sites.ssh import ConnectionPool, SshTransport
+from sites.ssh.transport import ConnectionPool, SshTransport
 
 SETTINGS = SshSettings(host="login.example.org", user="u", host_key=None)
 

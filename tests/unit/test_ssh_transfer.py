@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sites.errors import TransferError
-from sites.ssh_transfer import _receive_tree, parse_digests, shell_command
+from sites.ssh.transfer import _receive_tree, parse_digests, shell_command
 
 A = "a" * 64
 B = "0123456789abcdef" * 4

@@ -1,4 +1,4 @@
-"""Record real SLURM output for the unit tests of `sites.slurm_parse`.
+"""Record real SLURM output for the unit tests of `sites.slurm.parse`.
 
 Runs a fixed set of jobs on one sandbox site (tests/sandbox) through the same command
 builders the scheduler uses, and writes what sacct, squeue, sbatch, sinfo and sacctmgr
@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from sites.slurm import (
+from sites.slurm.parse import parse_sacct
+from sites.slurm.scheduler import (
     account_check_command,
     find_by_name_command,
     partitions_command,
@@ -34,7 +35,6 @@ from sites.slurm import (
     status_command,
     versions_command,
 )
-from sites.slurm_parse import parse_sacct
 
 OUT = Path(__file__).resolve().parent / "recorded"
 SANDBOX = Path(os.environ.get("HPC_SANDBOX_DIR", "/tmp/hpc-sandbox"))

@@ -11,9 +11,9 @@ at a time; callers beyond that wait. The connection closes when the last transpo
 using it is closed. Host keys are verified against `host_key` or `known_hosts` and
 never added automatically; `fetch_host_key` reads a server's key for `site trust`.
 
-Pieces: `ssh_config` (resolve ~/.ssh/config), `hostkeys` (verification, fingerprints),
-`ssh_connect` (sockets, hops, authentication), `ssh_connection` (sharing, reconnects),
-`ssh_channel` (channel I/O), `ssh_transfer` (put/get), `ssh_errors` (error mapping).
+Pieces (this package): `config` (resolve ~/.ssh/config), `hostkeys` (verification,
+fingerprints), `connect` (sockets, hops, authentication), `connection` (sharing,
+reconnects), `channel` (channel I/O), `transfer` (put/get), `errors` (error mapping).
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ from pathlib import Path
 from types import TracebackType
 
 from registry.site import SshSettings
-from sites import ssh_transfer
 from sites.errors import SiteError, SiteUnreachable
-from sites.ssh_channel import (
+from sites.ssh import transfer
+from sites.ssh.channel import (
     BackgroundReader,
     read_all,
     send_all,
 )
-from sites.ssh_connect import ConnectOptions
-from sites.ssh_connect import fetch_host_key as _fetch_host_key
-from sites.ssh_connection import SshConnection, resolve_site_route
-from sites.ssh_errors import ssh_errors
+from sites.ssh.connect import ConnectOptions
+from sites.ssh.connect import fetch_host_key as _fetch_host_key
+from sites.ssh.connection import SshConnection, resolve_site_route
+from sites.ssh.errors import ssh_errors
 from sites.transport import CommandResult
 
 __all__ = ["ConnectionPool", "SshTransport", "fetch_host_key"]
@@ -190,12 +190,12 @@ class SshTransport:
         """Copy a local file or directory tree to `remote`, creating parents. The data
         is checked with SHA-256 on both ends; a file appears only when complete."""
         with self._errors(f"uploading {local} to {remote}"):
-            ssh_transfer.put(self.site, self._connection.channel, Path(local), remote)
+            transfer.put(self.site, self._connection.channel, Path(local), remote)
 
     def get(self, remote: str, local: Path) -> None:
         """Copy a remote file or directory tree to `local`, creating parents."""
         with self._errors(f"downloading {remote} to {local}"):
-            ssh_transfer.get(self.site, self._connection.channel, remote, Path(local))
+            transfer.get(self.site, self._connection.channel, remote, Path(local))
 
     def close(self) -> None:
         """Stop using the shared connection (closed when its last user closes). Safe

@@ -8,7 +8,7 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 
-from sites.s3 import PART_SIZE, FileUpload
+from sites.s3.handoff import PART_SIZE, FileUpload
 
 _MIB = 1024 * 1024
 CURL = "curl --fail --silent --show-error --retry 3 --retry-delay 2"

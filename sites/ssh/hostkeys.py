@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import paramiko
 
 from sites.errors import HostKeyRejected
-from sites.ssh_config import SshEndpoint
+from sites.ssh.config import SshEndpoint
 
 # Host key algorithms that prove possession of a key of each type. OpenSSH >= 8.8 no
 # longer signs with SHA-1 ("ssh-rsa"), so an RSA host key is negotiated as rsa-sha2-*.

@@ -2,8 +2,8 @@
 
 Layout (after PSI/J's batch executors and AiiDA's SLURM plugin):
 
-- `sites.slurm_script`: `render_sbatch`, the batch script;
-- `sites.slurm_parse`: `SLURM_STATES` and the parsers of SLURM's output;
+- `sites.slurm.script`: `render_sbatch`, the batch script;
+- `sites.slurm.parse`: `SLURM_STATES` and the parsers of SLURM's output;
 - here: one `*_command()` per operation, the translation of SLURM's error messages
   into `SchedulerError`, and `SlurmScheduler`, whose methods run a built command
   through the transport and hand its output to the matching parser.
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from registry.site import Environment, SlurmSettings
 from sites.errors import SchedulerError
 from sites.scheduler import JobRequest, JobStatus
-from sites.slurm_parse import (
+from sites.slurm.parse import (
     SACCT_FIELDS,
     SLURM_STATES,
     SQUEUE_FIELDS,
@@ -41,7 +41,7 @@ from sites.slurm_parse import (
     select_jobs,
     settled_ids,
 )
-from sites.slurm_probes import (
+from sites.slurm.probes import (
     Association,
     PartitionInfo,
     account_check_command,
@@ -51,7 +51,7 @@ from sites.slurm_probes import (
     partitions_command,
     versions_command,
 )
-from sites.slurm_script import render_sbatch
+from sites.slurm.script import render_sbatch
 from sites.transport import CommandResult, Transport
 
 __all__ = [

@@ -18,9 +18,9 @@ import paramiko
 
 from registry.site import SshSettings
 from sites.errors import SiteError, SiteUnreachable
-from sites.ssh_config import SshRoute, load_ssh_config, resolve_route
-from sites.ssh_connect import ConnectOptions, close_transports, open_route
-from sites.ssh_errors import translate_ssh_error
+from sites.ssh.config import SshRoute, load_ssh_config, resolve_route
+from sites.ssh.connect import ConnectOptions, close_transports, open_route
+from sites.ssh.errors import translate_ssh_error
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import BinaryIO, Protocol, cast
 import paramiko
 
 from sites.errors import SiteUnreachable, TransferError
-from sites.ssh_channel import (
+from sites.ssh.channel import (
     EXIT_STATUS_MISSING,
     READ_SIZE,
     BackgroundReader,

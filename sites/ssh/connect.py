@@ -18,15 +18,15 @@ import paramiko
 from paramiko.ssh_exception import IncompatiblePeer, PartialAuthentication
 
 from sites.errors import HostKeyRejected, SiteUnreachable
-from sites.hostkeys import (
+from sites.ssh.config import SshEndpoint, SshRoute
+from sites.ssh.errors import ssh_errors
+from sites.ssh.hostkeys import (
     ExpectedHostKeys,
     HostKey,
     check_host_key,
     expected_host_keys,
     host_key_message,
 )
-from sites.ssh_config import SshEndpoint, SshRoute
-from sites.ssh_errors import ssh_errors
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Reading SLURM's output: job states and what `sacct`, `squeue` and `sbatch` print. Pure.
 
 Every function here takes text a SLURM command printed and returns plain values; the
-commands that print it are built in `sites.slurm`, next to the fields they ask for.
+commands that print it are built in `sites.slurm.scheduler`, next to the fields they ask for.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def accounting_disabled(output: str) -> bool:
 
 # -- squeue ---------------------------------------------------------------------------------
 
-# The `squeue --Format` fields of our squeue calls, in order (`sites.slurm` appends the
+# The `squeue --Format` fields of our squeue calls, in order (`sites.slurm.scheduler` appends the
 # delimiter to each as its suffix). Name comes last, as in SACCT_FIELDS.
 SQUEUE_FIELDS: tuple[str, ...] = (
     "JobArrayID",  # "123" for a plain job, "123_4" for an array task

@@ -1,6 +1,6 @@
 """`LocalScheduler`: the `Scheduler` of a site that runs jobs as processes on this machine.
 
-Each task of a job gets a detached runner (`python -m sites.localjob`, see there for
+Each task of a job gets a detached runner (`python -m sites.local.runner`, see there for
 the file layout and what is not enforced). All state is kept in files under
 `<root>/.hpcfleet-local/`, so jobs outlive the orchestrator and a new `LocalScheduler`
 on the same root reports, cancels and finds everything an earlier one submitted.
@@ -30,8 +30,7 @@ from pathlib import Path
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.jobscript import render_job_body
-from sites.local import is_transient_oserror
-from sites.localjob import (
+from sites.local.runner import (
     KILL_GRACE_SECONDS,
     POLL_SECONDS,
     STATE_DIR_NAME,
@@ -52,6 +51,7 @@ from sites.localjob import (
     write_json_atomic,
     write_task,
 )
+from sites.local.transport import is_transient_oserror
 from sites.scheduler import JobRequest, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 # How long cancel waits for SIGKILLed runners to be seen gone.
 _AFTER_SIGKILL_SECONDS = 5.0
 _JOB_ID = re.compile(r"^(\d+)(?:_(\d+))?$")
-# The runner is started as `python -m sites.localjob` from the directory holding the
+# The runner is started as `python -m sites.local.runner` from the directory holding the
 # `sites` package, so that it imports this very code even when it is not installed.
 _CODE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -300,7 +300,7 @@ class LocalScheduler:
         for index in range(count):
             try:
                 proc = _DetachedRunner(
-                    [sys.executable, "-m", "sites.localjob", str(jobdir), str(index)],
+                    [sys.executable, "-m", "sites.local.runner", str(jobdir), str(index)],
                     cwd=_CODE_ROOT,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

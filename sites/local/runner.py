@@ -1,6 +1,6 @@
-"""The local job runner, and the files it shares with `sites.local_scheduler`.
+"""The local job runner, and the files it shares with `sites.local.scheduler`.
 
-`python -m sites.localjob JOBDIR INDEX` runs task INDEX of a job submitted by
+`python -m sites.local.runner JOBDIR INDEX` runs task INDEX of a job submitted by
 `LocalScheduler`: it waits for the job's `after_ok` dependencies and for a free slot,
 runs `bash script.sh` in its own process group, enforces the time limit, honours
 cancellation and records every step in a state file. All state lives in files, so a
@@ -566,7 +566,7 @@ def _has_exited(pid: int) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or not args[1].isdigit():
-        print("usage: python -m sites.localjob JOBDIR INDEX", file=sys.stderr)
+        print("usage: python -m sites.local.runner JOBDIR INDEX", file=sys.stderr)
         return 2
     runner = TaskRunner(Path(args[0]), int(args[1]))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
