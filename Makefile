@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy registry sites flows
+	$(VENV)/bin/mypy registry sites flows hpcfleet dashboard
 
 dashboard: $(STAMP)
 	$(VENV)/bin/hpcfleet dashboard
