@@ -9,10 +9,13 @@ wait for its needs to end), and when the stage runner submits a chained stage
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from flows.context import StageProgress
 from flows.planning import StagePlan
 from registry.runspec import RunSpec
+
+if TYPE_CHECKING:  # the context imports the store; chains are pure
+    from flows.context import StageProgress
 
 
 def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
