@@ -26,21 +26,6 @@ class StageProgress:
     final: bool = False
 
 
-def chainable_stages(spec: RunSpec, plans: dict[str, StagePlan]) -> set[str]:
-    """Stages that can be submitted with `afterok` right behind the stages they need:
-    they and all their needs run on one and the same single site."""
-    chained = set()
-    for stage in spec.stages:
-        sites = plans[stage.name].sites
-        if (
-            stage.needs
-            and len(sites) == 1
-            and all(plans[need].sites == sites for need in stage.needs)
-        ):
-            chained.add(stage.name)
-    return chained
-
-
 @dataclass
 class RunContext:
     store: Store

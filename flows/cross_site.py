@@ -16,6 +16,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.chains import awaited_needs
 from flows.context import RunContext
 from flows.engine import EngineConfig, conclude, guarded, run_context
 from flows.stage_runner import run_stage
@@ -58,11 +59,9 @@ def cross_site_run(
             _contexts[run_id] = ctx
         try:
             futures: dict[str, PrefectFuture[str]] = {}
+            awaited = awaited_needs(ctx.spec, ctx.chained)
             for name in ctx.spec.order:
-                # A chained stage waits for its needs' submissions itself.
-                needs = (
-                    [] if name in ctx.chained else [futures[n] for n in ctx.spec.stage(name).needs]
-                )
+                needs = [futures[n] for n in awaited[name]]
                 futures[name] = stage_task.submit(  # type: ignore[call-overload]
                     run_id, name, wait_for=needs
                 )

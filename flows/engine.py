@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flows.context import RunContext, chainable_stages
+from flows.chains import awaited_needs, chainable_stages
+from flows.context import RunContext
 from flows.launch import plans_for
 from flows.metrics import MetricPoint
 from flows.stage_runner import run_stage
@@ -161,10 +162,10 @@ def drive_stages(ctx: RunContext, runner: StageRunner = run_stage) -> dict[str, 
     """Run every stage once its needs are final; independent stages run concurrently."""
     spec = ctx.spec
     futures: dict[str, Future[RunState]] = {}
+    awaited = awaited_needs(spec, ctx.chained)
     with ThreadPoolExecutor(max_workers=len(spec.stages), thread_name_prefix="stage") as pool:
         for name in spec.order:
-            # A chained stage waits for its needs' submissions itself (flows.stage_runner).
-            needs = [] if name in ctx.chained else [futures[n] for n in spec.stage(name).needs]
+            needs = [futures[n] for n in awaited[name]]
             futures[name] = pool.submit(_after, needs, runner, ctx, name)
         return {name: future.result() for name, future in futures.items()}
 

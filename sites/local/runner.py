@@ -11,9 +11,9 @@ Files under `<root>/.hpcfleet-local/`:
     lock, next_id             job id counter (flock'ed on `lock`)
     names/<sha256>.ids        ids of the jobs with one name, one a line
     slots/<k>.lock            slot k; flock'ed by the runner of a running task
-    jobs/<id>/job.json        the job (see `JobRecord`)
+    jobs/<id>/job.json        the job (see `LocalJobFile`)
     jobs/<id>/script.sh       its script
-    jobs/<id>/task-<i>.json   state of task i (see `TaskRecord`), replaced atomically
+    jobs/<id>/task-<i>.json   state of task i (see `LocalTaskFile`), replaced atomically
     jobs/<id>/task-<i>.spawn  runner pid and start time, as recorded by the submitter
     jobs/<id>/task-<i>.cancel cancel marker
 
@@ -140,7 +140,7 @@ def _strings(data: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class JobRecord:
+class LocalJobFile:
     """`jobs/<id>/job.json`: what the runners of a job need, written once at submit."""
 
     name: str
@@ -158,7 +158,7 @@ class JobRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+    def from_json(cls, data: dict[str, Any]) -> LocalJobFile:
         resources = _required(data, "resources", dict)
         for key in ("nodes", "cpus", "gpus", "time_seconds"):
             _required(resources, key, int)
@@ -185,12 +185,12 @@ class JobRecord:
         return record
 
     @classmethod
-    def load(cls, jobdir: Path) -> JobRecord:
+    def load(cls, jobdir: Path) -> LocalJobFile:
         return cls.from_json(read_json_object(jobdir / "job.json"))
 
 
 @dataclass(frozen=True)
-class TaskRecord:
+class LocalTaskFile:
     """`jobs/<id>/task-<i>.json`: the state of one task.
 
     The runner identifies itself by pid and /proc start time; `pgid` is the task's
@@ -214,7 +214,7 @@ class TaskRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+    def from_json(cls, data: dict[str, Any]) -> LocalTaskFile:
         state = data.get("state")
         if not isinstance(state, str) or state not in JobState.__members__:
             raise ValueError(f"unknown state {state!r}")
@@ -232,12 +232,12 @@ class TaskRecord:
         )
 
 
-def read_task(jobdir: Path, index: int) -> TaskRecord:
+def read_task(jobdir: Path, index: int) -> LocalTaskFile:
     """The recorded state of task `index`; ValueError if malformed, OSError if unreadable."""
-    return TaskRecord.from_json(read_json_object(task_state_path(jobdir, index)))
+    return LocalTaskFile.from_json(read_json_object(task_state_path(jobdir, index)))
 
 
-def write_task(jobdir: Path, index: int, record: TaskRecord) -> None:
+def write_task(jobdir: Path, index: int, record: LocalTaskFile) -> None:
     write_json_atomic(task_state_path(jobdir, index), record.to_json())
 
 
@@ -295,7 +295,7 @@ def read_spawn(jobdir: Path, index: int) -> tuple[int, int | None] | None:
     return _required(data, "pid", int), _optional(data, "start", int)
 
 
-def observe(jobdir: Path, index: int, record: TaskRecord) -> tuple[TaskRecord, bool]:
+def observe(jobdir: Path, index: int, record: LocalTaskFile) -> tuple[LocalTaskFile, bool]:
     """The task's real state: `record`, unless its runner is gone without finishing.
 
     Returns the record and whether the runner vanished (the record then says
@@ -327,7 +327,7 @@ def observe(jobdir: Path, index: int, record: TaskRecord) -> tuple[TaskRecord, b
     return _ended(latest, JobState.NODE_FAIL, RUNNER_VANISHED), True
 
 
-def _ended(record: TaskRecord, state: JobState, reason: str) -> TaskRecord:
+def _ended(record: LocalTaskFile, state: JobState, reason: str) -> LocalTaskFile:
     return replace(record, state=state, reason=reason, ended=now_iso())
 
 
@@ -338,7 +338,7 @@ def dependency_outcome(jobs: Path, dep_id: str, completed: set[tuple[str, int]])
     base, _, task = dep_id.partition("_")
     jobdir = jobs / base
     try:
-        job = JobRecord.load(jobdir)
+        job = LocalJobFile.load(jobdir)
     except FileNotFoundError:
         return JobState.UNKNOWN
     except ValueError:
@@ -372,7 +372,7 @@ class TaskRunner:
         self.jobdir = jobdir
         self.index = index
         self.state_dir = jobdir.parent.parent
-        self.job = JobRecord.load(jobdir)
+        self.job = LocalJobFile.load(jobdir)
         self.record = read_task(jobdir, index)
         self.stop_requested = False  # set by SIGTERM/SIGINT/SIGHUP
         self.pgid: int | None = None

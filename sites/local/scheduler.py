@@ -34,8 +34,8 @@ from sites.local.runner import (
     KILL_GRACE_SECONDS,
     POLL_SECONDS,
     STATE_DIR_NAME,
-    JobRecord,
-    TaskRecord,
+    LocalJobFile,
+    LocalTaskFile,
     cancel_path,
     jobs_dir,
     now_iso,
@@ -91,13 +91,13 @@ def _reap_runners() -> None:
 
 
 @dataclass(frozen=True)
-class _Task:
+class _TaskRef:
     """One task of a known job, as `status`/`cancel` address it."""
 
     key: str  # "7" or "7_2"
     jobdir: Path
     index: int
-    job: JobRecord
+    job: LocalJobFile
 
 
 class LocalScheduler:
@@ -264,7 +264,7 @@ class LocalScheduler:
         Path(request.log_dir).mkdir(parents=True, exist_ok=True)
         submitted = now_iso()
         count = len(request.tasks)
-        record = JobRecord(
+        record = LocalJobFile(
             name=request.name,
             tasks=count,
             is_array=request.is_array,
@@ -279,7 +279,7 @@ class LocalScheduler:
         (tmpdir / "script.sh").write_text(script, encoding="utf-8")
         write_json_atomic(tmpdir / "job.json", record.to_json())
         for index in range(count):
-            initial = TaskRecord(JobState.PENDING, submitted=submitted, reason="runner starting")
+            initial = LocalTaskFile(JobState.PENDING, submitted=submitted, reason="runner starting")
             write_task(tmpdir, index, initial)
 
     def _name_index(self, name: str) -> Path:
@@ -320,11 +320,11 @@ class LocalScheduler:
 
     # ------------------------------------------------------------------ status, cancel
 
-    def _resolve(self, job_ids: Sequence[str]) -> tuple[list[_Task], dict[str, str]]:
+    def _resolve(self, job_ids: Sequence[str]) -> tuple[list[_TaskRef], dict[str, str]]:
         """The tasks the ids address (arrays expand), and ids whose job record is broken."""
-        tasks: dict[str, _Task] = {}
+        tasks: dict[str, _TaskRef] = {}
         broken: dict[str, str] = {}
-        jobs: dict[str, JobRecord | None] = {}
+        jobs: dict[str, LocalJobFile | None] = {}
         for job_id in job_ids:
             match = _JOB_ID.match(job_id)
             if not match:
@@ -333,7 +333,7 @@ class LocalScheduler:
             jobdir = jobs_dir(self.state_dir) / base
             if base not in jobs:
                 try:
-                    jobs[base] = JobRecord.load(jobdir)
+                    jobs[base] = LocalJobFile.load(jobdir)
                 except FileNotFoundError:
                     jobs[base] = None
                 except ValueError as exc:
@@ -350,10 +350,10 @@ class LocalScheduler:
                 continue
             for i in indices:
                 key = f"{base}_{i}" if job.is_array else base
-                tasks[key] = _Task(key, jobdir, i, job)
+                tasks[key] = _TaskRef(key, jobdir, i, job)
         return list(tasks.values()), broken
 
-    def _current(self, task: _Task) -> TaskRecord | str:
+    def _current(self, task: _TaskRef) -> LocalTaskFile | str:
         """The task's real state (settling a vanished runner), or why it is unknown."""
         try:
             record, vanished = observe(task.jobdir, task.index, read_task(task.jobdir, task.index))
@@ -368,7 +368,7 @@ class LocalScheduler:
             write_task(task.jobdir, task.index, record)
         return record
 
-    def _task_status(self, task: _Task) -> JobStatus:
+    def _task_status(self, task: _TaskRef) -> JobStatus:
         record = self._current(task)
         if isinstance(record, str):
             return _unknown(task.key, record, task.job.name)
@@ -391,7 +391,7 @@ class LocalScheduler:
             reason=record.reason,
         )
 
-    def _signal_tasks(self, tasks: Sequence[_Task], sig: int) -> None:
+    def _signal_tasks(self, tasks: Sequence[_TaskRef], sig: int) -> None:
         """Signal each task's process group and runner, if they are still the recorded ones."""
         for task in tasks:
             try:
@@ -408,7 +408,7 @@ class LocalScheduler:
             if runner is not None and not record.state.is_final:
                 signal_process(*runner, sig)
 
-    def _wait_until_final(self, tasks: Sequence[_Task], seconds: float) -> list[_Task]:
+    def _wait_until_final(self, tasks: Sequence[_TaskRef], seconds: float) -> list[_TaskRef]:
         """Poll until every task is final (or unknown) or `seconds` pass; the rest."""
         deadline = time.monotonic() + seconds
         left = list(tasks)
@@ -423,7 +423,7 @@ class LocalScheduler:
         return SchedulerError(self.site, f"{what}: {exc}", transient=is_transient_oserror(exc))
 
 
-def _is_settled(record: TaskRecord | str) -> bool:
+def _is_settled(record: LocalTaskFile | str) -> bool:
     return isinstance(record, str) or record.state.is_final
 
 

@@ -284,7 +284,7 @@ class SlurmScheduler:
             return {}
         if not self.accounting:
             live = self._squeue(self.transport.run(squeue_status_command(sorted(job_ids))))
-            return _prefer_live({}, select_jobs(job_ids, live), job_ids)
+            return prefer_live({}, select_jobs(job_ids, live), job_ids)
         sacct, squeue = split_pair(self.transport.run(status_pair_command(job_ids)))
         recorded = self._sacct(sacct)
         statuses: dict[str, JobStatus] = {}
@@ -295,7 +295,7 @@ class SlurmScheduler:
             if not unsettled:
                 return statuses
         live = self._squeue(squeue)
-        return _prefer_live(statuses, select_jobs(unsettled, live), unsettled)
+        return prefer_live(statuses, select_jobs(unsettled, live), unsettled)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -315,7 +315,7 @@ class SlurmScheduler:
         if self.accounting:
             statuses = self._sacct(self.transport.run(find_by_name_command(name))) or {}
         live = self._squeue(self.transport.run(squeue_find_by_name_command(name)))
-        merged = _prefer_live(statuses, live, {task_id.split("_")[0] for task_id in live})
+        merged = prefer_live(statuses, live, {task_id.split("_")[0] for task_id in live})
         return [s for s in merged.values() if s.name is not None and same_job_name(s.name, name)]
 
     def tail(self, path: str, lines: int = 100) -> str:
@@ -337,7 +337,7 @@ class SlurmScheduler:
         return parse_associations(self._run(command, "sacctmgr").stdout)
 
 
-def _prefer_live(
+def prefer_live(
     recorded: dict[str, JobStatus], live: dict[str, JobStatus], job_ids: Iterable[str]
 ) -> dict[str, JobStatus]:
     """sacct's statuses, with squeue's replacing them for each of `job_ids` squeue knows

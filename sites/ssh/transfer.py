@@ -108,7 +108,7 @@ def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
             if kind == b"F":
                 partial, local_sha = _receive_file(stream, local)
             elif kind == b"D":
-                streamed = _receive_tree(site, stream, local)
+                streamed = receive_tree(site, stream, local)
             output = read_all(channel)
         _check_exit(site, action, output)
         if kind == b"F" and partial is not None:
@@ -233,7 +233,7 @@ def _receive_file(stream: _Readable, local: Path) -> tuple[Path, str]:
     return partial, digest.hexdigest()
 
 
-def _receive_tree(site: str, stream: _Readable, local: Path) -> list[StreamedFile]:
+def receive_tree(site: str, stream: _Readable, local: Path) -> list[StreamedFile]:
     """Extract a tar stream under `local`, refusing anything that would land outside it
     (tarfile's "data" filter), and hash each regular file as it is written."""
     local.mkdir(parents=True, exist_ok=True)

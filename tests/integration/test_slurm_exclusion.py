@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.stage_runner import _submit_once
+from flows.submission import submit_once
 from registry.site import Site
 from sites.driver import DriverPool
 from sites.errors import SchedulerError
@@ -36,7 +36,7 @@ def test_excluding_the_only_node_falls_back_to_no_exclusion(
         with pytest.raises(SchedulerError, match="node configuration is not available") as info:
             driver.scheduler.submit(request)
         assert info.value.transient is False
-        job_id = _submit_once(driver, request)
+        job_id = submit_once(driver, request)
         # A refused sbatch still leaves a FAILED (BadConstraints) record under the name;
         # the job that counts is the one submitted without the exclusion.
         found = {s.job_id: s for s in driver.scheduler.find_by_name(request.name)}

@@ -331,7 +331,7 @@ def test_commands_refuse_anything_but_job_ids(bad: str) -> None:
 def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
     from registry.states import JobState
     from sites.scheduler import JobStatus
-    from sites.slurm.scheduler import _prefer_live
+    from sites.slurm.scheduler import prefer_live
 
     def status(job_id: str, state: JobState) -> JobStatus:
         return JobStatus(job_id=job_id, state=state)
@@ -343,7 +343,7 @@ def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
         "7_1": status("7_1", JobState.PENDING),
         "9": status("9", JobState.RUNNING),
     }
-    merged = _prefer_live(recorded, live, ["7", "7_1", "8", "9"])  # overlapping ids are fine
+    merged = prefer_live(recorded, live, ["7", "7_1", "8", "9"])  # overlapping ids are fine
     assert {k: v.state for k, v in merged.items()} == {
         "7_0": JobState.RUNNING,
         "7_1": JobState.PENDING,
@@ -355,4 +355,4 @@ def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
         for n in range(100, 150)
         for i in range(100)
     }
-    assert len(_prefer_live({}, many, [str(n) for n in range(100, 150)])) == 5000
+    assert len(prefer_live({}, many, [str(n) for n in range(100, 150)])) == 5000

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sites.errors import TransferError
-from sites.ssh.transfer import _receive_tree, parse_digests, shell_command
+from sites.ssh.transfer import parse_digests, receive_tree, shell_command
 
 A = "a" * 64
 B = "0123456789abcdef" * 4
@@ -64,7 +64,7 @@ def test_a_tar_stream_is_extracted_and_hashed(tmp_path: Path) -> None:
         _file("./a.txt", b"hello"), _file("./sub/b.bin", b"\0\1\2"), _link("./l", "a.txt")
     )
 
-    received = _receive_tree("lumi", stream, tmp_path / "out")
+    received = receive_tree("lumi", stream, tmp_path / "out")
 
     assert (tmp_path / "out/a.txt").read_bytes() == b"hello"
     assert (tmp_path / "out/sub/b.bin").read_bytes() == b"\0\1\2"
@@ -91,13 +91,13 @@ def test_a_hostile_tar_stream_cannot_write_outside_the_destination(
     destination = tmp_path / "deep" / "out"
 
     with pytest.raises(TransferError, match="refused archive entry"):
-        _receive_tree("lumi", _tar(*members), destination)
+        receive_tree("lumi", _tar(*members), destination)
 
     outside = [p for p in tmp_path.rglob("*") if destination not in (p, *p.parents)]
     assert sorted(p.name for p in outside) == ["deep"]
 
 
 def test_absolute_names_land_inside_the_destination(tmp_path: Path) -> None:
-    _receive_tree("lumi", _tar(_file("/abs/file.txt", b"x")), tmp_path / "out")
+    receive_tree("lumi", _tar(_file("/abs/file.txt", b"x")), tmp_path / "out")
 
     assert (tmp_path / "out/abs/file.txt").read_bytes() == b"x"
