@@ -28,7 +28,6 @@ import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
@@ -44,6 +43,8 @@ from sites.ssh.channel import (
     send_all,
     send_bytes,
 )
+from sites.ssh.untar import StreamedFile, extract_tree
+from sites.transport import TransferLimits
 
 OpenChannel = Callable[[str], AbstractContextManager[paramiko.Channel]]
 
@@ -74,14 +75,6 @@ class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-@dataclass(frozen=True)
-class StreamedFile:
-    """A regular file carried by a tar stream: its name in the archive and SHA-256."""
-
-    name: str
-    sha256: str
-
-
 def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
     """Copy a local file or directory tree to `remote` (which becomes that file or
     directory; parents are created, existing files overwritten, permission bits kept)."""
@@ -94,9 +87,17 @@ def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
         raise TransferError(site, f"cannot upload {local}: no such file or directory")
 
 
-def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
+def get(
+    site: str,
+    open_channel: OpenChannel,
+    remote: str,
+    local: Path,
+    limits: TransferLimits | None = None,
+) -> None:
     """Copy a remote file or directory tree to `local` (same rules as `put`, except
-    that a single file gets the local default permissions)."""
+    that a single file gets the local default permissions). The stream is untrusted:
+    see `sites.ssh.untar`; more than `limits` is refused."""
+    limits = limits or TransferLimits()
     remote = _not_an_option(remote)
     action = f"downloading {remote}"
     partial: Path | None = None
@@ -106,9 +107,9 @@ def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
             stream = _ChannelReader(channel)
             kind = stream.read(1)
             if kind == b"F":
-                partial, local_sha = _receive_file(stream, local)
+                partial, local_sha = _receive_file(site, stream, local, limits.max_bytes)
             elif kind == b"D":
-                streamed = _receive_tree(site, stream, local)
+                streamed = extract_tree(site, stream, local, limits)
             output = read_all(channel)
         _check_exit(site, action, output)
         if kind == b"F" and partial is not None:
@@ -219,56 +220,26 @@ def _add_tree(site: str, archive: tarfile.TarFile, root: Path) -> Iterator[Strea
             # sockets, fifos and devices are not data: skipped
 
 
-def _receive_file(stream: _Readable, local: Path) -> tuple[Path, str]:
+def _receive_file(site: str, stream: _Readable, local: Path, max_bytes: int) -> tuple[Path, str]:
     """Write the stream to a temporary file next to `local`; (its path, SHA-256)."""
     if local.is_dir():
         raise IsADirectoryError(f"{local} is a directory")
     local.parent.mkdir(parents=True, exist_ok=True)
     partial = local.with_name(f".{local.name}.hpcfleet-{uuid.uuid4().hex[:12]}.part")
     digest = hashlib.sha256()
-    with partial.open("wb") as target:
+    received = 0
+    with partial.open("xb") as target:
         while chunk := stream.read(READ_SIZE):
+            received += len(chunk)
+            if received > max_bytes:
+                target.close()
+                partial.unlink()
+                raise TransferError(
+                    site, f"{local.name}: more than {max_bytes} bytes (cap max_bytes={max_bytes})"
+                )
             digest.update(chunk)
             target.write(chunk)
     return partial, digest.hexdigest()
-
-
-def _receive_tree(site: str, stream: _Readable, local: Path) -> list[StreamedFile]:
-    """Extract a tar stream under `local`, refusing anything that would land outside it
-    (tarfile's "data" filter), and hash each regular file as it is written."""
-    local.mkdir(parents=True, exist_ok=True)
-    destination = str(local.resolve())
-    received: list[StreamedFile] = []
-    with tarfile.open(fileobj=cast(BinaryIO, stream), mode="r|", bufsize=READ_SIZE) as archive:
-        for member in archive:
-            try:
-                safe = tarfile.data_filter(member, destination)
-            except tarfile.FilterError as exc:
-                raise TransferError(site, f"refused archive entry {member.name!r}: {exc}") from exc
-            if safe.isreg():
-                received.append(_extract_regular(archive, member, safe, Path(destination)))
-            elif safe.isdir() or safe.issym() or safe.islnk():
-                archive.extract(safe, destination, filter="data")
-    return received
-
-
-def _extract_regular(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, safe: tarfile.TarInfo, local: Path
-) -> StreamedFile:
-    target = local / safe.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        target.unlink()  # a new inode: never write through a link (a directory raises)
-    source = archive.extractfile(member)
-    digest = hashlib.sha256()
-    with target.open("wb") as sink:
-        while source is not None and (chunk := source.read(READ_SIZE)):
-            digest.update(chunk)
-            sink.write(chunk)
-    if safe.mode is not None:
-        target.chmod(stat.S_IMODE(safe.mode))
-    os.utime(target, (safe.mtime, safe.mtime))
-    return StreamedFile(member.name, digest.hexdigest())
 
 
 def _verify_tree(
