@@ -197,13 +197,11 @@ def _match_exec_config(marker: Path) -> paramiko.SSHConfig:
 def test_a_hostile_name_never_reaches_match_exec(tmp_path: Path, template: str, where: str) -> None:
     marker = tmp_path / "pwned"
     name = template.format(marker=marker)
-    fields = {
-        "host": {"host": name},
-        "user": {"host": "ok", "user": name},
-        "jump host": {"host": "ok", "proxy_jump": [f"u@{name}"]},
-        "jump user": {"host": "ok", "proxy_jump": [f"{name}@gate"]},
-    }[where]
-    settings = SshSettings.model_construct(**{"user": None, "proxy_jump": [], **fields})
+    settings = SshSettings.model_construct(
+        host=name if where == "host" else "ok",
+        user=name if where == "user" else None,
+        proxy_jump={"jump host": [f"u@{name}"], "jump user": [f"{name}@gate"]}.get(where, []),
+    )
 
     with pytest.raises(ValueError, match=r"refuses shell metacharacters|starts with '-'"):
         resolve_route(settings, _match_exec_config(marker), local_user="me")
