@@ -110,8 +110,8 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
             "stage": stage,
             "site": site,
             "files": [
-                {"path": p, "size": size, "sha256": digest}
-                for p, (size, digest) in sorted(entries.items())
+                {"path": p, "size": entry.size, "sha256": entry.sha256}
+                for p, entry in sorted(entries.items())
             ],
         }
         path = ctx.scratch / f"{stage}-{site}-manifest" / f"{site}.json"

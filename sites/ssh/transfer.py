@@ -10,9 +10,10 @@ Why not SFTP: paramiko's SFTP client is slow where it matters (measured on loopb
 - file down: `cat FILE`, then the remote's digest on stderr; written to a temporary
              file that replaces the destination only when the digests agree.
 - directory: one tar stream each way (Python's tarfile locally, `tar` remotely),
-             then one `xargs -0 sha256` over the regular files the stream carried.
+             extracted as untrusted input (`sites.ssh.untar`), then checked against
+             the remote's manifest of the tree (`sites.remote`, the one hasher).
 
-The remote needs a POSIX `sh`, `cat`, `tar`, `xargs`, `mkdir`, `mv` and either
+The remote needs a POSIX `sh`, `cat`, `tar`, GNU `find`, `xargs`, `mkdir`, `mv` and either
 `openssl` (fast) or `sha256sum`. Paths reach the shell as positional parameters of
 `sh -c` (quoted once by `shlex.join`), never pasted into the script.
 """
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import shlex
 import stat
 import tarfile
 import uuid
@@ -34,6 +33,15 @@ from typing import BinaryIO, Protocol, cast
 import paramiko
 
 from sites.errors import SiteUnreachable, TransferError
+from sites.remote import (
+    PICK_SHA256,
+    BadRemoteOutput,
+    manifest_command,
+    parse_digests,
+    parse_manifest,
+    safe_relative_path,
+    shell_command,
+)
 from sites.ssh.channel import (
     EXIT_STATUS_MISSING,
     READ_SIZE,
@@ -48,16 +56,10 @@ from sites.transport import TransferLimits
 
 OpenChannel = Callable[[str], AbstractContextManager[paramiko.Channel]]
 
-# Picks the fastest available SHA-256 (coreutils' sha256sum has no SHA-NI: 0.9 s for
-# 256 MiB here, openssl 0.2 s) and stores it as the positional parameters "$@".
-_HASHER = (
-    "if command -v openssl >/dev/null 2>&1; "
-    "then set -- openssl dgst -sha256 -r; else set -- sha256sum --; fi"
-)
 _PUT_FILE = (
     'dest=$1 tmp=$2; if [ -d "$dest" ]; then echo "$dest is a directory" >&2; exit 1; fi; '
     'mkdir -p -- "$(dirname -- "$dest")" && cat > "$tmp" || { rm -f -- "$tmp"; exit 1; }; '
-    f'{_HASHER}; "$@" "$tmp"'
+    f'{PICK_SHA256}; $sha256 "$tmp"'
 )
 _COMMIT_FILE = (
     'if [ "$1" = ok ]; then chmod "$4" -- "$2" && mv -f -- "$2" "$3"; else rm -f -- "$2"; fi'
@@ -65,10 +67,8 @@ _COMMIT_FILE = (
 _PUT_DIR = 'mkdir -p -- "$1" && cd -- "$1" && tar -x -o -f -'
 _GET = (
     'src=$1; if [ -d "$src" ]; then printf D; cd -- "$src" || exit 1; exec tar -cf - .; fi; '
-    f'printf F; cat -- "$src" || exit 1; {_HASHER}; "$@" "$src" >&2'
+    f'printf F; cat -- "$src" || exit 1; {PICK_SHA256}; $sha256 "$src" >&2'
 )
-_HASH_LIST = f'cd -- "$1" || exit 1; {_HASHER}; xargs -0 -r "$@"'
-_DIGEST = re.compile(rb"^\\?([0-9a-f]{64}) ", re.MULTILINE)
 
 
 class _Readable(Protocol):
@@ -123,16 +123,6 @@ def get(
     finally:
         if partial is not None:
             partial.unlink(missing_ok=True)
-
-
-def shell_command(script: str, *args: str) -> str:
-    """`sh -c SCRIPT sh ARGS...`, every word quoted exactly once."""
-    return shlex.join(["sh", "-c", script, "sh", *args])
-
-
-def parse_digests(output: bytes) -> list[str]:
-    """SHA-256 digests, in order, from `sha256sum` or `openssl dgst -r` output."""
-    return [m.group(1).decode("ascii") for m in _DIGEST.finditer(output)]
 
 
 def _put_file(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
@@ -245,20 +235,27 @@ def _receive_file(site: str, stream: _Readable, local: Path, max_bytes: int) -> 
 def _verify_tree(
     site: str, open_channel: OpenChannel, remote: str, files: list[StreamedFile]
 ) -> None:
-    """Have the remote hash `files` (relative to `remote`) and compare, in order."""
+    """Compare `files` (relative to `remote`) with the remote's manifest of `remote`."""
     if not files:
         return
     action = f"verifying {len(files)} files under {remote}"
     with open_channel(action) as channel:
-        channel.exec_command(shell_command(_HASH_LIST, remote))
-        reader = BackgroundReader(channel)
-        send_all(channel, b"\0".join(os.fsencode(_not_an_option(f.name)) for f in files))
-        output = reader.result()
+        channel.exec_command(manifest_command(remote))
+        channel.shutdown_write()
+        output = read_all(channel)
     _check_exit(site, action, output)
-    remote_digests = parse_digests(output.stdout)
-    bad = [f.name for f, d in zip(files, remote_digests, strict=False) if f.sha256 != d]
-    if len(remote_digests) != len(files) or bad:
-        shown = ", ".join(bad[:5]) or "(the remote listed a different number of files)"
+    try:
+        manifest = parse_manifest(output.exit_status, output.stdout.decode("utf-8", "replace"), "")
+        sent = {safe_relative_path(f.name): f.sha256 for f in files}
+    except BadRemoteOutput as exc:
+        raise TransferError(site, f"{action}: {exc}") from None
+    bad = sorted(
+        path
+        for path, digest in sent.items()
+        if path not in manifest or manifest[path].sha256 != digest
+    )
+    if bad:
+        shown = ", ".join(bad[:5])
         raise TransferError(site, f"{action}: checksum mismatch for {shown}", transient=True)
 
 

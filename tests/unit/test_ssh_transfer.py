@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sites.errors import TransferError
-from sites.ssh.transfer import parse_digests, shell_command
+from sites.remote import parse_digests, shell_command
 from sites.ssh.untar import extract_tree
 from sites.transport import TransferLimits
 
