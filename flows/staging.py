@@ -26,6 +26,16 @@ ATTEMPT_MAX_BYTES = 2 << 30  # 2 GiB
 ATTEMPT_LIMITS = TransferLimits(max_files=ATTEMPT_MAX_FILES, max_bytes=ATTEMPT_MAX_BYTES)
 
 
+def run_checked(driver: SiteDriver, command: str) -> str:
+    """Run `command`; its stdout, or `CommandFailed`."""
+    return run_remote(driver, command, _stdout_if_ok)
+
+
+def _stdout_if_ok(returncode: int, stdout: str, stderr: str) -> str:
+    remote.check_exit(returncode, stdout, stderr)
+    return stdout
+
+
 def run_remote(driver: SiteDriver, command: str, parse: Callable[[int, str, str], T]) -> T:
     """Run a `sites.remote` command and its parser; failures become the project's errors
     (a non-zero exit `CommandFailed`, output that breaks the rules `TransferError`)."""
