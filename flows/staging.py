@@ -183,9 +183,15 @@ def _verify(
         )
 
 
-def fetch_attempt(driver: SiteDriver, layout: StageLayout, attempt: int, local: Path) -> Path:
+def fetch_attempt(
+    driver: SiteDriver,
+    layout: StageLayout,
+    attempt: int,
+    local: Path,
+    limits: TransferLimits = ATTEMPT_LIMITS,
+) -> Path:
     """Copy an attempt's logs and metrics to `local`; returns the local attempt dir.
-    More than `ATTEMPT_LIMITS` (files, bytes) is a `TransferError` naming the cap."""
+    More than `limits` (files, bytes) is a `TransferError` naming the cap."""
     target = local / f"attempt-{attempt}"
-    driver.transport.get(layout.attempt_dir(attempt), target, limits=ATTEMPT_LIMITS)
+    driver.transport.get(layout.attempt_dir(attempt), target, limits=limits)
     return target

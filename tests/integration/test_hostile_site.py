@@ -14,6 +14,7 @@ import pytest
 from registry.site import SshSettings
 from sites.errors import SiteUnreachable, TransferError
 from sites.ssh.transport import ConnectionPool, SshTransport
+from sites.transport import TransferLimits
 from tests.integration.test_ssh_transport import settings_for
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
@@ -171,3 +172,45 @@ def test_a_valid_host_behind_match_exec_still_connects(site_a: SandboxSite, tmp_
 
     pool.close_all()
     assert (tmp_path / "match-exec-ran").exists()
+
+
+# --------------------------------------------------------------------------- caps
+
+
+def test_an_endless_stream_is_refused_at_the_byte_cap(
+    transport: SshTransport, path_changed_by_a_job: None, tmp_path: Path
+) -> None:
+    header = tarfile.TarInfo("checkpoint.bin")
+    header.size = 5 << 30  # announced; the fake tar then sends zeros for ever
+    crafted = tmp_path / "crafted"
+    (crafted / FAKE_BIN).mkdir(parents=True)
+    (crafted / FAKE_BIN / "header").write_bytes(header.tobuf(format=tarfile.GNU_FORMAT))
+    fake_tar = crafted / FAKE_BIN / "tar"
+    fake_tar.write_text(f'#!/bin/sh\ncat "{FAKE_BIN}/header"; exec cat /dev/zero\n')
+    fake_tar.chmod(0o755)
+    transport.put(crafted, "hpcfleet-hostile-test/attempt-1")
+
+    with pytest.raises(TransferError, match=r"cap max_bytes=1048576"):
+        transport.get(
+            "hpcfleet-hostile-test/attempt-1",
+            tmp_path / "fetched",
+            limits=TransferLimits(max_bytes=1 << 20),
+        )
+
+    assert sum(p.stat().st_size for p in (tmp_path / "fetched").rglob("*")) == 0
+
+
+def test_an_attempt_with_too_many_files_is_refused_at_the_file_cap(
+    transport: SshTransport, tmp_path: Path
+) -> None:
+    transport.run(
+        "mkdir -p hpcfleet-hostile-test/many && cd hpcfleet-hostile-test/many && "
+        "for i in $(seq 1 50); do echo $i > f$i; done"
+    )
+
+    with pytest.raises(TransferError, match=r"cap max_files=10"):
+        transport.get(
+            "hpcfleet-hostile-test/many", tmp_path / "fetched", limits=TransferLimits(max_files=10)
+        )
+
+    assert len(list((tmp_path / "fetched").rglob("*"))) <= 10
