@@ -58,13 +58,15 @@ OpenChannel = Callable[[str], AbstractContextManager[paramiko.Channel]]
 
 _PUT_FILE = (
     'dest=$1 tmp=$2; if [ -d "$dest" ]; then echo "$dest is a directory" >&2; exit 1; fi; '
-    'mkdir -p -- "$(dirname -- "$dest")" && cat > "$tmp" || { rm -f -- "$tmp"; exit 1; }; '
+    '(umask 077 && mkdir -p -- "$(dirname -- "$dest")") && cat > "$tmp" '
+    '|| { rm -f -- "$tmp"; exit 1; }; '
     f'{PICK_SHA256}; $sha256 "$tmp"'
 )
 _COMMIT_FILE = (
     'if [ "$1" = ok ]; then chmod "$4" -- "$2" && mv -f -- "$2" "$3"; else rm -f -- "$2"; fi'
 )
-_PUT_DIR = 'mkdir -p -- "$1" && cd -- "$1" && tar -x -o -f -'
+# Directories created on the way are owner-only; what the tree carries keeps its modes.
+_PUT_DIR = '(umask 077 && mkdir -p -- "$1") && cd -- "$1" && tar -x -o -f -'
 _GET = (
     'src=$1; if [ -d "$src" ]; then printf D; cd -- "$src" || exit 1; exec tar -cf - .; fi; '
     f'printf F; cat -- "$src" || exit 1; {PICK_SHA256}; $sha256 "$src" >&2'

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from registry.site import SshSettings
+from sites import remote
 from sites.errors import SiteUnreachable, TransferError
 from sites.ssh.transport import ConnectionPool, SshTransport
 from sites.transport import TransferLimits
@@ -214,3 +215,21 @@ def test_an_attempt_with_too_many_files_is_refused_at_the_file_cap(
         )
 
     assert len(list((tmp_path / "fetched").rglob("*"))) <= 10
+
+
+# --------------------------------------------------------------------------- owner-only
+
+
+def test_directories_created_on_the_site_are_owner_only(
+    transport: SshTransport, site_a: SandboxSite, tmp_path: Path
+) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+
+    transport.put(tmp_path / "f", "hpcfleet-hostile-test/file/parent/f")
+    transport.put(tmp_path / "tree", "hpcfleet-hostile-test/tree/parent/tree")
+    transport.run(remote.make_dirs_command(["hpcfleet-hostile-test/made/a/b"]))
+
+    home = site_a.home / "hpcfleet-hostile-test"
+    for created in ("file/parent", "tree/parent/tree", "made/a", "made/a/b"):
+        assert (home / created).stat().st_mode & 0o777 == 0o700, created
