@@ -119,9 +119,9 @@ def _refusals(site: str, name: str) -> Iterator[None]:
         yield
     except RefusedMember as exc:
         raise TransferError(site, f"refused archive member {name!r}: {exc}") from None
-    except OSError as exc:
+    except OSError as exc:  # disk full, permissions: not the stream's fault
         detail = exc.strerror or str(exc)
-        raise TransferError(site, f"refused archive member {name!r}: {detail}") from None
+        raise TransferError(site, f"cannot extract archive member {name!r}: {detail}") from None
 
 
 def _extract_member(job: _Extraction, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
