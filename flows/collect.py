@@ -12,7 +12,13 @@ from pathlib import Path
 
 from flows import staging
 from flows.context import RunContext
-from flows.metrics import MetricPoint, parse_metrics
+from flows.metrics import (
+    MetricPoint,
+    MetricsFileTooLarge,
+    ParsedMetrics,
+    parse_metrics,
+    read_metrics_file,
+)
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
@@ -22,6 +28,9 @@ from sites.errors import SiteError
 log = logging.getLogger(__name__)
 
 STDERR_REASON_CHARS = 300
+# A job's log goes to MLflow whole up to this size; beyond it, only its last
+# LOG_UPLOAD_MAX_BYTES are uploaded, after a first line saying so.
+LOG_UPLOAD_MAX_BYTES = 8 * 1024 * 1024
 
 
 def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRecord]) -> None:
@@ -44,6 +53,7 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
                 "could not fetch logs of %s attempt %d from %s: %s", stage, attempt, site, exc
             )
             fetched = local / f"attempt-{attempt}"
+            shutil.rmtree(fetched, ignore_errors=True)  # nothing half-fetched is read
             fetched.mkdir(parents=True, exist_ok=True)
         for job in site_jobs:
             _record_job(ctx, job, fetched)
@@ -52,8 +62,10 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
 
 def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     metrics_file = fetched / "metrics" / f"{job.array_index or 0}.jsonl"
-    text = metrics_file.read_text(errors="replace") if metrics_file.exists() else ""
-    parsed = parse_metrics(text)
+    try:
+        parsed = parse_metrics(read_metrics_file(metrics_file))
+    except MetricsFileTooLarge as exc:
+        parsed = ParsedMetrics([], [str(exc)])
     for problem in parsed.rejected[:5]:
         log.warning("%s: metrics %s", job.job_name, problem)
     log_names = [Path(p).name for p in (job.stdout_path, job.stderr_path) if p]
@@ -85,8 +97,8 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     ctx.tracker.log_metrics(child, points)
     logs_dir = fetched / "logs"
     for name in log_names:
-        if (logs_dir / name).exists():
-            ctx.tracker.log_artifact(child, logs_dir / name, "logs")
+        if (logs_dir / name).is_file():
+            ctx.tracker.log_artifact(child, capped_log(logs_dir / name), "logs")
     ctx.tracker.finish(child, MLFLOW_STATUS.get(_stage_like(job.state), "FAILED"))
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
@@ -110,14 +122,32 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
             "stage": stage,
             "site": site,
             "files": [
-                {"path": p, "size": size, "sha256": digest}
-                for p, (size, digest) in sorted(entries.items())
+                {"path": p, "size": entry.size, "sha256": entry.sha256}
+                for p, entry in sorted(entries.items())
             ],
         }
         path = ctx.scratch / f"{stage}-{site}-manifest" / f"{site}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=1))
         ctx.tracker.log_artifact(ctx.parent_mlflow_id, path, f"outputs/{stage}")
+
+
+def capped_log(path: Path, max_bytes: int = LOG_UPLOAD_MAX_BYTES) -> Path:
+    """`path` itself if it is at most `max_bytes`; else a file of the same name (in a
+    sibling directory) holding a note that it was cut, then the log's last `max_bytes`."""
+    size = path.stat().st_size
+    if size <= max_bytes:
+        return path
+    cut = path.parent.with_name(f"{path.parent.name}-cut") / path.name
+    cut.parent.mkdir(exist_ok=True)
+    with path.open("rb") as source, cut.open("wb") as target:
+        target.write(
+            f"[hpcfleet: this log was cut: {size} bytes, only the last {max_bytes} are kept "
+            f"(LOG_UPLOAD_MAX_BYTES)]\n".encode()
+        )
+        source.seek(size - max_bytes)
+        shutil.copyfileobj(source, target)
+    return cut
 
 
 def _stage_like(state: JobState) -> str:

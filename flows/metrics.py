@@ -1,4 +1,5 @@
-"""Reading the JSON lines jobs append to `$HPCFLEET_METRICS`. Pure."""
+"""Reading the JSON lines jobs append to `$HPCFLEET_METRICS`. Pure, apart from
+`read_metrics_file`, which reads one such file with a cap on its size."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+# A task's metrics file is read whole; one that is bigger is refused, not read.
+METRICS_FILE_MAX_BYTES = 16 * 1024 * 1024
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-./ ]{1,250}$")
 
@@ -29,6 +34,25 @@ class ParsedMetrics:
         for point in self.points:
             values[point.key] = point.value
         return values
+
+
+class MetricsFileTooLarge(ValueError):
+    """A metrics file over the cap; the message names the cap and the size."""
+
+
+def read_metrics_file(path: Path, max_bytes: int = METRICS_FILE_MAX_BYTES) -> str:
+    """The text of `path` ("" if there is none), reading at most `max_bytes` + 1 bytes."""
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        size = path.stat().st_size
+        raise MetricsFileTooLarge(
+            f"{path.name} holds {size} bytes, more than the cap of {max_bytes} "
+            "(METRICS_FILE_MAX_BYTES); its metrics were not read"
+        )
+    return data.decode(errors="replace")
 
 
 def parse_metrics(text: str) -> ParsedMetrics:

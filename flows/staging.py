@@ -6,21 +6,46 @@ machine (get from one, put to the other) and checked against the producer's chec
 
 from __future__ import annotations
 
-import shlex
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from flows.layout import StageLayout
+from sites import remote
 from sites.driver import SiteDriver
 from sites.errors import CommandFailed, TransferError
+from sites.remote import ManifestEntry
+from sites.transport import TransferLimits
+
+T = TypeVar("T")
+
+# What fetching one attempt's logs and metrics may bring to this machine at most.
+ATTEMPT_MAX_FILES = 10_000
+ATTEMPT_MAX_BYTES = 2 << 30  # 2 GiB
+ATTEMPT_LIMITS = TransferLimits(max_files=ATTEMPT_MAX_FILES, max_bytes=ATTEMPT_MAX_BYTES)
 
 
 def run_checked(driver: SiteDriver, command: str) -> str:
+    """Run `command`; its stdout, or `CommandFailed`."""
+    return run_remote(driver, command, _stdout_if_ok)
+
+
+def _stdout_if_ok(returncode: int, stdout: str, stderr: str) -> str:
+    remote.check_exit(returncode, stdout, stderr)
+    return stdout
+
+
+def run_remote(driver: SiteDriver, command: str, parse: Callable[[int, str, str], T]) -> T:
+    """Run a `sites.remote` command and its parser; failures become the project's errors
+    (a non-zero exit `CommandFailed`, output that breaks the rules `TransferError`)."""
     result = driver.transport.run(command)
-    if not result.ok:
-        raise CommandFailed(driver.name, command, result.returncode, result.stderr)
-    return result.stdout
+    try:
+        return parse(result.returncode, result.stdout, result.stderr)
+    except remote.RemoteCommandFailed as exc:
+        raise CommandFailed(driver.name, command, exc.returncode, exc.stderr) from None
+    except remote.BadRemoteOutput as exc:
+        raise TransferError(driver.name, str(exc)) from None
 
 
 def prepare_dirs(driver: SiteDriver, layout: StageLayout, attempt: int) -> None:
@@ -31,7 +56,7 @@ def prepare_dirs(driver: SiteDriver, layout: StageLayout, attempt: int) -> None:
         layout.logs(attempt),
         layout.metrics(attempt),
     ]
-    run_checked(driver, "mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs))
+    run_remote(driver, remote.make_dirs_command(dirs), remote.check_exit)
 
 
 def upload_files(
@@ -52,29 +77,18 @@ def upload_files(
 
 def manifest(
     driver: SiteDriver, directory: str, paths: Sequence[str] = ()
-) -> dict[str, tuple[int, str]]:
+) -> dict[str, ManifestEntry]:
     """{relative path: (size, sha256)} of the files under `directory` (or `paths` in it)."""
-    targets = " ".join(shlex.quote(p.rstrip("/") or ".") for p in paths) or "."
-    command = (
-        f"cd {shlex.quote(directory)} && find -L {targets} -type f "
-        '-exec sh -c \'for f; do printf "%s %s\\n" "$(stat -L -c %s "$f")" '
-        '"$(sha256sum < "$f" | cut -c1-64) $f"; done\' sh {} +'
-    )
-    entries: dict[str, tuple[int, str]] = {}
-    for line in run_checked(driver, command).splitlines():
-        size, digest, path = line.split(" ", 2)
-        entries[path.removeprefix("./")] = (int(size), digest)
-    return entries
+    return run_remote(driver, remote.manifest_command(directory, paths), remote.parse_manifest)
 
 
 def missing_outputs(driver: SiteDriver, layout: StageLayout, declared: Sequence[str]) -> list[str]:
     """Declared outputs that the stage did not produce."""
     if not declared:
         return []
-    checks = " ".join(
-        f"[ -e {shlex.quote(p.rstrip('/'))} ] || printf '%s\\n' {shlex.quote(p)};" for p in declared
-    )
-    return run_checked(driver, f"cd {shlex.quote(layout.outputs)} && {checks}").split()
+    command = remote.missing_paths_command(layout.outputs, declared)
+    missing = set(run_remote(driver, command, remote.parse_missing_paths))
+    return [p for p in declared if (p.rstrip("/") or ".") in missing]
 
 
 def stage_input(
@@ -91,21 +105,18 @@ def stage_input(
     """
     destination = target_layout.input_of(source_layout.stage)
     if source.name == target.name:
-        run_checked(
-            target,
-            f"mkdir -p {shlex.quote(target_layout.inputs)} && "
-            f"ln -sfn {shlex.quote(source_layout.outputs)} {shlex.quote(destination)}",
-        )
+        command = remote.link_command(source_layout.outputs, destination)
+        run_remote(target, command, remote.check_exit)
         return "linked (same site)"
     expected = manifest(source, source_layout.outputs)
-    run_checked(target, f"rm -rf {shlex.quote(destination)}")
+    run_remote(target, remote.remove_tree_command(destination), remote.check_exit)
     store_site = next((d for d in (source, target) if d.site.storage and d.site.storage.s3), None)
     if store_site is not None:
         how = _via_s3(store_site, source, source_layout, target, destination, expected)
     else:
         how = _relay(source, source_layout.outputs, target, destination)
     _verify(target, destination, expected, source_layout.stage, source.name)
-    total = sum(size for size, _ in expected.values())
+    total = sum(entry.size for entry in expected.values())
     return f"{how}: {len(expected)} files, {total} bytes, checksums verified"
 
 
@@ -124,7 +135,7 @@ def _via_s3(
     source_layout: StageLayout,
     target: SiteDriver,
     destination: str,
-    expected: dict[str, tuple[int, str]],
+    expected: dict[str, ManifestEntry],
 ) -> str:
     from sites.s3.handoff import S3Handoff
     from sites.s3.scripts import parse_part_etags, render_download, render_upload
@@ -132,7 +143,7 @@ def _via_s3(
     assert store_site.site.storage is not None and store_site.site.storage.s3 is not None
     handoff = S3Handoff(store_site.name, store_site.site.storage.s3)
     prefix = handoff.key(source_layout.run_id, source_layout.stage, "outputs")
-    uploads = handoff.plan_upload(prefix, {path: size for path, (size, _) in expected.items()})
+    uploads = handoff.plan_upload(prefix, {path: entry.size for path, entry in expected.items()})
     result = source.transport.run(
         "bash -s", stdin=render_upload(source_layout.outputs, uploads).encode()
     )
@@ -157,13 +168,13 @@ def _via_s3(
 def _verify(
     target: SiteDriver,
     destination: str,
-    expected: dict[str, tuple[int, str]],
+    expected: dict[str, ManifestEntry],
     stage: str,
     source: str,
 ) -> None:
     arrived = manifest(target, destination)
     if arrived != expected:
-        differing = sorted(set(arrived.items()) ^ set(expected.items()))
+        differing = sorted(set(arrived.items()) ^ set(expected.items()), key=lambda e: e[0])
         raise TransferError(
             target.name,
             f"outputs of stage {stage!r} from {source} arrived altered ({len(differing)} "
@@ -172,8 +183,15 @@ def _verify(
         )
 
 
-def fetch_attempt(driver: SiteDriver, layout: StageLayout, attempt: int, local: Path) -> Path:
-    """Copy an attempt's logs and metrics to `local`; returns the local attempt dir."""
+def fetch_attempt(
+    driver: SiteDriver,
+    layout: StageLayout,
+    attempt: int,
+    local: Path,
+    limits: TransferLimits = ATTEMPT_LIMITS,
+) -> Path:
+    """Copy an attempt's logs and metrics to `local`; returns the local attempt dir.
+    More than `limits` (files, bytes) is a `TransferError` naming the cap."""
     target = local / f"attempt-{attempt}"
-    driver.transport.get(layout.attempt_dir(attempt), target)
+    driver.transport.get(layout.attempt_dir(attempt), target, limits=limits)
     return target

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from registry import sshnames
 from registry.common import Duration, Identifier, StrictModel, Walltime
 
 ALL_PARTNERS = "*"
@@ -34,6 +35,12 @@ class SshSettings(StrictModel):
     proxy_jump: list[str] = []
     host_key: str | None = None
     known_hosts: str | None = None
+
+    @field_validator("host", "user", "proxy_jump")
+    @classmethod
+    def _names_openssh_accepts(cls, value: object, info: ValidationInfo) -> object:
+        """These reach the `Match exec` lines of ~/.ssh/config: see registry.sshnames."""
+        return sshnames.check_field(str(info.field_name), value)
 
     @field_validator("host_key")
     @classmethod

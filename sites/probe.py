@@ -6,13 +6,13 @@ without ever opening a connection itself.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from registry.records import ProbeRecord
 from registry.site import Site
 from registry.store import now
+from sites import remote
 from sites.driver import DriverPool, SiteDriver
 from sites.errors import SiteError, SiteUnreachable
 
@@ -88,11 +88,7 @@ def _slots(site: Site) -> int:
 
 
 def _workdir_checks(driver: SiteDriver) -> list[Check]:
-    workdir = shlex.quote(driver.workdir)
-    writable = driver.transport.run(
-        f"mkdir -p {workdir} && probe=$(mktemp -p {workdir} .hpcfleet-probe.XXXXXX) "
-        '&& rm -f "$probe"'
-    )
+    writable = driver.transport.run(remote.workdir_writable_command(driver.workdir))
     checks = [
         Check(
             "work dir writable",
@@ -100,10 +96,10 @@ def _workdir_checks(driver: SiteDriver) -> list[Check]:
             driver.workdir if writable.ok else writable.stderr.strip(),
         )
     ]
-    space = driver.transport.run(f"df -Pk {workdir} | tail -n 1")
-    fields = space.stdout.split()
-    if space.ok and len(fields) >= 4 and fields[3].isdigit():
-        free_gib = int(fields[3]) / (1024 * 1024)
+    space = driver.transport.run(remote.free_space_command(driver.workdir))
+    free_kib = remote.parse_free_kib(space.returncode, space.stdout, space.stderr)
+    if free_kib is not None:
+        free_gib = free_kib / (1024 * 1024)
         checks.append(Check("free space", free_gib >= MIN_FREE_GIB, f"{free_gib:.1f} GiB free"))
     else:
         checks.append(Check("free space", False, space.stderr.strip() or "df gave no answer"))
@@ -157,9 +153,8 @@ def _slurm_checks(driver: SiteDriver) -> list[Check]:
 
 
 def _queue_depth(driver: SiteDriver) -> int | None:
-    result = driver.transport.run('squeue --noheader --user="$(id -un)" --format=%i | wc -l')
-    text = result.stdout.strip()
-    return int(text) if result.ok and text.isdigit() else None
+    result = driver.transport.run(remote.queue_depth_command())
+    return remote.parse_queue_depth(result.returncode, result.stdout, result.stderr)
 
 
 def trust_site(site: Site) -> tuple[str, str]:

@@ -10,6 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# What one `get` may bring home at most, unless the caller sets its own `TransferLimits`:
+# a site's stream is input, never trusted, and lands on this machine's disk.
+DEFAULT_MAX_FILES = 1_000_000
+DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """Caps on one download: entries (files, directories, links) and bytes of file data.
+    Going over either is a `TransferError` naming the cap."""
+
+    max_files: int = DEFAULT_MAX_FILES
+    max_bytes: int = DEFAULT_MAX_BYTES
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -44,8 +58,9 @@ class Transport(Protocol):
         """Copy a local file or directory (recursively) to `remote`, creating parents."""
         ...
 
-    def get(self, remote: str, local: Path) -> None:
-        """Copy a remote file or directory (recursively) to `local`, creating parents."""
+    def get(self, remote: str, local: Path, *, limits: TransferLimits | None = None) -> None:
+        """Copy a remote file or directory (recursively) to `local`, creating parents.
+        More than `limits` (default `TransferLimits()`) raises `TransferError`."""
         ...
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from sites.errors import SiteError, TransferError
-from sites.transport import CommandResult
+from sites.transport import CommandResult, TransferLimits
 
 # Errors that a retry of the same call can get past (a busy or briefly unavailable
 # filesystem); everything else (missing file, no permission, disk full) needs a person.
@@ -82,8 +82,10 @@ class LocalTransport:
         """Copy file or directory `local` to the path `remote` (directories merge)."""
         self._copy(Path(local), Path(remote))
 
-    def get(self, remote: str, local: Path) -> None:
-        """Copy file or directory `remote` to the path `local` (directories merge)."""
+    def get(self, remote: str, local: Path, *, limits: TransferLimits | None = None) -> None:
+        """Copy file or directory `remote` to the path `local` (directories merge);
+        more than `limits` (entries, bytes) is refused before anything is copied."""
+        _check_limits(self.site, Path(remote), limits or TransferLimits())
         self._copy(Path(remote), Path(local))
 
     def close(self) -> None:
@@ -133,6 +135,21 @@ def _copy_file(source: str | Path, target: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _check_limits(site: str, source: Path, limits: TransferLimits) -> None:
+    entries, size = (1, source.stat().st_size) if source.is_file() else (0, 0)
+    for directory, dirnames, filenames in os.walk(source) if source.is_dir() else ():
+        entries += len(dirnames) + len(filenames)
+        size += sum(os.lstat(os.path.join(directory, name)).st_size for name in filenames)
+        if entries > limits.max_files or size > limits.max_bytes:
+            break
+    if entries > limits.max_files or size > limits.max_bytes:
+        raise TransferError(
+            site,
+            f"{source}: more than {limits.max_files} entries or {limits.max_bytes} bytes "
+            f"(caps max_files/max_bytes; counted {entries} entries, {size} bytes)",
+        )
 
 
 def _same_or_inside(path: Path, directory: Path) -> bool:

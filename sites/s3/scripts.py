@@ -1,6 +1,8 @@
 """The shell scripts sites run to move files through signed S3 URLs. Pure rendering;
 every path and URL is shell-quoted. Scripts go to `bash -s` on stdin, so signed URLs
-never appear in a command line, a process list or an error message."""
+never appear in a command line, a process list or an error message. Paths come from a
+site's manifest: each must be a normalised relative path (`sites.remote`), and goes in
+as `./path`, so that none reads as an option or as `-` (stdin)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 
+from sites.remote import safe_relative_path
 from sites.s3.handoff import PART_SIZE, FileUpload
 
 _MIB = 1024 * 1024
@@ -23,7 +26,7 @@ def render_upload(directory: str, uploads: Iterable[FileUpload]) -> str:
         "trap 'rm -f \"$part\"' EXIT",
     ]
     for index, upload in enumerate(uploads):
-        path = shlex.quote(upload.path)
+        path = _local_path(upload.path)
         if upload.put_url is not None:
             lines.append(f"{CURL} -X PUT -T {path} -o /dev/null {shlex.quote(upload.put_url)}")
             continue
@@ -55,12 +58,20 @@ def render_download(directory: str, urls: Mapping[str, str]) -> str:
     """Fetch each relative path from its signed URL into `directory`."""
     lines = [
         "set -euo pipefail",
-        f"mkdir -p {shlex.quote(directory)}",
+        "umask 077",
+        f"mkdir -p -- {shlex.quote(directory)}",
         f"cd {shlex.quote(directory)}",
     ]
     parents = sorted({posixpath.dirname(p) for p in urls} - {""})
     if parents:
-        lines.append("mkdir -p -- " + " ".join(shlex.quote(p) for p in parents))
+        lines.append("mkdir -p -- " + " ".join(_local_path(p) for p in parents))
     for path, url in sorted(urls.items()):
-        lines.append(f"{CURL} -o {shlex.quote(path)} {shlex.quote(url)}")
+        lines.append(f"{CURL} -o {_local_path(path)} {shlex.quote(url)}")
     return "\n".join(lines) + "\n"
+
+
+def _local_path(path: str) -> str:
+    """`./path`, quoted; a path that is not normalised and relative is a `ValueError`."""
+    if safe_relative_path(path) != path:
+        raise ValueError(f"refusing path {path!r}: not a normalised relative path")
+    return shlex.quote(f"./{path}")

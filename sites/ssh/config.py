@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paramiko
 
+from registry import sshnames
 from registry.site import SshSettings
 
 DEFAULT_PORT = 22
@@ -73,31 +74,24 @@ def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig:
 
 
 def parse_jump_spec(spec: str) -> tuple[str | None, str, int | None]:
-    """Split a ProxyJump entry `[ssh://][user@]host[:port]` into (user, host, port)."""
-    text = spec.strip().removeprefix("ssh://")
-    user: str | None = None
-    if "@" in text:
-        user, text = text.rsplit("@", 1)
-    port: int | None = None
-    if text.startswith("["):  # [ipv6]:port
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = int(port_text)
-    else:
-        host = text
-    if not host:
-        raise ValueError(f"ProxyJump entry {spec!r} names no host")
-    return user or None, host, port
+    """Split a ProxyJump entry `[ssh://][user@]host[:port]` into (user, host, port),
+    refusing names OpenSSH would refuse (`registry.sshnames`)."""
+    return sshnames.parse_jump_spec(spec)
 
 
 def resolve_route(
     settings: SshSettings, config: paramiko.SSHConfig, *, local_user: str | None = None
 ) -> SshRoute:
-    """The endpoints to dial for `settings`, with ~/.ssh/config filling unset fields."""
+    """The endpoints to dial for `settings`, with ~/.ssh/config filling unset fields.
+
+    Every name is checked before it reaches `config.lookup`, which runs the config's
+    `Match exec` commands with `%h`/`%n` expanded unquoted into a shell, and every name
+    the config supplies is checked before it is dialled. A bad one is a `ValueError`."""
     local_user = local_user or getpass.getuser()
+    sshnames.check_host(settings.host, "ssh host")
+    if settings.user is not None:
+        sshnames.check_user(settings.user, "ssh user")
+    own_jumps = [parse_jump_spec(spec) for spec in settings.proxy_jump]
     entry = config.lookup(settings.host)
     own_known_hosts = _paths([settings.known_hosts]) if settings.known_hosts else ()
     own_identity = _paths([settings.identity_file]) if settings.identity_file else ()
@@ -110,15 +104,15 @@ def resolve_route(
         known_hosts=own_known_hosts,
         local_user=local_user,
     )
-    if settings.proxy_jump:
-        jump_specs = list(settings.proxy_jump)
+    if own_jumps:
+        jump_hops = own_jumps
     else:
         configured = str(entry.get("proxyjump", "")).strip()
         none = not configured or configured.lower() == "none"
-        jump_specs = [] if none else [s for s in configured.split(",") if s.strip()]
+        specs = [] if none else [s for s in configured.split(",") if s.strip()]
+        jump_hops = [parse_jump_spec(spec) for spec in specs]
     jumps = []
-    for spec in jump_specs:
-        user, host, port = parse_jump_spec(spec)
+    for user, host, port in jump_hops:
         jumps.append(
             _endpoint(
                 host,
@@ -148,11 +142,13 @@ def _endpoint(
 ) -> SshEndpoint:
     configured_identity = _paths(entry.get("identityfile", []))
     configured_known_hosts = _paths(str(entry.get("userknownhostsfile", "")).split())
+    hostname = sshnames.check_host(str(entry.get("hostname", name)), f"HostName of {name!r}")
+    configured_port = str(entry.get("port", DEFAULT_PORT))
     return SshEndpoint(
         name=name,
-        hostname=str(entry.get("hostname", name)),
-        port=port or int(entry.get("port", DEFAULT_PORT)),
-        user=user or str(entry.get("user", local_user)),
+        hostname=hostname,
+        port=port or sshnames.check_port(configured_port, f"Port of {name!r}"),
+        user=sshnames.check_user(user or str(entry.get("user", local_user)), f"User for {name!r}"),
         identity_files=identity or configured_identity or fallback_identity,
         known_hosts_files=known_hosts or configured_known_hosts or _paths(DEFAULT_KNOWN_HOSTS),
         host_key_alias=entry.get("hostkeyalias"),

@@ -10,9 +10,10 @@ Why not SFTP: paramiko's SFTP client is slow where it matters (measured on loopb
 - file down: `cat FILE`, then the remote's digest on stderr; written to a temporary
              file that replaces the destination only when the digests agree.
 - directory: one tar stream each way (Python's tarfile locally, `tar` remotely),
-             then one `xargs -0 sha256` over the regular files the stream carried.
+             extracted as untrusted input (`sites.ssh.untar`), then checked against
+             the remote's manifest of the tree (`sites.remote`, the one hasher).
 
-The remote needs a POSIX `sh`, `cat`, `tar`, `xargs`, `mkdir`, `mv` and either
+The remote needs a POSIX `sh`, `cat`, `tar`, GNU `find`, `xargs`, `mkdir`, `mv` and either
 `openssl` (fast) or `sha256sum`. Paths reach the shell as positional parameters of
 `sh -c` (quoted once by `shlex.join`), never pasted into the script.
 """
@@ -21,20 +22,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import shlex
 import stat
 import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 import paramiko
 
 from sites.errors import SiteUnreachable, TransferError
+from sites.remote import (
+    PICK_SHA256,
+    BadRemoteOutput,
+    manifest_command,
+    parse_digests,
+    parse_manifest,
+    safe_relative_path,
+    shell_command,
+)
 from sites.ssh.channel import (
     EXIT_STATUS_MISSING,
     READ_SIZE,
@@ -44,42 +51,30 @@ from sites.ssh.channel import (
     send_all,
     send_bytes,
 )
+from sites.ssh.untar import StreamedFile, extract_tree
+from sites.transport import TransferLimits
 
 OpenChannel = Callable[[str], AbstractContextManager[paramiko.Channel]]
 
-# Picks the fastest available SHA-256 (coreutils' sha256sum has no SHA-NI: 0.9 s for
-# 256 MiB here, openssl 0.2 s) and stores it as the positional parameters "$@".
-_HASHER = (
-    "if command -v openssl >/dev/null 2>&1; "
-    "then set -- openssl dgst -sha256 -r; else set -- sha256sum --; fi"
-)
 _PUT_FILE = (
     'dest=$1 tmp=$2; if [ -d "$dest" ]; then echo "$dest is a directory" >&2; exit 1; fi; '
-    'mkdir -p -- "$(dirname -- "$dest")" && cat > "$tmp" || { rm -f -- "$tmp"; exit 1; }; '
-    f'{_HASHER}; "$@" "$tmp"'
+    '(umask 077 && mkdir -p -- "$(dirname -- "$dest")") && cat > "$tmp" '
+    '|| { rm -f -- "$tmp"; exit 1; }; '
+    f'{PICK_SHA256}; $sha256 "$tmp"'
 )
 _COMMIT_FILE = (
     'if [ "$1" = ok ]; then chmod "$4" -- "$2" && mv -f -- "$2" "$3"; else rm -f -- "$2"; fi'
 )
-_PUT_DIR = 'mkdir -p -- "$1" && cd -- "$1" && tar -x -o -f -'
+# Directories created on the way are owner-only; what the tree carries keeps its modes.
+_PUT_DIR = '(umask 077 && mkdir -p -- "$1") && cd -- "$1" && tar -x -o -f -'
 _GET = (
     'src=$1; if [ -d "$src" ]; then printf D; cd -- "$src" || exit 1; exec tar -cf - .; fi; '
-    f'printf F; cat -- "$src" || exit 1; {_HASHER}; "$@" "$src" >&2'
+    f'printf F; cat -- "$src" || exit 1; {PICK_SHA256}; $sha256 "$src" >&2'
 )
-_HASH_LIST = f'cd -- "$1" || exit 1; {_HASHER}; xargs -0 -r "$@"'
-_DIGEST = re.compile(rb"^\\?([0-9a-f]{64}) ", re.MULTILINE)
 
 
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class StreamedFile:
-    """A regular file carried by a tar stream: its name in the archive and SHA-256."""
-
-    name: str
-    sha256: str
 
 
 def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
@@ -94,9 +89,17 @@ def put(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
         raise TransferError(site, f"cannot upload {local}: no such file or directory")
 
 
-def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
+def get(
+    site: str,
+    open_channel: OpenChannel,
+    remote: str,
+    local: Path,
+    limits: TransferLimits | None = None,
+) -> None:
     """Copy a remote file or directory tree to `local` (same rules as `put`, except
-    that a single file gets the local default permissions)."""
+    that a single file gets the local default permissions). The stream is untrusted:
+    see `sites.ssh.untar`; more than `limits` is refused."""
+    limits = limits or TransferLimits()
     remote = _not_an_option(remote)
     action = f"downloading {remote}"
     partial: Path | None = None
@@ -106,9 +109,9 @@ def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
             stream = _ChannelReader(channel)
             kind = stream.read(1)
             if kind == b"F":
-                partial, local_sha = _receive_file(stream, local)
+                partial, local_sha = _receive_file(site, stream, local, limits.max_bytes)
             elif kind == b"D":
-                streamed = receive_tree(site, stream, local)
+                streamed = extract_tree(site, stream, local, limits)
             output = read_all(channel)
         _check_exit(site, action, output)
         if kind == b"F" and partial is not None:
@@ -122,16 +125,6 @@ def get(site: str, open_channel: OpenChannel, remote: str, local: Path) -> None:
     finally:
         if partial is not None:
             partial.unlink(missing_ok=True)
-
-
-def shell_command(script: str, *args: str) -> str:
-    """`sh -c SCRIPT sh ARGS...`, every word quoted exactly once."""
-    return shlex.join(["sh", "-c", script, "sh", *args])
-
-
-def parse_digests(output: bytes) -> list[str]:
-    """SHA-256 digests, in order, from `sha256sum` or `openssl dgst -r` output."""
-    return [m.group(1).decode("ascii") for m in _DIGEST.finditer(output)]
 
 
 def _put_file(site: str, open_channel: OpenChannel, local: Path, remote: str) -> None:
@@ -219,75 +212,52 @@ def _add_tree(site: str, archive: tarfile.TarFile, root: Path) -> Iterator[Strea
             # sockets, fifos and devices are not data: skipped
 
 
-def _receive_file(stream: _Readable, local: Path) -> tuple[Path, str]:
+def _receive_file(site: str, stream: _Readable, local: Path, max_bytes: int) -> tuple[Path, str]:
     """Write the stream to a temporary file next to `local`; (its path, SHA-256)."""
     if local.is_dir():
         raise IsADirectoryError(f"{local} is a directory")
     local.parent.mkdir(parents=True, exist_ok=True)
     partial = local.with_name(f".{local.name}.hpcfleet-{uuid.uuid4().hex[:12]}.part")
     digest = hashlib.sha256()
-    with partial.open("wb") as target:
+    received = 0
+    with partial.open("xb") as target:
         while chunk := stream.read(READ_SIZE):
+            received += len(chunk)
+            if received > max_bytes:
+                target.close()
+                partial.unlink()
+                raise TransferError(
+                    site, f"{local.name}: more than {max_bytes} bytes (cap max_bytes={max_bytes})"
+                )
             digest.update(chunk)
             target.write(chunk)
     return partial, digest.hexdigest()
 
 
-def receive_tree(site: str, stream: _Readable, local: Path) -> list[StreamedFile]:
-    """Extract a tar stream under `local`, refusing anything that would land outside it
-    (tarfile's "data" filter), and hash each regular file as it is written."""
-    local.mkdir(parents=True, exist_ok=True)
-    destination = str(local.resolve())
-    received: list[StreamedFile] = []
-    with tarfile.open(fileobj=cast(BinaryIO, stream), mode="r|", bufsize=READ_SIZE) as archive:
-        for member in archive:
-            try:
-                safe = tarfile.data_filter(member, destination)
-            except tarfile.FilterError as exc:
-                raise TransferError(site, f"refused archive entry {member.name!r}: {exc}") from exc
-            if safe.isreg():
-                received.append(_extract_regular(archive, member, safe, Path(destination)))
-            elif safe.isdir() or safe.issym() or safe.islnk():
-                archive.extract(safe, destination, filter="data")
-    return received
-
-
-def _extract_regular(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, safe: tarfile.TarInfo, local: Path
-) -> StreamedFile:
-    target = local / safe.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        target.unlink()  # a new inode: never write through a link (a directory raises)
-    source = archive.extractfile(member)
-    digest = hashlib.sha256()
-    with target.open("wb") as sink:
-        while source is not None and (chunk := source.read(READ_SIZE)):
-            digest.update(chunk)
-            sink.write(chunk)
-    if safe.mode is not None:
-        target.chmod(stat.S_IMODE(safe.mode))
-    os.utime(target, (safe.mtime, safe.mtime))
-    return StreamedFile(member.name, digest.hexdigest())
-
-
 def _verify_tree(
     site: str, open_channel: OpenChannel, remote: str, files: list[StreamedFile]
 ) -> None:
-    """Have the remote hash `files` (relative to `remote`) and compare, in order."""
+    """Compare `files` (relative to `remote`) with the remote's manifest of `remote`."""
     if not files:
         return
     action = f"verifying {len(files)} files under {remote}"
     with open_channel(action) as channel:
-        channel.exec_command(shell_command(_HASH_LIST, remote))
-        reader = BackgroundReader(channel)
-        send_all(channel, b"\0".join(os.fsencode(_not_an_option(f.name)) for f in files))
-        output = reader.result()
+        channel.exec_command(manifest_command(remote))
+        channel.shutdown_write()
+        output = read_all(channel)
     _check_exit(site, action, output)
-    remote_digests = parse_digests(output.stdout)
-    bad = [f.name for f, d in zip(files, remote_digests, strict=False) if f.sha256 != d]
-    if len(remote_digests) != len(files) or bad:
-        shown = ", ".join(bad[:5]) or "(the remote listed a different number of files)"
+    try:
+        manifest = parse_manifest(output.exit_status, output.stdout.decode("utf-8", "replace"), "")
+        sent = {safe_relative_path(f.name): f.sha256 for f in files}
+    except BadRemoteOutput as exc:
+        raise TransferError(site, f"{action}: {exc}") from None
+    bad = sorted(
+        path
+        for path, digest in sent.items()
+        if path not in manifest or manifest[path].sha256 != digest
+    )
+    if bad:
+        shown = ", ".join(bad[:5])
         raise TransferError(site, f"{action}: checksum mismatch for {shown}", transient=True)
 
 

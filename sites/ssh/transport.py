@@ -38,7 +38,7 @@ from sites.ssh.connect import ConnectOptions
 from sites.ssh.connect import fetch_host_key as _fetch_host_key
 from sites.ssh.connection import SshConnection, resolve_site_route
 from sites.ssh.errors import ssh_errors
-from sites.transport import CommandResult
+from sites.transport import CommandResult, TransferLimits
 
 __all__ = ["ConnectionPool", "SshTransport", "fetch_host_key"]
 
@@ -192,10 +192,11 @@ class SshTransport:
         with self._errors(f"uploading {local} to {remote}"):
             transfer.put(self.site, self._connection.channel, Path(local), remote)
 
-    def get(self, remote: str, local: Path) -> None:
-        """Copy a remote file or directory tree to `local`, creating parents."""
+    def get(self, remote: str, local: Path, *, limits: TransferLimits | None = None) -> None:
+        """Copy a remote file or directory tree to `local`, creating parents; what the
+        site sends is checked as untrusted (`sites.ssh.untar`) and capped by `limits`."""
         with self._errors(f"downloading {remote} to {local}"):
-            transfer.get(self.site, self._connection.channel, remote, Path(local))
+            transfer.get(self.site, self._connection.channel, remote, Path(local), limits)
 
     def close(self) -> None:
         """Stop using the shared connection (closed when its last user closes). Safe

@@ -123,3 +123,23 @@ def test_missing_profile_is_a_clear_non_transient_error(aws_env: S3Server) -> No
     with pytest.raises(TransferError) as info:
         S3Handoff("site-a", S3Store(endpoint=aws_env.endpoint, bucket="oellm", profile="nope"))
     assert "nope" in str(info.value) and info.value.transient is False
+
+
+def test_a_file_name_cannot_forge_a_manifest_entry(tmp_path: Path) -> None:
+    site_a, site_b = drivers(tmp_path, None)
+    source, target = (
+        StageLayout(site_a.workdir, "r2", "train"),
+        StageLayout(site_b.workdir, "r2", "eval"),
+    )
+    # Once read as two manifest lines, the second one for "../other-stage/model.bin".
+    forged = "x\n5 " + hashlib.sha256(b"evil!").hexdigest() + " ../other-stage"
+    (Path(source.outputs) / forged).mkdir(parents=True)
+    (Path(source.outputs) / forged / "model.bin").write_bytes(b"real content")
+
+    how = stage_input(site_a, source, site_b, target)
+
+    assert how.endswith("1 files, 12 bytes, checksums verified")
+    assert received(target, "train") == {
+        f"{forged}/model.bin": hashlib.sha256(b"real content").hexdigest()
+    }
+    assert not (Path(target.inputs) / "other-stage").exists()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import paramiko
 import pytest
 
-from registry.site import SshSettings
+from registry.errors import DocumentError
+from registry.loading import validate_document
+from registry.site import Site, SshSettings
 from sites.errors import SiteUnreachable
 from sites.ssh.config import SshEndpoint, load_ssh_config, parse_jump_spec, resolve_route
 from sites.ssh.connection import resolve_site_route
@@ -153,9 +156,110 @@ def test_load_ssh_config_reads_the_given_file(tmp_path: Path) -> None:
 
 
 def test_an_unusable_route_is_a_permanent_unreachable(tmp_path: Path) -> None:
-    settings = SshSettings(host="h", proxy_jump=["user@"])
+    settings = SshSettings.model_construct(host="h", proxy_jump=["user@"])
 
     with pytest.raises(SiteUnreachable, match="cannot resolve ssh host 'h'") as caught:
         resolve_site_route("lumi", settings, tmp_path / "missing-config")
 
     assert caught.value.transient is False
+
+
+# --------------------------------------------------------------------------- names
+
+
+HOSTILE_NAMES = [
+    "x;touch {marker};#",
+    "$(touch {marker})",
+    "`touch {marker}`",
+    "x|touch {marker}",
+    "x&&touch {marker}",
+    "x\ntouch {marker}",
+    "x touch {marker}",
+    "-oProxyCommand=touch {marker}",
+]
+
+
+@pytest.fixture(autouse=True)
+def _stdin_for_match_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """paramiko runs `Match exec` through invoke, which reads the caller's stdin."""
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+
+
+def _match_exec_config(marker: Path) -> paramiko.SSHConfig:
+    """A common ~/.ssh/config idiom: pick settings by whether a host answers."""
+    ran = marker.with_name("ran")
+    text = f'Match exec "test -n %h && touch {ran}"\n    User matched\nHost *\n    Port 22\n'
+    return paramiko.SSHConfig.from_text(text)
+
+
+@pytest.mark.parametrize("template", HOSTILE_NAMES)
+@pytest.mark.parametrize("where", ["host", "user", "jump host", "jump user"])
+def test_a_hostile_name_never_reaches_match_exec(tmp_path: Path, template: str, where: str) -> None:
+    marker = tmp_path / "pwned"
+    name = template.format(marker=marker)
+    settings = SshSettings.model_construct(
+        host=name if where == "host" else "ok",
+        user=name if where == "user" else None,
+        proxy_jump={"jump host": [f"u@{name}"], "jump user": [f"{name}@gate"]}.get(where, []),
+    )
+
+    with pytest.raises(ValueError, match=r"refuses shell metacharacters|starts with '-'"):
+        resolve_route(settings, _match_exec_config(marker), local_user="me")
+
+    assert not marker.exists()
+
+
+def test_a_valid_name_still_runs_match_exec(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    target = resolve_route(SshSettings(host="login.example.org"), _match_exec_config(marker)).target
+
+    assert target.user == "matched"
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_hostile_hostname_in_the_ssh_config_is_not_dialled() -> None:
+    config = paramiko.SSHConfig.from_text("Host lumi\n    HostName x;reboot\n")
+
+    with pytest.raises(ValueError, match="HostName of 'lumi'"):
+        resolve_route(SshSettings(host="lumi"), config, local_user="me")
+
+
+@pytest.mark.parametrize(
+    ("ssh", "field"),
+    [
+        ({"host": "x;id>/tmp/f;#"}, "ssh.host"),
+        ({"host": "-oProxyCommand=id"}, "ssh.host"),
+        ({"host": "h", "user": "$(id)"}, "ssh.user"),
+        ({"host": "h", "proxy_jump": ["gate", "u@x|id"]}, "ssh.proxy_jump"),
+        ({"host": "h", "proxy_jump": ["gate:22x"]}, "ssh.proxy_jump"),
+    ],
+)
+def test_site_add_refuses_a_name_openssh_would_refuse(ssh: dict[str, object], field: str) -> None:
+    document = {
+        "name": "lumi",
+        "partner": "csc",
+        "scheduler": "slurm",
+        "ssh": ssh,
+        "slurm": {"partitions": [{"name": "gpu"}]},
+    }
+
+    with pytest.raises(DocumentError) as caught:
+        validate_document(document, Site, source="lumi.yaml")
+
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "ssh",
+    [
+        {
+            "host": "lumi.csc.fi",
+            "user": "jdoe",
+            "proxy_jump": ["ssh://alice@gate:2022", "[::1]:22"],
+        },
+        {"host": "fe80::1%eth0", "user": "first.last@REALM"},
+    ],
+)
+def test_ordinary_names_are_accepted(ssh: dict[str, object]) -> None:
+    assert SshSettings.model_validate(ssh).host == ssh["host"]
