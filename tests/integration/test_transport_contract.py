@@ -34,7 +34,7 @@ SSH_SITE = "site-a"
 # Names a shell, tar or a digest listing could trip over.
 ODD_NAMES = (
     "with space.txt",
-    "it's \"quoted\" $x `y`.txt",
+    'it\'s "quoted" $x `y`.txt',
     "ünïcødé ☃.txt",
     "-starts-with-dash",
     "*?[a]",
