@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry.states import JobState
+from sites.scheduler import JobStatus
 from sites.slurm.parse import (
     SLURM_STATES,
     expand_task_ids,
@@ -22,6 +23,7 @@ from sites.slurm.parse import (
     parse_submit,
     parse_time,
     parse_wait_status,
+    placeholder_ids,
     settled_ids,
 )
 from sites.slurm.probes import parse_associations, parse_gres_gpus, parse_sinfo, parse_versions
@@ -232,6 +234,23 @@ def test_settled_ids_need_every_task_final() -> None:
     statuses = parse_sacct(recorded("sacct_running.stdout"))
     ids = [JOBS["array3"], JOBS["exit3"], JOBS["throttled"], "999999"]
     assert settled_ids(ids, statuses) == {JOBS["exit3"]}
+
+
+def test_placeholder_rows_are_told_apart_by_what_squeue_still_shows() -> None:
+    placeholder = parse_sacct(recorded("sacct_placeholder.stdout"))
+    live = parse_squeue(recorded("squeue_placeholder.stdout"))
+    settled = parse_sacct(recorded("sacct_final.stdout"))
+
+    # Final in sacct, yet named "allocation" and the array still one row.
+    assert settled_ids(["45", "46"], placeholder) == {"45", "46"}
+    assert placeholder_ids(["45", "46", "46_1"], placeholder, live) == {"45", "46", "46_1"}
+    # Rows that agree with squeue, or that squeue no longer knows, are the record.
+    assert placeholder_ids(["45", "46"], select(live, "45", "46_0", "46_1"), live) == set()
+    assert placeholder_ids([JOBS["exit3"]], settled, {}) == set()
+
+
+def select(statuses: dict[str, JobStatus], *task_ids: str) -> dict[str, JobStatus]:
+    return {task_id: statuses[task_id] for task_id in task_ids}
 
 
 # -- sbatch and probes -------------------------------------------------------------------
