@@ -162,7 +162,7 @@ def _slurm_site(sandbox: Sandbox, pool: ConnectionPool) -> Iterator[Site]:
         sandbox.run_on(target, ["rm", "-rf", "--", str(root)])
 
 
-# --------------------------------------------------------------------------- render, submit
+# --------------------------------------------------------------------------- render
 
 
 def test_render_is_pure_and_names_the_job(site: Site) -> None:
@@ -179,105 +179,63 @@ def test_render_is_pure_and_names_the_job(site: Site) -> None:
         assert site.transport.commands == []  # nothing was sent
 
 
-def test_a_job_runs_in_its_new_workdir_and_completes(site: Site) -> None:
-    request = site.request(script("pwd; echo oops >&2"))
-
-    job_id = site.submit(request)
-    status = site.settled([job_id], 1)[job_id]
-
-    assert (status.job_id, status.state, status.exit_code) == (job_id, JobState.COMPLETED, 0)
-    assert status.name == request.name
-    assert status.started is not None and status.ended is not None
-    assert status.started <= status.ended
-    assert Path(request.stdout_path(0)).read_text() == f"{request.workdir}\n"
-    assert Path(request.stderr_path(0)).read_text() == "oops\n"
+# --------------------------------------------------------------------------- submit, status
 
 
-def test_an_array_reports_each_task_as_id_underscore_index(site: Site) -> None:
-    show = 'echo "$HPCFLEET_ARRAY_INDEX $LANGUAGE"'
-    array = site.request(
-        *(
-            TaskSpec(script=show, env={"LANGUAGE": lang}, array_value=lang)
-            for lang in ["fi", "cs", "de"]
-        )
-    )
-    single = site.request(TaskSpec(argv=("true",), array_value="only"))
-
-    array_id, single_id = site.submit(array), site.submit(single)
-    statuses = site.settled([array_id, single_id], 4)
-
-    assert sorted(statuses) == sorted(
-        [f"{array_id}_0", f"{array_id}_1", f"{array_id}_2", f"{single_id}_0"]
-    )
-    assert all(s.state is JobState.COMPLETED for s in statuses.values())
-    assert [statuses[f"{array_id}_{i}"].array_index for i in range(3)] == [0, 1, 2]
-    outputs = [Path(array.stdout_path(i)).read_text() for i in range(3)]
-    assert outputs == ["0 fi\n", "1 cs\n", "2 de\n"]
-
-
-def test_a_failing_job_is_failed_with_its_exit_code(site: Site) -> None:
-    request = site.request(script("echo partial; echo oops >&2; exit 3"))
-
-    job_id = site.submit(request)
-    status = site.settled([job_id], 1)[job_id]
-
-    assert (status.state, status.exit_code) == (JobState.FAILED, 3)
-    assert Path(request.stdout_path(0)).read_text() == "partial\n"
-    assert Path(request.stderr_path(0)).read_text() == "oops\n"
-
-
-def test_quoted_values_reach_the_job_literally(site: Site) -> None:
-    hostile = ("$(touch canary)", "`touch canary`", "a; touch canary", "'q' \"qq\"", "${HOME}")
-    request = site.request(
-        TaskSpec(
-            argv=("printf", "[%s]\n", *hostile), env={"OWN": hostile[0]}, array_value=hostile[1]
-        ),
-        script('printf "%s|%s\\n" "$SHARED" "${OWN:-unset}"'),
-        env={"SHARED": "two words; $(touch canary)"},
-        workdir="w 'q' \"d\" $(x)",
-        name='it\'s "a" $(touch canary) `touch canary`; #',
-    )
-
-    job_id = site.submit(request)
-    statuses = site.settled([job_id], 2)
-
-    assert all(s.state is JobState.COMPLETED for s in statuses.values()), statuses
-    assert Path(request.stdout_path(0)).read_text() == "".join(f"[{a}]\n" for a in hostile)
-    assert Path(request.stdout_path(1)).read_text() == "two words; $(touch canary)|unset\n"
-    assert Path(request.workdir).is_dir()
-    assert not list(site.root.rglob("canary"))
-
-
-# --------------------------------------------------------------------------- status
-
-
-def test_one_status_call_reports_many_jobs_and_leaves_out_unknown_ids(site: Site) -> None:
-    ok = site.submit(site.request(script("true")))
-    failed = site.submit(site.request(script("exit 4")))
-    array = site.submit(site.request(script("true"), script("true")))
-    site.settled([ok, failed, array], 4)
+def test_one_status_call_reports_finished_jobs_and_leaves_out_unknown_ids(site: Site) -> None:
+    done = site.request(script("pwd; echo oops >&2"), workdir="new dir/it's")
+    failed = site.request(script("echo partial; exit 3"))
+    done_id, failed_id = site.submit(done), site.submit(failed)
+    site.settled([done_id, failed_id], 2)
 
     calls_before = len(site.transport.calls) if site.transport else 0
-    statuses = site.scheduler.status([ok, *UNKNOWN_IDS, failed, array])
+    statuses = site.scheduler.status([done_id, *UNKNOWN_IDS, failed_id])
 
-    assert sorted(statuses) == sorted([ok, failed, f"{array}_0", f"{array}_1"])
-    assert {k: s.job_id for k, s in statuses.items()} == {k: k for k in statuses}
-    assert (statuses[ok].state, statuses[ok].exit_code) == (JobState.COMPLETED, 0)
-    assert (statuses[failed].state, statuses[failed].exit_code) == (JobState.FAILED, 4)
+    assert sorted(statuses) == sorted([done_id, failed_id])
     if site.transport is not None:
-        assert len(site.transport.calls) == calls_before + 1  # ONE command for all of them
+        assert len(site.transport.calls) == calls_before + 1  # ONE command for all ids
+    ok, bad = statuses[done_id], statuses[failed_id]
+    assert (ok.job_id, ok.state, ok.exit_code, ok.name) == (
+        done_id, JobState.COMPLETED, 0, done.name,
+    )  # fmt: skip
+    assert ok.started is not None and ok.ended is not None and ok.started <= ok.ended
+    assert (bad.job_id, bad.state, bad.exit_code) == (failed_id, JobState.FAILED, 3)
+    # The job ran in its work dir, which submit created, and its output went to the logs.
+    assert Path(done.stdout_path(0)).read_text() == f"{done.workdir}\n"
+    assert Path(done.stderr_path(0)).read_text() == "oops\n"
+    assert Path(failed.stdout_path(0)).read_text() == "partial\n"
     assert site.scheduler.status(list(UNKNOWN_IDS)) == {}
     assert site.scheduler.status([]) == {}
 
 
-def test_a_task_of_an_array_can_be_asked_for_alone(site: Site) -> None:
-    array = site.submit(site.request(script("true"), script("exit 2")))
-    site.settled([array], 2)
+HOSTILE = ("$(touch canary)", "`touch canary`", "a; touch canary", "'q' \"qq\"", "${HOME}")
 
-    statuses = site.scheduler.status([f"{array}_1"])
 
-    assert list(statuses) == [f"{array}_1"]
-    assert (statuses[f"{array}_1"].state, statuses[f"{array}_1"].exit_code) == (JobState.FAILED, 2)
+def test_array_tasks_are_id_underscore_index_and_get_their_values_literally(site: Site) -> None:
+    array = site.request(
+        TaskSpec(argv=("printf", "[%s]\n", *HOSTILE), env={"OWN": HOSTILE[0]}, array_value="a"),
+        TaskSpec(
+            script='printf "%s|%s|%s\\n" "$HPCFLEET_ARRAY_INDEX" "$OWN" "$SHARED"',
+            env={"OWN": HOSTILE[3]},
+            array_value=HOSTILE[1],
+        ),
+        env={"SHARED": "two words; $(touch canary)"},
+        workdir="w 'q' \"d\" $(x)",
+        name='hpcfleet-it\'s "a" $(touch canary) `touch canary`; #',
+    )
+    single = site.request(TaskSpec(argv=("true",), array_value="only"))
+
+    array_id, single_id = site.submit(array), site.submit(single)
+    statuses = site.settled([array_id, single_id], 3)
+
+    assert sorted(statuses) == sorted([f"{array_id}_0", f"{array_id}_1", f"{single_id}_0"])
+    assert {s.state for s in statuses.values()} == {JobState.COMPLETED}
+    assert [statuses[f"{array_id}_{i}"].array_index for i in (0, 1)] == [0, 1]
+    assert Path(array.stdout_path(0)).read_text() == "".join(f"[{a}]\n" for a in HOSTILE)
+    assert Path(array.stdout_path(1)).read_text() == f"1|{HOSTILE[3]}|two words; $(touch canary)\n"
+    assert not list(site.root.rglob("canary"))
+    # One task, asked for alone.
+    assert list(site.scheduler.status([f"{array_id}_1"])) == [f"{array_id}_1"]
 
 
 # --------------------------------------------------------------------------- find by name
@@ -286,7 +244,7 @@ def test_a_task_of_an_array_can_be_asked_for_alone(site: Site) -> None:
 def test_a_new_scheduler_finds_every_job_by_its_exact_name(site: Site) -> None:
     name = f"hpcfleet-contract-{uuid.uuid4().hex[:8]}-eval-1"
     first = site.submit(site.request(script("true"), script("true"), name=name))
-    # Right after submit, as after a crash between submitting and recording the id.
+    # At once, as after a crash between submitting and recording the id.
     found_at_once = site.restart().find_by_name(name)
     assert sorted(s.job_id for s in found_at_once) == [f"{first}_0", f"{first}_1"]
     other = site.submit(site.request(script("true"), name=name + "0"))
@@ -303,62 +261,44 @@ def test_a_new_scheduler_finds_every_job_by_its_exact_name(site: Site) -> None:
 # --------------------------------------------------------------------------- cancel
 
 
-def test_cancel_stops_a_running_job_and_is_harmless_after_the_end(site: Site) -> None:
-    running = site.submit(site.request(TaskSpec(argv=("sleep", "300"))))
+def test_cancel_stops_running_jobs_and_arrays_and_is_harmless_after_the_end(site: Site) -> None:
+    sleep = TaskSpec(argv=("sleep", "300"))
+    plain, array = site.submit(site.request(sleep)), site.submit(site.request(sleep, sleep))
     done = site.submit(site.request(script("true")))
-    site.reaches(running, JobState.RUNNING)
+    site.reaches(plain, JobState.RUNNING)
 
-    site.scheduler.cancel([running])
+    site.scheduler.cancel([plain, array])
 
-    assert site.settled([running], 1)[running].state is JobState.CANCELLED
+    cancelled = site.settled([plain, array], 3)
+    assert {s.state for s in cancelled.values()} == {JobState.CANCELLED}
     site.settled([done], 1)
-    site.scheduler.cancel([running, done])  # both have ended: nothing to do, no error
-    site.restart().cancel([running])
+    site.scheduler.cancel([plain, done])  # both have ended: nothing to do, no error
+    site.restart().cancel([array])
     assert site.scheduler.status([done])[done].state is JobState.COMPLETED
-    assert site.scheduler.status([running])[running].state is JobState.CANCELLED
-
-
-def test_cancelling_an_array_cancels_every_task(site: Site) -> None:
-    array = site.submit(
-        site.request(TaskSpec(argv=("sleep", "300")), TaskSpec(argv=("sleep", "300")))
-    )
-    site.reaches(f"{array}_0", JobState.RUNNING)
-
-    site.scheduler.cancel([array])
-
-    statuses = site.settled([array], 2)
-    assert {s.state for s in statuses.values()} == {JobState.CANCELLED}
+    assert site.scheduler.status([plain])[plain].state is JobState.CANCELLED
 
 
 # --------------------------------------------------------------------------- dependencies
 
 
-def test_after_ok_waits_for_the_dependency_to_complete(site: Site) -> None:
-    first_request = site.request(
-        script("while [ ! -e go ]; do sleep 0.05; done; echo first >> order")
-    )
-    first = site.submit(first_request)
+def test_after_ok_waits_for_success_and_a_failure_cancels_the_dependent(site: Site) -> None:
+    gated = site.request(script("while [ ! -e go ]; do sleep 0.05; done; echo first >> order"))
+    first = site.submit(gated)
     second = site.submit(site.request(script("echo second >> order"), after_ok=[first]))
+    failing = site.submit(site.request(script("exit 1")))
+    orphan = site.request(script("touch ran"), after_ok=[failing])
+    orphan_id = site.submit(orphan)
     site.reaches(first, JobState.RUNNING)
 
     # The first job cannot end before `go` exists, so the second must still wait.
     assert site.scheduler.status([second])[second].state is JobState.PENDING
-    (Path(first_request.workdir) / "go").touch()
+    (Path(gated.workdir) / "go").touch()
 
-    statuses = site.settled([first, second], 2)
+    statuses = site.settled([first, second, failing, orphan_id], 4)
     assert statuses[first].state is statuses[second].state is JobState.COMPLETED
-    assert (Path(first_request.workdir) / "order").read_text() == "first\nsecond\n"
+    assert (Path(gated.workdir) / "order").read_text() == "first\nsecond\n"
     ended, started = statuses[first].ended, statuses[second].started
     assert ended is not None and started is not None and ended <= started
-
-
-def test_after_ok_on_a_failed_job_cancels_the_dependent_unrun(site: Site) -> None:
-    first = site.submit(site.request(script("exit 1")))
-    dependent = site.request(script("touch ran"), after_ok=[first])
-    second = site.submit(dependent)
-
-    status = site.settled([second], 1)[second]
-
-    assert site.scheduler.status([first])[first].state is JobState.FAILED
-    assert status.state is JobState.CANCELLED
-    assert not (Path(dependent.workdir) / "ran").exists()
+    assert statuses[failing].state is JobState.FAILED
+    assert statuses[orphan_id].state is JobState.CANCELLED
+    assert not (Path(orphan.workdir) / "ran").exists()
