@@ -6,9 +6,10 @@ scheduler joins by adding a branch to the `site` fixture; what only one backend 
 (slots, signals and time limits of local jobs; GPUs, probes, sites without accounting
 on SLURM) is tested next to it, in test_local_scheduler.py and test_slurm_scheduler.py.
 
-Jobs are `true`-sized, so a test costs what the scheduler needs to start and settle a
-job (about a second on SLURM). The sandbox's sites live on this machine: job output is
-read from `Site.view`, the work directories as this process sees them.
+Jobs are `true`-sized and each test submits its jobs at once, so a test costs about
+what the scheduler needs to start and settle one job (a second or so on SLURM). The
+sandbox's sites live on this machine: a test reads job output from the request's own
+paths, which are the same here and on the site.
 """
 
 from __future__ import annotations
