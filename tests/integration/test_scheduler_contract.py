@@ -15,6 +15,7 @@ paths, which are the same here and on the site.
 from __future__ import annotations
 
 import shlex
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,10 +113,13 @@ def script(text: str) -> TaskSpec:
 
 
 @pytest.fixture(scope="module")
-def ssh_pool() -> Iterator[ConnectionPool]:
-    """One login for the whole module."""
+def ssh_pool(slurm_sandbox: Sandbox) -> Iterator[ConnectionPool]:
+    """One login for the whole module: `keeper` holds a share of the connection."""
+    target = slurm_sandbox.site(SLURM_SITE)
     pool = ConnectionPool()
+    keeper = SshTransport(target.name, ssh_settings(target), pool=pool)
     yield pool
+    keeper.close()
     pool.close_all()
 
 
@@ -124,8 +128,8 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     if request.param == "local":
         yield from _local_site(tmp_path)
     else:
-        sandbox: Sandbox = request.getfixturevalue("slurm_sandbox")
-        yield from _slurm_site(sandbox, request.getfixturevalue("ssh_pool"))
+        pool: ConnectionPool = request.getfixturevalue("ssh_pool")
+        yield from _slurm_site(request.getfixturevalue("slurm_sandbox"), pool)
 
 
 def _local_site(tmp_path: Path) -> Iterator[Site]:
@@ -145,13 +149,16 @@ def _local_site(tmp_path: Path) -> Iterator[Site]:
 def _slurm_site(sandbox: Sandbox, pool: ConnectionPool) -> Iterator[Site]:
     target = sandbox.site(SLURM_SITE)
     root = target.home / "scheduler-contract" / uuid.uuid4().hex[:12]
-    ssh = SshTransport(target.name, ssh_settings(target), pool=pool)
-    transport = RecordingTransport(site=target.name, wrapped=ssh)
+    opened: list[SshTransport] = []
+
+    def connect() -> SshTransport:
+        opened.append(SshTransport(target.name, ssh_settings(target), pool=pool))
+        return opened[-1]
 
     def restart() -> Scheduler:
-        fresh = SshTransport(target.name, ssh_settings(target), pool=pool)
-        return SlurmScheduler(target.name, fresh, SLURM_SETTINGS, Environment())
+        return SlurmScheduler(target.name, connect(), SLURM_SETTINGS, Environment())
 
+    transport = RecordingTransport(site=target.name, wrapped=connect())
     scheduler = SlurmScheduler(target.name, transport, SLURM_SETTINGS, Environment())
     site = Site("slurm", scheduler, restart, root, transport)
     try:
@@ -159,8 +166,9 @@ def _slurm_site(sandbox: Sandbox, pool: ConnectionPool) -> Iterator[Site]:
     finally:
         if site.submitted:  # stop whatever a failed test left running
             scheduler.cancel(site.submitted)
-        transport.close()
-        sandbox.run_on(target, ["rm", "-rf", "--", str(root)])
+        for each in opened:
+            each.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- render

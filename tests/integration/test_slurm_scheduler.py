@@ -45,10 +45,13 @@ def site(slurm_sandbox: Sandbox) -> SandboxSite:
 
 
 @pytest.fixture(scope="module")
-def ssh_pool() -> Iterator[ConnectionPool]:
-    """One login for the whole module."""
+def ssh_pool(slurm_sandbox: Sandbox) -> Iterator[ConnectionPool]:
+    """One login for the whole module: `keeper` holds a share of the connection."""
+    site = slurm_sandbox.site(SITE)
     pool = ConnectionPool()
+    keeper = SshTransport(site.name, ssh_settings(site), pool=pool)
     yield pool
+    keeper.close()
     pool.close_all()
 
 
