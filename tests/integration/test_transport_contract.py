@@ -161,15 +161,16 @@ def test_quoted_arguments_arrive_literally(remote: Remote) -> None:
 
 
 def test_quoted_odd_file_names_reach_the_right_files(remote: Remote) -> None:
-    names = [*ODD_NAMES, "line\nbreak"]
-    paths = [remote.path(name) for name in names]
+    names = [*ODD_NAMES, "line\nbreak", "*"]
 
-    made = remote.transport.run(" && ".join(shlex.join(["touch", "--", p]) for p in paths))
-    listed = remote.transport.run(shlex.join(["ls", "-A", "--", remote.root]))
+    made = remote.transport.run(
+        " && ".join(shlex.join(["touch", "--", remote.path(n)]) for n in names)
+    )
+    # Unquoted, "*" is a glob that matches every other file.
+    removed = remote.transport.run(shlex.join(["rm", "--", remote.path("*")]))
 
-    assert made.ok, made.stderr
-    assert sorted(p.name for p in remote.view.iterdir()) == sorted(names)
-    assert listed.ok
+    assert made.ok and removed.ok, made.stderr + removed.stderr
+    assert sorted(p.name for p in remote.view.iterdir()) == sorted(set(names) - {"*"})
 
 
 def test_a_timeout_raises_a_transient_error_and_the_transport_stays_usable(
