@@ -3,6 +3,7 @@ the answers (recorded from the sandbox), and how SLURM's failures become errors.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -178,11 +179,13 @@ def test_status_sees_through_a_final_placeholder_row_while_squeue_knows_the_job(
             "squeue": ok(recorded("squeue_placeholder.stdout")),
         }
     )
-    statuses = sched.status(["45", "46"])
+    jobs = json.loads((RECORDED / "jobs.json").read_text())
+    plain, array = jobs["placeholder_plain"], jobs["placeholder_array"]
+    statuses = sched.status([plain, array])
     assert len(transport.commands) == 1
-    assert sorted(statuses) == ["45", "46_0", "46_1"]
-    assert statuses["45"].name == "hpcfleet-rec-placeholder-1"
-    assert {statuses[t].name for t in ("46_0", "46_1")} == {"hpcfleet-rec-placeholder-2"}
+    assert sorted(statuses) == [plain, f"{array}_0", f"{array}_1"]
+    assert statuses[plain].name == "hpcfleet-rec-placeholder-1"
+    assert {statuses[f"{array}_{i}"].name for i in (0, 1)} == {"hpcfleet-rec-placeholder-2"}
     assert all(s.state is JobState.COMPLETED for s in statuses.values())
 
 

@@ -237,15 +237,19 @@ def test_settled_ids_need_every_task_final() -> None:
 
 
 def test_placeholder_rows_are_told_apart_by_what_squeue_still_shows() -> None:
+    plain, array = JOBS["placeholder_plain"], JOBS["placeholder_array"]
     placeholder = parse_sacct(recorded("sacct_placeholder.stdout"))
     live = parse_squeue(recorded("squeue_placeholder.stdout"))
     settled = parse_sacct(recorded("sacct_final.stdout"))
+    tasks = [plain, f"{array}_0", f"{array}_1"]
 
     # Final in sacct, yet named "allocation" and the array still one row.
-    assert settled_ids(["45", "46"], placeholder) == {"45", "46"}
-    assert placeholder_ids(["45", "46", "46_1"], placeholder, live) == {"45", "46", "46_1"}
+    assert settled_ids([plain, array], placeholder) == {plain, array}
+    assert placeholder_ids([plain, array, f"{array}_1"], placeholder, live) == {
+        plain, array, f"{array}_1",
+    }  # fmt: skip
     # Rows that agree with squeue, or that squeue no longer knows, are the record.
-    assert placeholder_ids(["45", "46"], select(live, "45", "46_0", "46_1"), live) == set()
+    assert placeholder_ids([plain, array], select(live, *tasks), live) == set()
     assert placeholder_ids([JOBS["exit3"]], settled, {}) == set()
 
 
