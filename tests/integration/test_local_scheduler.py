@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,19 +101,15 @@ class Jobs:
     def request(
         self,
         *tasks: TaskSpec,
-        name: str | None = None,
-        env: Mapping[str, str] | None = None,
         time_seconds: int = 600,
         gpus: int = 0,
         after_ok: Sequence[str] = (),
     ) -> JobRequest:
         self.count += 1
-        name = name or f"hpcfleet-test-stage{self.count}-1"
         return JobRequest(
-            name=name,
+            name=f"hpcfleet-test-stage{self.count}-1",
             workdir=str(self.workdir),
             tasks=tasks,
-            env=env or {},
             resources=JobResources(time_seconds=time_seconds, gpus=gpus),
             log_dir=str(self.logs / f"job{self.count}"),
             after_ok=tuple(after_ok),
