@@ -261,7 +261,9 @@ class LocalScheduler:
 
     def _fill_job_dir(self, tmpdir: Path, request: JobRequest, script: str) -> None:
         slots_dir(self.state_dir).mkdir(exist_ok=True)
-        Path(request.log_dir).mkdir(parents=True, exist_ok=True)
+        # As sbatch's submitter does: a job must not fail for want of its directories.
+        for directory in (request.log_dir, request.workdir):
+            Path(directory).mkdir(parents=True, exist_ok=True)
         submitted = now_iso()
         count = len(request.tasks)
         record = LocalJobFile(

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 from sites.errors import SiteError, TransferError
@@ -104,8 +105,7 @@ class LocalTransport:
                     raise TransferError(
                         self.site, f"cannot copy directory {source} into itself ({target})"
                     )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(source, target, dirs_exist_ok=True, copy_function=_copy_file)
+                _copy_tree(source, target)
             else:
                 if target.is_dir():
                     raise TransferError(
@@ -150,6 +150,35 @@ def _check_limits(site: str, source: Path, limits: TransferLimits) -> None:
             f"{source}: more than {limits.max_files} entries or {limits.max_bytes} bytes "
             f"(caps max_files/max_bytes; counted {entries} entries, {size} bytes)",
         )
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Merge directory `source` into `target`. Symlinks are copied as links, as the
+    SSH transport's tar streams carry them; a file or link replaces its namesake."""
+    made: list[tuple[str, Path]] = []
+    for directory, dirnames, filenames in os.walk(source):
+        into = target / Path(directory).relative_to(source)
+        into.mkdir(parents=True, exist_ok=True)
+        made.append((directory, into))
+        for name in [*dirnames, *filenames]:  # a link to a directory is in dirnames
+            path = Path(directory, name)
+            if path.is_symlink():
+                _copy_link(path, into / name)
+            elif name in filenames:
+                _copy_file(path, into / name)
+    for directory, into in reversed(made):  # last: a read-only directory is filled first
+        shutil.copystat(directory, into)
+
+
+def _copy_link(source: Path, target: Path) -> None:
+    """Copy symlink `source` (not what it points to) to `target`, replacing it at once."""
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    os.symlink(os.readlink(source), temporary)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink()
+        raise
 
 
 def _same_or_inside(path: Path, directory: Path) -> bool:

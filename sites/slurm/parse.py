@@ -221,6 +221,39 @@ def settled_ids(job_ids: Iterable[str], statuses: dict[str, JobStatus]) -> set[s
     }
 
 
+def placeholder_ids(
+    job_ids: Iterable[str], recorded: dict[str, JobStatus], live: dict[str, JobStatus]
+) -> set[str]:
+    """The ids among `job_ids` whose sacct rows are still slurmdbd's placeholders.
+
+    For a second or two after a job ends, sacct can show it as one row named
+    "allocation", final, with an array not yet split into its tasks (seen on 22.05).
+    squeue, live, still knows the job then: where it names other tasks or another job
+    name than sacct does, sacct has not caught up.
+    """
+    recorded_by_id, live_by_id = _tasks_by_id(recorded), _tasks_by_id(live)
+    stale: set[str] = set()
+    for job_id in job_ids:
+        now = live_by_id.get(job_id)
+        if not now:
+            continue
+        then = recorded_by_id.get(job_id, {})
+        if then.keys() != now.keys() or any(
+            not same_job_name(then[task].name or "", now[task].name or "") for task in now
+        ):
+            stale.add(job_id)
+    return stale
+
+
+def _tasks_by_id(statuses: dict[str, JobStatus]) -> dict[str, dict[str, JobStatus]]:
+    """Statuses under their own task id and under their array's id."""
+    index: dict[str, dict[str, JobStatus]] = {}
+    for task_id, status in statuses.items():
+        for key in {task_id, base_job_id(task_id)}:
+            index.setdefault(key, {})[task_id] = status
+    return index
+
+
 # -- sacct --------------------------------------------------------------------------------
 
 # The fields our sacct calls ask for, in order. JobName comes last: it is the only

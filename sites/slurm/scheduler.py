@@ -12,6 +12,8 @@ Where status comes from: `sacct` (slurmdbd) knows every job, also long after it 
 but lags slurmctld by a few seconds; right after sbatch a job can be missing there or
 still carry a placeholder row. So `status()` makes ONE sacct call for all jobs and, only
 when some of them are not final in it, ONE squeue call (slurmctld, live) for those.
+Just after a job ends, sacct can show a final placeholder row (named "allocation", an
+array not yet split into tasks); where squeue still knows the job, it wins then too.
 Sites without accounting (`sacct` says "accounting storage is disabled") use squeue
 alone, which forgets a job MinJobAge (300 s by default) after it ended.
 
@@ -37,6 +39,7 @@ from sites.slurm.parse import (
     parse_sacct,
     parse_squeue,
     parse_submit,
+    placeholder_ids,
     same_job_name,
     select_jobs,
     settled_ids,
@@ -279,7 +282,8 @@ class SlurmScheduler:
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """ONE command per call: sacct (the record) and squeue (what slurmctld sees now)
-        together; squeue's answer only counts for jobs sacct has not settled yet."""
+        together; squeue's answer only counts for jobs sacct has not settled yet, or
+        shows only as a placeholder (`placeholder_ids`)."""
         if not job_ids:
             return {}
         if not self.accounting:
@@ -292,9 +296,14 @@ class SlurmScheduler:
         if recorded is not None:
             statuses = select_jobs(job_ids, recorded)
             unsettled -= settled_ids(job_ids, statuses)
-            if not unsettled:
-                return statuses
-        live = self._squeue(squeue)
+        if unsettled:
+            live = self._squeue(squeue)
+        else:
+            # sacct answers for everything; squeue only tells its placeholders apart,
+            # so a failed squeue costs nothing here.
+            live = {} if not squeue.ok else parse_squeue(squeue.stdout, SQUEUE_DELIMITER)
+        live = select_jobs(job_ids, live)
+        unsettled |= placeholder_ids(job_ids, statuses, live)
         return prefer_live(statuses, select_jobs(unsettled, live), unsettled)
 
     def cancel(self, job_ids: Sequence[str]) -> None:

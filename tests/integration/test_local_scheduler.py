@@ -1,5 +1,7 @@
-"""`LocalScheduler` with real processes: states, logs, env, quoting, slots, cancel,
-time limits, dependencies, restart survival and vanished runners."""
+"""`LocalScheduler` with real processes: what only the local scheduler does (slots,
+signals and process groups, grace periods, time limits, its state files across a
+restart, vanished runners, request checks). What every scheduler does is in
+test_scheduler_contract.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,19 +101,15 @@ class Jobs:
     def request(
         self,
         *tasks: TaskSpec,
-        name: str | None = None,
-        env: Mapping[str, str] | None = None,
         time_seconds: int = 600,
         gpus: int = 0,
         after_ok: Sequence[str] = (),
     ) -> JobRequest:
         self.count += 1
-        name = name or f"hpcfleet-test-stage{self.count}-1"
         return JobRequest(
-            name=name,
+            name=f"hpcfleet-test-stage{self.count}-1",
             workdir=str(self.workdir),
             tasks=tasks,
-            env=env or {},
             resources=JobResources(time_seconds=time_seconds, gpus=gpus),
             log_dir=str(self.logs / f"job{self.count}"),
             after_ok=tuple(after_ok),
@@ -145,64 +143,6 @@ def started_sleeper(scheduler: LocalScheduler, jobs: Jobs) -> tuple[str, int]:
 
 
 # --------------------------------------------------------------------------- tests
-
-
-def test_exit_codes_and_logs_are_reported(scheduler: LocalScheduler, jobs: Jobs) -> None:
-    ok = jobs.request(script("echo hello from the job; echo oops >&2"))
-    bad = jobs.request(script("echo partial; exit 3"))
-    ok_id, bad_id = scheduler.submit(ok), scheduler.submit(bad)
-
-    done = wait_final(scheduler, ok_id)[ok_id]
-    failed = wait_final(scheduler, bad_id)[bad_id]
-
-    assert (done.state, done.exit_code) == (JobState.COMPLETED, 0)
-    assert (failed.state, failed.exit_code) == (JobState.FAILED, 3)
-    assert Path(ok.stdout_path(0)).read_text() == "hello from the job\n"
-    assert Path(ok.stderr_path(0)).read_text() == "oops\n"
-    assert Path(bad.stdout_path(0)).read_text() == "partial\n"
-    assert done.name == ok.name and done.node == "localhost"
-    assert done.started is not None and done.ended is not None and done.started <= done.ended
-    assert done.elapsed_seconds is not None and done.elapsed_seconds >= 0
-
-
-def test_job_ids_count_up_and_arrays_have_task_ids(scheduler: LocalScheduler, jobs: Jobs) -> None:
-    first = scheduler.submit(jobs.request(script("true")))
-    array = scheduler.submit(jobs.request(script("true"), script("true")))
-    single_value = scheduler.submit(jobs.request(TaskSpec(argv=("true",), array_value="fi")))
-
-    assert (first, array, single_value) == ("1", "2", "3")
-    assert set(wait_final(scheduler, array)) == {"2_0", "2_1"}
-    assert set(wait_final(scheduler, single_value)) == {"3_0"}
-    assert set(wait_final(scheduler, first)) == {"1"}
-
-
-def test_request_and_task_env_reach_the_job(scheduler: LocalScheduler, jobs: Jobs) -> None:
-    show = script('printf "%s|%s|%s\\n" "$SHARED" "$OWN" "$HPCFLEET_ARRAY_INDEX"')
-    request = jobs.request(
-        TaskSpec(script=show.script, env={"OWN": "zero's own"}, array_value="a"),
-        TaskSpec(script=show.script, env={"OWN": "$(one)"}, array_value="b"),
-        env={"SHARED": "two words $HOME"},
-    )
-    job_id = scheduler.submit(request)
-
-    statuses = wait_final(scheduler, job_id)
-
-    assert all(s.state is JobState.COMPLETED for s in statuses.values())
-    assert Path(request.stdout_path(0)).read_text() == "two words $HOME|zero's own|0\n"
-    assert Path(request.stdout_path(1)).read_text() == "two words $HOME|$(one)|1\n"
-
-
-def test_task_argv_is_passed_literally(scheduler: LocalScheduler, jobs: Jobs) -> None:
-    hostile = ("$(touch canary)", "`touch canary`", "a; touch canary", "'q' \"qq\"", "two\nlines")
-    request = jobs.request(TaskSpec(argv=("printf", "[%s]\n", *hostile)))
-    job_id = scheduler.submit(request)
-
-    status = wait_final(scheduler, job_id)[job_id]
-
-    assert status.state is JobState.COMPLETED
-    assert Path(request.stdout_path(0)).read_text() == "".join(f"[{a}]\n" for a in hostile)
-    assert not (jobs.workdir / "canary").exists()
-    assert not list(scheduler.root.rglob("canary"))
 
 
 def test_array_never_runs_more_tasks_than_slots(scheduler: LocalScheduler, jobs: Jobs) -> None:
@@ -350,59 +290,6 @@ def test_a_new_scheduler_on_the_same_root_sees_and_controls_everything(
     wait_for(lambda: not live_group_members(pgid), "the job's process group to be gone")
     next_id = restarted.submit(jobs.request(script("true")))
     assert int(next_id) == int(running_id) + 1
-
-
-def test_find_by_name_returns_every_task_of_every_job_with_that_name(
-    scheduler: LocalScheduler, jobs: Jobs
-) -> None:
-    name = "hpcfleet-run7-eval-1"
-    first = scheduler.submit(jobs.request(script("true"), script("true"), name=name))
-    other = scheduler.submit(jobs.request(script("true"), name="hpcfleet-run7-eval-2"))
-    second = scheduler.submit(jobs.request(script("true"), script("true"), name=name))
-    for job_id in (first, other, second):
-        wait_final(scheduler, job_id)
-
-    found = LocalScheduler("laptop", scheduler.root).find_by_name(name)
-
-    assert sorted(s.job_id for s in found) == sorted(
-        [f"{first}_0", f"{first}_1", f"{second}_0", f"{second}_1"]
-    )
-    assert all(s.name == name and s.state is JobState.COMPLETED for s in found)
-    assert scheduler.find_by_name("hpcfleet-run7-eval-3") == []
-
-
-def test_after_ok_waits_for_the_dependency_to_complete(
-    scheduler: LocalScheduler, jobs: Jobs
-) -> None:
-    first = scheduler.submit(
-        jobs.request(script("while [ ! -e go ]; do sleep 0.05; done; echo first > order"))
-    )
-    second = scheduler.submit(jobs.request(script("echo second >> order"), after_ok=[first]))
-    wait_state(scheduler, first, JobState.RUNNING)
-
-    # The first job cannot end before `go` exists, so the second must still wait.
-    assert scheduler.status([second])[second].state is JobState.PENDING
-    (jobs.workdir / "go").touch()
-
-    one, two = wait_final(scheduler, first)[first], wait_final(scheduler, second)[second]
-    assert one.state is two.state is JobState.COMPLETED
-    assert (jobs.workdir / "order").read_text() == "first\nsecond\n"
-    assert one.ended is not None and two.started is not None and one.ended <= two.started
-
-
-def test_after_ok_on_a_failed_job_cancels_the_dependent(
-    scheduler: LocalScheduler, jobs: Jobs
-) -> None:
-    first = scheduler.submit(jobs.request(script("exit 1")))
-    second = scheduler.submit(jobs.request(script("touch ran"), after_ok=[first]))
-
-    status = wait_final(scheduler, second)[second]
-
-    assert scheduler.status([first])[first].state is JobState.FAILED
-    assert status.state is JobState.CANCELLED
-    assert status.reason is not None and "dependency never satisfied" in status.reason
-    assert status.started is None
-    assert not (jobs.workdir / "ran").exists()
 
 
 def test_a_killed_runner_is_reported_as_node_fail_and_its_job_stopped(

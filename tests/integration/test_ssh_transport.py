@@ -1,11 +1,11 @@
-"""SshTransport against the real sshd of the SLURM sandbox (site-a, site-b)."""
+"""SshTransport against the real sshd of the SLURM sandbox (site-a, site-b): what only
+SSH has (host keys, ssh_config, ProxyJump, one shared login, channel limits, reconnects).
+What every transport does is in test_transport_contract.py."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shlex
 import subprocess
 import threading
 import time
@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from registry.site import SshSettings
-from sites.errors import HostKeyRejected, SiteError, SiteUnreachable, TransferError
+from sites.errors import HostKeyRejected, SiteUnreachable
 from sites.ssh.hostkeys import HostKey
 from sites.ssh.transport import ConnectionPool, SshTransport, fetch_host_key
+from tests.sandbox.documents import ssh_settings as settings_for
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
@@ -50,18 +51,6 @@ def transport(site_a: SandboxSite, pool: ConnectionPool) -> Iterator[SshTranspor
         opened.run("rm -rf hpcfleet-test")
 
 
-def settings_for(site: SandboxSite, **overrides: object) -> SshSettings:
-    fields: dict[str, object] = {
-        "host": site.host,
-        "port": site.port,
-        "user": site.user,
-        "identity_file": str(site.key_path),
-        "host_key": site.host_key,
-    }
-    fields.update(overrides)
-    return SshSettings.model_validate(fields)
-
-
 def accepted_logins(sandbox: Sandbox, site: SandboxSite) -> int:
     log = sandbox.base_dir / site.name / "log" / "sshd.log"
     if not log.is_file():
@@ -87,138 +76,6 @@ def public_line(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def test_run_returns_output_and_exit_status(transport: SshTransport) -> None:
-    result = transport.run("echo $HPC_SITE; echo oops >&2; exit 3")
-
-    assert (result.returncode, result.stdout, result.stderr) == (3, "site-a\n", "oops\n")
-    assert transport.run("true").ok
-
-
-def test_stdin_reaches_the_command_even_when_large(transport: SshTransport) -> None:
-    data = os.urandom(5 << 20)  # more than the 2 MiB channel window
-
-    result = transport.run("sha256sum", stdin=data, timeout=60)
-
-    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
-
-
-def test_large_output_on_both_streams_does_not_deadlock(transport: SshTransport) -> None:
-    command = "head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 3000000 /dev/zero | tr '\\0' o"
-
-    result = transport.run(command, timeout=60)
-
-    assert (len(result.stdout), len(result.stderr)) == (3_000_000, 3_000_000)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "it's",
-        '"double" and \\backslash',
-        "$(touch PWNED) `touch PWNED` ${HOME}",
-        "; touch PWNED; #",
-        "* ? [a] ~",
-        "line\nbreak\ttab",
-        "--flag",
-        "ünïcødé ☃",
-        "",
-    ],
-)
-def test_a_hostile_argument_round_trips(transport: SshTransport, value: str) -> None:
-    result = transport.run(shlex.join(["printf", "%s", value]) + "; ls PWNED 2>/dev/null")
-
-    assert result.stdout == value
-
-
-def test_a_timeout_raises_a_transient_error(transport: SshTransport) -> None:
-    with pytest.raises(SiteError, match=r"did not finish within 0\.5 s") as caught:
-        transport.run("sleep 5", timeout=0.5)
-
-    assert caught.value.transient
-    assert transport.run("echo still usable").stdout == "still usable\n"
-
-
-# --------------------------------------------------------------------------- transfers
-
-
-def make_tree(root: Path) -> None:
-    (root / "sub" / "deeper").mkdir(parents=True)
-    (root / "empty-dir").mkdir()
-    (root / "a.txt").write_text("hello\n")
-    (root / "empty.bin").write_bytes(b"")
-    (root / "sub" / "random.bin").write_bytes(os.urandom(3_000_000))
-    (root / "sub" / "deeper" / 'it\'s a "name" $x.txt').write_text("quoted\n")
-    (root / "link").symlink_to("a.txt")
-    (root / "-starts-with-dash").write_text("dash\n")
-    (root / "run.sh").write_text("#!/bin/sh\necho run\n")
-    (root / "run.sh").chmod(0o755)
-
-
-def snapshot(root: Path) -> dict[str, object]:
-    """Relative path -> file bytes, symlink target or 'dir'."""
-    entries: dict[str, object] = {}
-    for path in sorted(root.rglob("*")):
-        key = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            entries[key] = ("link", os.readlink(path))
-        elif path.is_dir():
-            entries[key] = "dir"
-        else:
-            entries[key] = (path.read_bytes(), oct(path.stat().st_mode & 0o777))
-    return entries
-
-
-def test_put_and_get_a_file_byte_exact(
-    transport: SshTransport, slurm_sandbox: Sandbox, site_a: SandboxSite, tmp_path: Path
-) -> None:
-    source = tmp_path / "source.bin"
-    source.write_bytes(os.urandom(4_000_000))
-    source.chmod(0o750)
-    remote = "hpcfleet-test/files/new/dir/it's here.bin"
-
-    transport.put(source, remote)
-    transport.get(remote, tmp_path / "back" / "again" / "copy.bin")
-
-    assert (tmp_path / "back/again/copy.bin").read_bytes() == source.read_bytes()
-    assert (site_a.home / remote).read_bytes() == source.read_bytes()
-    assert (site_a.home / remote).stat().st_mode & 0o777 == 0o750
-    leftovers = slurm_sandbox.run_on(site_a, "ls -A hpcfleet-test/files/new/dir").stdout.split("\n")
-    assert leftovers == ["it's here.bin", ""]  # no temporary file left behind
-
-
-def test_put_and_get_a_directory_tree_byte_exact(
-    transport: SshTransport, site_a: SandboxSite, tmp_path: Path
-) -> None:
-    make_tree(tmp_path / "tree")
-
-    transport.put(tmp_path / "tree", "hpcfleet-test/trees/one")
-    transport.get("hpcfleet-test/trees/one", tmp_path / "copy")
-
-    assert snapshot(tmp_path / "copy") == snapshot(tmp_path / "tree")
-    assert snapshot(site_a.home / "hpcfleet-test/trees/one") == snapshot(tmp_path / "tree")
-
-
-def test_getting_a_missing_file_fails_permanently_and_leaves_nothing(
-    transport: SshTransport, tmp_path: Path
-) -> None:
-    with pytest.raises(TransferError, match="No such file") as caught:
-        transport.get("hpcfleet-test/does-not-exist", tmp_path / "x.bin")
-
-    assert not caught.value.transient
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_uploading_onto_a_directory_is_refused(transport: SshTransport, tmp_path: Path) -> None:
-    (tmp_path / "f").write_text("x")
-    transport.run("mkdir -p hpcfleet-test/a-dir")
-
-    with pytest.raises(TransferError, match="is a directory"):
-        transport.put(tmp_path / "f", "hpcfleet-test/a-dir")
 
 
 # --------------------------------------------------------------------------- host keys

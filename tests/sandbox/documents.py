@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.site import SshSettings
 from tests.sandbox.sandbox import SandboxSite
 
 
@@ -35,3 +36,16 @@ def slurm_site_document(
     }
     document.update(extra)
     return document
+
+
+def ssh_settings(site: SandboxSite, **overrides: object) -> SshSettings:
+    """`SshSettings` that reach `site` with the sandbox's key and pinned host key."""
+    fields: dict[str, object] = {
+        "host": site.host,
+        "port": site.port,
+        "user": site.user,
+        "identity_file": str(site.key_path),
+        "host_key": site.host_key,
+    }
+    fields.update(overrides)
+    return SshSettings.model_validate(fields)

@@ -3,8 +3,8 @@ the answers (recorded from the sandbox), and how SLURM's failures become errors.
 
 from __future__ import annotations
 
+import json
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from sites.slurm.scheduler import (
     tail_command,
 )
 from sites.transport import CommandResult
+from tests.doubles import Call, RecordingTransport, Reply, fail, ok
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "slurm" / "recorded"
 SETTINGS = SlurmSettings(account="sandbox", partitions=[Partition(name="cpu", default=True)])
@@ -34,66 +35,28 @@ def recorded(name: str) -> str:
     return (RECORDED / name).read_text()
 
 
-Reply = CommandResult | Callable[[str], CommandResult]
-
-
-class ScriptedTransport:
-    """Answers each command with the first reply whose key occurs in the command."""
-
-    site = "site-b"
-
-    def __init__(self, replies: dict[str, Reply]) -> None:
-        self.replies = replies
-        self.commands: list[str] = []
-        self.stdins: list[bytes | None] = []
-
-    def run(
-        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None
-    ) -> CommandResult:
-        self.commands.append(command)
-        self.stdins.append(stdin)
-        if PAIR_MARK in command:  # sacct and squeue in one command, as a shell would run it
-            sacct_part = command.split("; printf", 1)[0]
-            squeue_part = command.split('"$?"; ', 1)[1]
-            sacct, squeue = self._reply(sacct_part), self._reply(squeue_part)
-            return CommandResult(
-                command,
-                squeue.returncode,
-                f"{sacct.stdout}\n{PAIR_MARK} {sacct.returncode}\n{squeue.stdout}",
-                sacct.stderr + squeue.stderr,
-            )
-        return self._reply(command)
-
-    def _reply(self, command: str) -> CommandResult:
-        for key, reply in self.replies.items():
-            if key in command:
-                return reply(command) if callable(reply) else reply
-        if "squeue" in command:
-            return ok("")
-        raise AssertionError(f"unexpected command {command!r}")
-
-    def put(self, local: Path, remote: str) -> None:
-        raise NotImplementedError
-
-    def get(self, remote: str, local: Path) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-def ok(stdout: str = "") -> CommandResult:
-    return CommandResult("", 0, stdout, "")
-
-
-def fail(stderr: str, returncode: int = 1) -> CommandResult:
-    return CommandResult("", returncode, "", stderr)
+def answer_pair(transport: RecordingTransport, call: Call) -> CommandResult:
+    """sacct and squeue in one command (`status_pair_command`), as a shell runs them."""
+    sacct_part = call.command.split("; printf", 1)[0]
+    squeue_part = call.command.split('"$?"; ', 1)[1]
+    sacct, squeue = transport.answer(Call(sacct_part)), transport.answer(Call(squeue_part))
+    return CommandResult(
+        call.command,
+        squeue.returncode,
+        f"{sacct.stdout}\n{PAIR_MARK} {sacct.returncode}\n{squeue.stdout}",
+        sacct.stderr + squeue.stderr,
+    )
 
 
 def scheduler(
     replies: dict[str, Reply], **kwargs: bool
-) -> tuple[SlurmScheduler, ScriptedTransport]:
-    transport = ScriptedTransport(replies)
+) -> tuple[SlurmScheduler, RecordingTransport]:
+    """A scheduler whose commands get `replies`; squeue knows nothing unless told."""
+    script: dict[str, Reply] = {}
+    transport = RecordingTransport(script, site="site-b")
+    script[PAIR_MARK] = lambda call: answer_pair(transport, call)
+    script.update(replies)
+    script.setdefault("squeue", ok())
     return SlurmScheduler("site-b", transport, SETTINGS, Environment(), **kwargs), transport
 
 
@@ -205,6 +168,35 @@ def test_status_trusts_sacct_for_final_jobs_and_squeue_for_the_others() -> None:
     assert statuses["42"].exit_code == 3
     assert statuses["48"].state is JobState.COMPLETED
     assert all(statuses[f"41_{i}"].state is JobState.COMPLETED for i in range(6))
+
+
+def test_status_sees_through_a_final_placeholder_row_while_squeue_knows_the_job() -> None:
+    # Recorded just after two jobs ended: sacct shows each as one COMPLETED row named
+    # "allocation" (the array not yet split into tasks); squeue has the real picture.
+    sched, transport = scheduler(
+        {
+            "sacct": ok(recorded("sacct_placeholder.stdout")),
+            "squeue": ok(recorded("squeue_placeholder.stdout")),
+        }
+    )
+    jobs = json.loads((RECORDED / "jobs.json").read_text())
+    plain, array = jobs["placeholder_plain"], jobs["placeholder_array"]
+    statuses = sched.status([plain, array])
+    assert len(transport.commands) == 1
+    assert sorted(statuses) == [plain, f"{array}_0", f"{array}_1"]
+    assert statuses[plain].name == "hpcfleet-rec-placeholder-1"
+    assert {statuses[f"{array}_{i}"].name for i in (0, 1)} == {"hpcfleet-rec-placeholder-2"}
+    assert all(s.state is JobState.COMPLETED for s in statuses.values())
+
+
+def test_a_failing_squeue_does_not_matter_when_sacct_has_settled_everything() -> None:
+    sched, _ = scheduler(
+        {
+            "sacct": ok(recorded("sacct_final.stdout")),
+            "squeue": fail("squeue: error: Unable to contact slurm controller (connect failure)"),
+        }
+    )
+    assert sorted(sched.status(["40", "42"])) == ["40_0", "40_1", "40_2", "42"]
 
 
 def test_status_of_jobs_nobody_knows_is_empty() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry.states import JobState
+from sites.scheduler import JobStatus
 from sites.slurm.parse import (
     SLURM_STATES,
     expand_task_ids,
@@ -22,6 +23,7 @@ from sites.slurm.parse import (
     parse_submit,
     parse_time,
     parse_wait_status,
+    placeholder_ids,
     settled_ids,
 )
 from sites.slurm.probes import parse_associations, parse_gres_gpus, parse_sinfo, parse_versions
@@ -232,6 +234,27 @@ def test_settled_ids_need_every_task_final() -> None:
     statuses = parse_sacct(recorded("sacct_running.stdout"))
     ids = [JOBS["array3"], JOBS["exit3"], JOBS["throttled"], "999999"]
     assert settled_ids(ids, statuses) == {JOBS["exit3"]}
+
+
+def test_placeholder_rows_are_told_apart_by_what_squeue_still_shows() -> None:
+    plain, array = JOBS["placeholder_plain"], JOBS["placeholder_array"]
+    placeholder = parse_sacct(recorded("sacct_placeholder.stdout"))
+    live = parse_squeue(recorded("squeue_placeholder.stdout"))
+    settled = parse_sacct(recorded("sacct_final.stdout"))
+    tasks = [plain, f"{array}_0", f"{array}_1"]
+
+    # Final in sacct, yet named "allocation" and the array still one row.
+    assert settled_ids([plain, array], placeholder) == {plain, array}
+    assert placeholder_ids([plain, array, f"{array}_1"], placeholder, live) == {
+        plain, array, f"{array}_1",
+    }  # fmt: skip
+    # Rows that agree with squeue, or that squeue no longer knows, are the record.
+    assert placeholder_ids([plain, array], select(live, *tasks), live) == set()
+    assert placeholder_ids([JOBS["exit3"]], settled, {}) == set()
+
+
+def select(statuses: dict[str, JobStatus], *task_ids: str) -> dict[str, JobStatus]:
+    return {task_id: statuses[task_id] for task_id in task_ids}
 
 
 # -- sbatch and probes -------------------------------------------------------------------
