@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from dashboard.languages import EU_LANGUAGES, language_label
-from dashboard.site_views import AllocationView
+from dashboard.data.languages import EU_LANGUAGES, language_label
+from dashboard.data.sites import AllocationView
 
 STATE_COLORS = {
     "COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#9e9e9e",

@@ -8,7 +8,7 @@ from typing import TypeVar
 import streamlit as st
 
 from dashboard.config import DashboardConfig, load_config
-from dashboard.queries import MlflowUnavailable
+from dashboard.data.queries import MlflowUnavailable
 from dashboard.text import safe_url
 from registry.errors import HpcfleetError
 

@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, charts, ui
-from dashboard.languages import EU_LANGUAGES, LANGUAGE_NAMES
-from dashboard.queries import array_metrics, language_matrix
+from dashboard.data.languages import EU_LANGUAGES, LANGUAGE_NAMES
+from dashboard.data.queries import array_metrics, language_matrix
 
 DEFAULT_RUNS_SHOWN = 20
 TABLE_HEIGHT = 35 * (len(EU_LANGUAGES) + 1) + 3  # every language row, no inner scrolling

@@ -9,8 +9,8 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.languages import EU_LANGUAGES
-from dashboard.queries import consortium_totals
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.queries import consortium_totals
 from flows.milestones import MilestoneStatus
 
 RECENT_RUNS = 8

@@ -13,8 +13,8 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.queries import attempt_timeline
-from dashboard.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
+from dashboard.data.queries import attempt_timeline
+from dashboard.data.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
 
 MAX_RUN_CHOICES = 1000
 

@@ -9,8 +9,8 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
+from dashboard.data.queries import attempt_timeline, filter_runs
 from dashboard.navigation import page
-from dashboard.queries import attempt_timeline, filter_runs
 from dashboard.views.run_detail import default_choice
 
 FILTERS = (("partner", "Partner"), ("state", "State"), ("experiment", "Experiment"),

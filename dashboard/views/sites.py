@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, charts, text, ui
-from dashboard.burn import BurnForecast
 from dashboard.config import DashboardConfig
-from dashboard.site_views import SiteView
+from dashboard.data.burn import BurnForecast
+from dashboard.data.sites import SiteView
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Every dashboard page rendered by Streamlit's AppTest against a filled store and MLflow,
 checked for what a steering-board member would see.
 
-The data is `dashboard.sample` (three partners, four sites, eight runs, three
+The data is `tests.dashboard_sample` (three partners, four sites, eight runs, three
 milestones), written once per module into a fresh HPCFLEET_HOME.
 """
 
@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import sample
-from dashboard.languages import EU_LANGUAGES, language_label
+from dashboard.data.languages import EU_LANGUAGES, language_label
 from registry.store import Store
+from tests import dashboard_sample as sample
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import sample
+from tests import dashboard_sample as sample
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 

@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from dashboard.burn import cumulative_usage, daily, forecast, period_bounds
 from dashboard.config import load_config
-from dashboard.languages import EU_LANGUAGES
-from dashboard.parent_index import CLOCK_SLACK_MS, FULL_SYNC_SECONDS, ParentRunIndex
-from dashboard.queries import (
+from dashboard.data.burn import cumulative_usage, daily, forecast, period_bounds
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.parent_index import CLOCK_SLACK_MS, FULL_SYNC_SECONDS, ParentRunIndex
+from dashboard.data.queries import (
     PARENT_FILTER,
     attempt_timeline,
     filter_runs,
@@ -30,9 +30,9 @@ from dashboard.queries import (
     run_records_frame,
     runs_frame,
 )
-from dashboard.run_queries import mlflow_run_url, prefect_flow_run_url, tail
-from dashboard.site_views import site_view
-from dashboard.store_reads import read_runs
+from dashboard.data.run_queries import mlflow_run_url, prefect_flow_run_url, tail
+from dashboard.data.sites import site_view
+from dashboard.data.store_reads import read_runs
 from dashboard.text import duration, safe_url
 from registry.partner import Partner
 from registry.records import JobRecord, ProbeRecord, RunRecord
@@ -334,9 +334,23 @@ def test_the_dashboard_never_imports_ssh_or_slurm_code() -> None:
         "import dashboard.cached, dashboard.charts\n"
         "for entry in PAGES:\n"
         "    importlib.import_module('dashboard.views.' + entry.module)\n"
-        "bad = sorted(m for m in sys.modules if m in ('paramiko', 'dashboard.sample') or "
+        "bad = sorted(m for m in sys.modules if m in ('paramiko', 'tests.dashboard_sample') or "
         "m.startswith(('paramiko.', 'sites.ssh.transport', 'sites.slurm.scheduler', 'sites.driver', 'prefect')))\n"
         "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=REPO, timeout=120, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_the_data_layer_loads_without_streamlit() -> None:
+    """`dashboard.data` is plain Python: scripts and tests use it without an app."""
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "import dashboard.data as data\n"
+        "for module in pkgutil.iter_modules(data.__path__):\n"
+        "    importlib.import_module('dashboard.data.' + module.name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'streamlit')))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=REPO, timeout=120, check=True)

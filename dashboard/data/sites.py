@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from dashboard.burn import BurnForecast, cumulative_usage, daily, forecast, period_bounds
+from dashboard.data.burn import BurnForecast, cumulative_usage, daily, forecast, period_bounds
 from registry.records import ProbeRecord
 from registry.site import Site
 

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboard.languages import EU_LANGUAGES
+from dashboard.data.languages import EU_LANGUAGES
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import ProbeRecord
