@@ -13,8 +13,8 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.data.burn import BurnForecast
 from dashboard.data.sites import SiteView
+from flows.burn import BurnForecast
 
 
 def main() -> None:

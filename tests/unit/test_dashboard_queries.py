@@ -1,5 +1,5 @@
 """The dashboard's data layer: pure transforms over records and MLflow runs, the burn
-forecast, configuration, and the rule that the dashboard never reaches for SSH."""
+chart's usage (the forecast is tested with the ledger's), configuration, and the rule that the dashboard never reaches for SSH."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from dashboard.config import load_config
-from dashboard.data.burn import cumulative_usage, daily, forecast, period_bounds
+from dashboard.data.burn import cumulative_usage, daily
 from dashboard.data.languages import EU_LANGUAGES
 from dashboard.data.parent_index import CLOCK_SLACK_MS, FULL_SYNC_SECONDS, ParentRunIndex
 from dashboard.data.queries import (
@@ -34,6 +34,7 @@ from dashboard.data.run_queries import mlflow_run_url, prefect_flow_run_url, tai
 from dashboard.data.sites import site_view
 from dashboard.data.store_reads import read_runs
 from dashboard.text import duration, safe_url
+from flows.burn import period_bounds
 from registry.partner import Partner
 from registry.records import JobRecord, ProbeRecord, RunRecord
 from registry.runspec import RunSpec
@@ -194,38 +195,6 @@ def test_usage_accumulates_only_inside_the_period() -> None:
                      (datetime(2026, 1, 31, 23, tzinfo=UTC), 5.0),
                      (datetime(2026, 2, 1, tzinfo=UTC), 77.0), start=start, end=end)
     assert list(usage["used"]) == [0.0, 10.0, 15.0]
-
-
-def test_forecast_extends_the_recent_rate_to_the_period_end() -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 12, 31))
-    now = datetime(2026, 7, 1, tzinfo=UTC)
-    # quiet for five months, then 10 GPU-h a day for the last 30 days
-    points = [(now - timedelta(days=d), 10.0) for d in range(30)]
-    usage = usage_of(*points, start=start, end=end)
-    result = forecast(1000.0, usage, start, end, now)
-    assert result.used == 300.0
-    assert result.rate_per_day == pytest.approx(10.0)
-    assert result.projected == pytest.approx(300.0 + 10.0 * 184)
-    assert result.status == "over"
-    assert result.runs_out is not None
-    assert result.runs_out.date() == date(2026, 9, 9)  # 700 h left at 10 h/day: 70 days
-
-
-@pytest.mark.parametrize(("granted", "status"), [(1000.0, "on pace"), (10_000.0, "under")])
-def test_forecast_says_when_a_grant_fits_or_goes_unused(granted: float, status: str) -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 1, 10))
-    now = datetime(2026, 1, 6, tzinfo=UTC)  # five days in, five to go
-    usage = usage_of((datetime(2026, 1, 2, tzinfo=UTC), 450.0), start=start, end=end)
-    result = forecast(granted, usage, start, end, now)
-    assert result.projected == pytest.approx(900.0)
-    assert result.status == status
-
-
-def test_forecast_outside_the_period_projects_nothing() -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 1, 10))
-    usage = usage_of(start=start, end=end)
-    assert forecast(100.0, usage, start, end, start - timedelta(days=1)).status == "not started"
-    assert forecast(100.0, usage, start, end, end + timedelta(days=1)).status == "ended"
 
 
 # -- MLflow results and the language matrix -------------------------------------------
