@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, charts, ui
+from dashboard import cached, charts, text, ui
 from dashboard.data.languages import EU_LANGUAGES, LANGUAGE_NAMES
 from dashboard.data.queries import array_metrics, language_matrix
 
@@ -45,7 +45,7 @@ def main() -> None:
     matrix = language_matrix(results, experiment, metric, last=int(shown))
     gaps = int(matrix.isna().to_numpy().sum())
     st.plotly_chart(charts.language_heatmap(matrix, metric), key="languages_heatmap")
-    st.caption(f"{matrix.shape[1]} of {labels} runs with `{metric}` results · "
+    st.caption(f"{matrix.shape[1]} of {labels} runs with {text.code(metric)} results · "
                f"{gaps} gap(s) shown in grey (no result for that language in that run)")
     st.subheader("Per language")
     st.dataframe(coverage_table(matrix), hide_index=True, height=TABLE_HEIGHT)

@@ -50,7 +50,7 @@ def default_choice(runs: pd.DataFrame, choices: list[str]) -> int:
 def _render(cfg: DashboardConfig, run_id: str) -> None:
     detail = ui.from_store(lambda: cached.run_detail(cfg.store_url, cfg.tracking_uri, run_id))
     if detail.mlflow_error:
-        st.warning(f"{detail.mlflow_error} — metrics and logs are unavailable.")
+        st.warning(f"{text.plain(detail.mlflow_error)} — metrics and logs are unavailable.")
     _header(detail, cfg)
     st.subheader("Stages")
     st.dataframe(stages_table(detail.stages), hide_index=True)
@@ -68,11 +68,12 @@ def _render(cfg: DashboardConfig, run_id: str) -> None:
 
 def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     run = detail.run
-    st.markdown(f"### {run.name} `{run.run_id}` — {text.state(run.state.value)}")
+    st.markdown(f"### {text.plain(run.name)} {text.code(run.run_id)} — "
+                f"{text.state(run.state.value)}")
     duration = (run.ended - run.started).total_seconds() if run.started and run.ended else None
     gpu_hours = float(detail.jobs["gpu_hours"].sum()) if len(detail.jobs) else 0.0
     facts = [
-        f"**Partner** {run.partner}", f"**Experiment** {run.experiment}",
+        f"**Partner** {text.plain(run.partner)}", f"**Experiment** {text.plain(run.experiment)}",
         f"**Created** {text.when(run.created)}", f"**Started** {text.when(run.started)}",
         f"**Ended** {text.when(run.ended) if run.ended else '-'}",
         f"**Duration** {text.duration(duration)}",
@@ -80,9 +81,9 @@ def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     ]
     st.markdown(" · ".join(facts))
     if run.reason and run.state.value == "FAILED":
-        st.error(run.reason)
+        st.error(text.plain(run.reason))
     elif run.reason:
-        st.info(run.reason)
+        st.info(text.plain(run.reason))
     links = st.columns(4)
     if run.mlflow_run_id and detail.experiment_id:
         links[0].link_button("MLflow run", mlflow_run_url(
@@ -150,5 +151,5 @@ def _logs(detail: RunDetail, cfg: DashboardConfig) -> None:
     if not tails:
         st.caption("No logs were collected for this job.")
     for name, tail in tails.items():
-        st.caption(name)
+        st.caption(text.plain(name))
         st.code(tail or "(empty)", language=None)

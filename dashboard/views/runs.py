@@ -46,7 +46,7 @@ def _render(cfg: DashboardConfig) -> None:
     choices = list(labels)
     run_id = st.selectbox("Run", choices, index=default_choice(shown, choices),
                           format_func=labels.__getitem__, key="runs_timeline_run")
-    st.page_link(page("run"), label=f"Open run {run_id} in detail",
+    st.page_link(page("run"), label=f"Open run {text.plain(run_id)} in detail",
                  icon=":material/open_in_new:", query_params={"run": run_id})
     jobs = ui.from_store(lambda: cached.jobs(cfg.store_url))
     timeline = attempt_timeline(jobs[jobs["run_id"] == run_id], datetime.now(UTC))

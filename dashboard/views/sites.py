@@ -61,7 +61,7 @@ def summary_table(views: list[SiteView]) -> pd.DataFrame:
 
 def _card(view: SiteView) -> None:
     with st.container(border=True):
-        st.subheader(f"{view.name} · {view.owner_name}")
+        st.subheader(f"{text.plain(view.name)} · {text.plain(view.owner_name)}")
         facts, burn = st.columns([2, 3])
         with facts:
             st.markdown(_facts(view))
@@ -81,33 +81,35 @@ def _card(view: SiteView) -> None:
 
 
 def _facts(view: SiteView) -> str:
+    """The site's references as markdown lines; every value it holds escaped."""
+    plain, code = text.plain, text.code
     depth = view.probe.queue_depth if view.probe else None
     lines = [
-        f"**Owner** {view.owner_name} (`{view.owner}`)",
+        f"**Owner** {plain(view.owner_name)} ({code(view.owner)})",
         f"**Health** {health(view)}",
         f"**Queue depth** {'-' if depth is None else depth}",
-        f"**Scheduler** {view.scheduler} — {view.partitions}",
-        f"**Login** `{view.login}`",
+        f"**Scheduler** {plain(view.scheduler)} — {plain(view.partitions)}",
+        f"**Login** {code(view.login)}",
         f"**Host key** {view.host_key}",
     ]
     if view.description:
-        lines.insert(0, f"_{view.description}_")
+        lines.insert(0, f"_{plain(view.description)}_")
     if view.proxy_jump:
-        lines.append(f"**Via** {' → '.join(f'`{h}`' for h in view.proxy_jump)}")
+        lines.append(f"**Via** {' → '.join(code(h) for h in view.proxy_jump)}")
     if view.identity_file:
-        lines.append(f"**Identity file** `{view.identity_file}`")
+        lines.append(f"**Identity file** {code(view.identity_file)}")
     if view.modules:
-        lines.append(f"**Modules** {', '.join(f'`{m}`' for m in view.modules)}")
+        lines.append(f"**Modules** {', '.join(code(m) for m in view.modules)}")
     if view.env_names:
-        lines.append(f"**Environment variables** {', '.join(f'`{n}`' for n in view.env_names)}")
+        lines.append(f"**Environment variables** {', '.join(code(n) for n in view.env_names)}")
     if view.container_image:
-        lines.append(f"**Container** `{view.container_image}`")
+        lines.append(f"**Container** {code(view.container_image)}")
     if view.storage:
-        lines.append(f"**Object storage** `{view.storage}`")
-    shared = ", ".join("all partners" if p == "*" else p for p in view.shared_with)
+        lines.append(f"**Object storage** {code(view.storage)}")
+    shared = ", ".join("all partners" if p == "*" else plain(p) for p in view.shared_with)
     lines.append(f"**Shared with** {shared or 'the owner only'}")
     if view.labels:
-        lines.append("**Labels** " + ", ".join(f"`{k}: {v}`" for k, v in view.labels.items()))
+        lines.append("**Labels** " + ", ".join(code(f"{k}: {v}") for k, v in view.labels.items()))
     return "  \n".join(lines)
 
 

@@ -13,6 +13,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from dashboard.config import load_config
 from dashboard.data.burn import cumulative_usage, daily
@@ -33,7 +37,7 @@ from dashboard.data.queries import (
 from dashboard.data.run_queries import mlflow_run_url, prefect_flow_run_url, tail
 from dashboard.data.sites import site_view
 from dashboard.data.store_reads import read_runs
-from dashboard.text import duration, safe_url
+from dashboard.text import chart_text, code, duration, one_line, plain, safe_url
 from flows.burn import period_bounds
 from registry.partner import Partner
 from registry.records import JobRecord, ProbeRecord, RunRecord
@@ -403,3 +407,41 @@ def test_the_parent_index_reads_everything_once_then_only_what_changed() -> None
     runs, _ = index.sync(client)  # type: ignore[arg-type]
     assert [r.run_id for r in runs] == ["m-r2"]  # a full read drops runs deleted since
     assert client.filters == [PARENT_FILTER]
+
+
+# -- user text stays text ------------------------------------------------------------------
+
+MARKDOWN_ALPHABET = st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(
+    ["\n", "\r", "\t", "é", "→", "\u00a0"])
+COMMONMARK = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+
+
+def inline_children(source: str) -> list[Token]:
+    """The inline tokens of a one-paragraph document (fails on anything else)."""
+    blocks = COMMONMARK.parse(source)
+    assert [t.type for t in blocks] == ["paragraph_open", "inline", "paragraph_close"], blocks
+    return list(blocks[1].children or [])
+
+
+@given(st.text(MARKDOWN_ALPHABET, min_size=1).filter(lambda s: s.strip()))
+def test_plain_renders_any_text_as_exactly_that_text(value: str) -> None:
+    children = inline_children("x " + plain(value))
+    assert {c.type for c in children} == {"text"}
+    assert "".join(c.content for c in children) == "x " + one_line(value).strip()
+
+
+@given(st.text(MARKDOWN_ALPHABET, min_size=1).filter(lambda s: s.strip()))
+def test_code_keeps_any_text_inside_one_code_span(value: str) -> None:
+    children = inline_children("x " + code(value))
+    assert [c.type for c in children] == ["text", "code_inline"]
+    assert children[1].content == one_line(value)
+
+
+def test_plain_escapes_what_would_become_links_images_html_and_directives() -> None:
+    beacon = "![x](http://evil/b.png) [sign in](http://evil/) <img src=x onerror=f()>"
+    assert plain(beacon) == (r"\!\[x\]\(http\:\/\/evil\/b\.png\) \[sign in\]\(http\:\/\/evil\/\)"
+                             r" \<img src\=x onerror\=f\(\)\>")
+    assert plain(":red[x] $y$\n# heading") == r"\:red\[x\] \$y\$ \# heading"
+    assert code("a ``b`` c") == "```a ``b`` c```"
+    assert chart_text("<a href='http://evil'>x</a> & co") == (
+        "&lt;a href='http://evil'&gt;x&lt;/a&gt; &amp; co")
