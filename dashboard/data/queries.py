@@ -157,6 +157,12 @@ def filter_runs(runs: pd.DataFrame, **choices: Sequence[str]) -> pd.DataFrame:
     return runs[keep]
 
 
+def newest_started(runs: pd.DataFrame, choices: list[str]) -> int:
+    """The newest run that has started (a just-launched run has nothing to show yet)."""
+    started = set(runs.loc[runs["jobs"] > 0, "run_id"])
+    return next((i for i, run_id in enumerate(choices) if run_id in started), 0)
+
+
 def attempt_timeline(jobs: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """One bar per (site, stage, attempt) of a run: from the first start to the last end.
 

@@ -11,6 +11,7 @@ from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
 from dashboard.data.languages import EU_LANGUAGES
 from dashboard.data.queries import consortium_totals
+from dashboard.tables import recent_runs_table
 from flows.milestones import MilestoneStatus
 
 RECENT_RUNS = 8
@@ -61,15 +62,7 @@ def _render(cfg: DashboardConfig) -> None:
             st.info("No runs yet.")
     with right:
         st.subheader("Recent runs")
-        recent = runs.head(RECENT_RUNS)
-        st.dataframe(
-            pd.DataFrame({
-                "run": recent["run_id"], "name": recent["name"], "partner": recent["partner"],
-                "state": recent["state"].map(text.state),
-                "created": recent["created"].map(text.when),
-            }),
-            hide_index=True,
-        )
+        st.dataframe(recent_runs_table(runs.head(RECENT_RUNS)), hide_index=True)
 
 
 def _milestone(status: MilestoneStatus) -> None:

@@ -13,8 +13,9 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.data.queries import attempt_timeline
+from dashboard.data.queries import attempt_timeline, newest_started
 from dashboard.data.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
+from dashboard.tables import jobs_table, stages_table
 
 MAX_RUN_CHOICES = 1000
 
@@ -32,19 +33,13 @@ def main() -> None:
         choices.insert(0, linked)  # an old run, linked to from elsewhere
     labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
                       + runs["state"], strict=True))
-    index = choices.index(linked) if linked in choices else default_choice(runs, choices)
+    index = choices.index(linked) if linked in choices else newest_started(runs, choices)
     # Synced by hand, not with bind="query-params": that would put the label in the URL.
     run_id = st.selectbox("Run", choices, index=index, format_func=labels.__getitem__,
                           key="run_detail_run")
     st.query_params["run"] = run_id
     if run_id is not None:
         ui.live(_render, cfg, run_id)
-
-
-def default_choice(runs: pd.DataFrame, choices: list[str]) -> int:
-    """The newest run that has started (a just-launched run has nothing to show yet)."""
-    started = set(runs.loc[runs["jobs"] > 0, "run_id"])
-    return next((i for i, run_id in enumerate(choices) if run_id in started), 0)
 
 
 def _render(cfg: DashboardConfig, run_id: str) -> None:
@@ -91,29 +86,6 @@ def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     if run.prefect_flow_run_id:
         links[1].link_button("Prefect flow run", prefect_flow_run_url(
             cfg.prefect_ui_url, run.prefect_flow_run_id), icon=":material/account_tree:")
-
-
-def stages_table(stages: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "stage": stages["stage"], "state": stages["state"].map(text.state),
-        "sites": stages["sites"], "tasks": stages["tasks"], "attempts": stages["attempts"],
-        "duration": stages["duration_s"].map(text.duration),
-        "GPU-hours": stages["gpu_hours"].round(3), "metrics": stages["metrics"],
-        "reason": stages["reason"], "placement": stages["choice"],
-    })
-
-
-def jobs_table(jobs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "stage": jobs["stage"], "attempt": jobs["attempt"], "site": jobs["site"],
-        "scheduler id": jobs["scheduler_id"].fillna("-"),
-        "task": jobs["array_value"].fillna(""), "state": jobs["state"].map(text.state),
-        "exit code": jobs["exit_code"].astype("Int64"),
-        "submitted": jobs["submitted"].map(text.when),
-        "duration": jobs["duration_s"].map(text.duration),
-        "GPU-hours": jobs["gpu_hours"].round(4), "node": jobs["node"].fillna(""),
-        "exit reason": jobs["reason"].fillna(""),
-    })
 
 
 def _metrics(detail: RunDetail, cfg: DashboardConfig) -> None:

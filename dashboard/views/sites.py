@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
 from dashboard.data.sites import SiteView
+from dashboard.tables import health, probe_checks_table, sites_table
 from flows.burn import BurnForecast
 
 
@@ -29,34 +29,9 @@ def _render(cfg: DashboardConfig) -> None:
     if not views:
         st.info("No sites yet. Register one with `hpcfleet site add FILE`.")
         return
-    st.dataframe(summary_table(views), hide_index=True)
+    st.dataframe(sites_table(views), hide_index=True)
     for view in views:
         _card(view)
-
-
-def health(view: SiteView) -> str:
-    if view.probe is None:
-        return "⬜ never checked"
-    if not view.probe.reachable:
-        return "❌ unreachable"
-    return "✅ ok" if view.probe.ok else "⚠️ problems"
-
-
-def summary_table(views: list[SiteView]) -> pd.DataFrame:
-    rows = []
-    for v in views:
-        f = v.allocation.forecast if v.allocation else None
-        rows.append({
-            "site": v.name, "owner": v.owner_name, "scheduler": v.scheduler,
-            "health": health(v), "last probe": text.when(v.probe.checked_at if v.probe else None),
-            "queue depth": v.probe.queue_depth if v.probe else None,
-            "host key pinned": {True: "yes", False: "no", None: "n/a (local)"}[v.host_key_pinned],
-            "GPU-h used": f.used if f else v.gpu_hours_total,
-            "GPU-h granted": f.granted if f else None,
-            "used %": round(100 * f.used_share, 1) if f else None,
-            "forecast at period end": f"{f.projected:,.0f} h ({f.status})" if f else "-",
-        })
-    return pd.DataFrame(rows)
 
 
 def _card(view: SiteView) -> None:
@@ -67,9 +42,7 @@ def _card(view: SiteView) -> None:
             st.markdown(_facts(view))
             if view.probe is not None and view.probe.checks:
                 with st.expander(f"Last probe: {text.when(view.probe.checked_at)}"):
-                    st.dataframe(pd.DataFrame(
-                        [{"check": n, "result": "ok" if ok else "FAILED", "detail": d}
-                         for n, ok, d in view.probe.checks]), hide_index=True)
+                    st.dataframe(probe_checks_table(view.probe.checks), hide_index=True)
         with burn:
             if view.allocation is None:
                 st.caption(f"No allocation registered; {text.gpu_hours(view.gpu_hours_total)} "
