@@ -86,6 +86,11 @@ def safe_url(url: str) -> str:
 
 
 _MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
+# GitHub-flavoured markdown links bare URLs and e-mail addresses in the *text*, after
+# escapes are resolved (Streamlit's renderer does so too): an invisible WORD JOINER
+# after the scheme or `www`, and before `@`, keeps them from matching.
+_AUTOLINK_STARTS = re.compile(r"(?i)(https?|mailto|xmpp)(?=:)|(www)(?=\.)|(?=@)")
+WORD_JOINER = "\u2060"
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 _BACKTICKS = re.compile(r"`+")
 
@@ -101,10 +106,12 @@ def plain(value: object) -> str:
 
     Every ASCII punctuation character is backslash-escaped (CommonMark allows that for
     all of them): no link, image, emphasis, HTML, heading, table, autolink, Streamlit
-    directive or math can start. Surrounding whitespace goes (four leading spaces would
-    start a code block).
+    directive or math can start. Bare URLs and e-mail addresses get an invisible word
+    joiner so that they stay text too. Surrounding whitespace goes (four leading spaces
+    would start a code block).
     """
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line(value).strip())
+    unlinked = _AUTOLINK_STARTS.sub(lambda m: m.group(0) + WORD_JOINER, one_line(value).strip())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", unlinked)
 
 
 def code(value: object) -> str:

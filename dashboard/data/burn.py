@@ -23,8 +23,9 @@ def usage_points(jobs: pd.DataFrame) -> list[tuple[datetime, float]]:
     if not len(jobs):
         return []
     frame = pd.DataFrame({"time": job_times(jobs), "gpu_hours": jobs["gpu_hours"]}).dropna()
-    return [(when.to_pydatetime(), float(hours))
-            for when, hours in zip(frame["time"], frame["gpu_hours"], strict=True)]
+    # pandas Timestamps are datetimes: no per-row conversion for 45,000 jobs
+    return list(zip(frame["time"].tolist(), frame["gpu_hours"].astype(float).tolist(),
+                    strict=True))
 
 
 def site_forecast(

@@ -34,6 +34,10 @@ LIVE_TOKENS = {"link_open", "image", "html_inline", "html_block", "table_open"}
 # What GitHub-flavoured markdown and Streamlit would make live even where CommonMark does
 # not: bare links, directives such as :red[...], and math.
 LIVE_SOURCE = re.compile(r"https?://|www\.evil|:red\[|\$x\$")
+# GFM (and Streamlit) also link bare URLs and e-mail addresses found in the text itself,
+# after escapes are resolved.
+AUTOLINK = re.compile(r"(?i)(https?://|www\.)|[-.\w+]+@[-\w]+\.")
+INVISIBLE = "\u2060"  # a word joiner: how text.plain keeps a bare URL from matching
 CODE_SPAN = re.compile(r"(?<![\\`])(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)  # not \`
 LIVE_TAG = re.compile(r"<\s*(a|img|script)\b", re.IGNORECASE)
 PARSER = MarkdownIt("commonmark").enable("table").enable("strikethrough")
@@ -88,12 +92,14 @@ def live_parts(source: str) -> list[str]:
     found = [t.type for t in tokens if t.type in LIVE_TOKENS]
     for _, inline in inline_texts(tokens):
         found += [c.type for c in inline.children or [] if c.type in LIVE_TOKENS]
+        found += [m.group(0) for c in inline.children or [] if c.type == "text"
+                  for m in AUTOLINK.finditer(c.content)]
     found += LIVE_SOURCE.findall(CODE_SPAN.sub("", source))
     return found
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join(text.replace(INVISIBLE, "").split())
 
 
 def shown_as_text(source: str) -> bool:
