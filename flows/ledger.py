@@ -120,9 +120,5 @@ def allocation_warnings(
     return warnings
 
 
-def today_utc() -> date:
-    return datetime.now(UTC).date()
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
