@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bench_dashboard.py [--home DIR] [--runs 5000] [--repeat 5]
 
-The data (`dashboard.sample` at scale) is written once into --home (a temporary
+The data (`tests.dashboard_sample` at scale) is written once into --home (a temporary
 directory by default) and reused when that directory already holds it. Prints the first
 render in a fresh process, then one line per page: the cold render (data caches
 emptied: every query of the page runs; connections and the MLflow parent-run index
@@ -27,7 +27,7 @@ PAGES = ("overview", "sites", "runs", "run_detail", "languages")
 
 
 def build(home: Path, runs: int) -> None:
-    from dashboard import sample
+    from tests import dashboard_sample as sample
 
     marker = home / "bench.done"
     if marker.exists() and marker.read_text().split()[0] == str(runs):

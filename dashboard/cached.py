@@ -1,4 +1,4 @@
-"""Streamlit caches over `dashboard.queries`: connections once per process, data for a
+"""Streamlit caches over `dashboard.data.queries`: connections once per process, data for a
 short ttl so that live pages stay current without hammering the store or MLflow.
 
 Every function takes the store URL / tracking URI it reads, so two configurations never
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from dashboard import queries, run_queries, site_views
-from dashboard.parent_index import ParentRunIndex
+from dashboard.data import queries, run_queries
+from dashboard.data import sites as site_data
+from dashboard.data.parent_index import ParentRunIndex
 from flows.milestones import MilestoneStatus
 from registry.store import Store
 
@@ -47,8 +48,8 @@ def runs(store_url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def sites(store_url: str) -> list[site_views.SiteView]:
-    return site_views.load_sites(store(store_url), jobs(store_url), datetime.now(UTC))
+def sites(store_url: str) -> list[site_data.SiteView]:
+    return site_data.load_sites(store(store_url), jobs(store_url), datetime.now(UTC))
 
 
 @st.cache_resource(show_spinner=False)

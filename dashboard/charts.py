@@ -1,4 +1,8 @@
-"""Plotly figures of the dashboard. Pure: data in, figure out."""
+"""Plotly figures of the dashboard. Pure: data in, figure out.
+
+Plotly renders a few HTML tags (links among them) in every label, so names that users
+chose (sites, stages, runs, partners, metrics) go in through `text.chart_text`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,20 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from dashboard.languages import EU_LANGUAGES, language_label
-from dashboard.site_views import AllocationView
+from dashboard.data.languages import EU_LANGUAGES, language_label
+from dashboard.data.sites import AllocationView
+from dashboard.text import chart_text
 
 STATE_COLORS = {
     "COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#9e9e9e",
     "FAILED": "#c62828", "CANCELLED": "#6d4c41",
 }
 GAP_COLOR = "#e6e6e6"  # heatmap cells without a result show the background
+
+
+def _escaped(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """`frame` with the named text columns made safe for plotly labels."""
+    return frame.assign(**{c: frame[c].map(chart_text) for c in columns})
 
 
 def _compact(fig: go.Figure, height: int) -> go.Figure:
@@ -47,7 +57,8 @@ def burn_chart(allocation: AllocationView) -> go.Figure:
 def gantt_chart(timeline: pd.DataFrame) -> go.Figure:
     """Stage attempts of one run as bars on a time axis, one lane per site."""
     fig = px.timeline(
-        timeline, x_start="start", x_end="end", y="site", color="stage", text="label",
+        _escaped(timeline, "site", "stage", "label"), x_start="start", x_end="end", y="site",
+        color="stage", text="label",
         pattern_shape="state",
         pattern_shape_map={"COMPLETED": "", "RUNNING": "/", "PENDING": ".", "FAILED": "x",
                            "CANCELLED": "-", "TIMEOUT": "x", "PREEMPTED": "x",
@@ -61,11 +72,12 @@ def gantt_chart(timeline: pd.DataFrame) -> go.Figure:
 
 def language_heatmap(matrix: pd.DataFrame, metric: str) -> go.Figure:
     """Languages (rows, fixed order) × runs (columns); missing results stay grey."""
-    labels = [language_label(code) for code in matrix.index]
+    labels = [chart_text(language_label(code)) for code in matrix.index]
     show_values = matrix.shape[1] <= 25
+    metric = chart_text(metric)
     fig = go.Figure(go.Heatmap(
-        z=matrix.to_numpy(), x=list(matrix.columns), y=labels, colorscale="Viridis",
-        colorbar={"title": metric}, hoverongaps=True,
+        z=matrix.to_numpy(), x=[chart_text(c) for c in matrix.columns], y=labels,
+        colorscale="Viridis", colorbar={"title": metric}, hoverongaps=True,
         texttemplate="%{z:.2f}" if show_values else None,
         hovertemplate="%{y}<br>%{x}<br>" + metric + " = %{z:.4f}<extra></extra>",
         xgap=1, ygap=1,
@@ -78,23 +90,24 @@ def language_heatmap(matrix: pd.DataFrame, metric: str) -> go.Figure:
 
 def array_results_chart(results: pd.DataFrame, metric: str) -> go.Figure:
     """One bar per array value of `metric` (EU languages in their fixed order first)."""
-    chosen = results[results["metric"] == metric].copy()
+    chosen = _escaped(results[results["metric"] == metric], "value_name")
     order = [v for v in EU_LANGUAGES if v in set(chosen["value_name"])]
     order += sorted(set(chosen["value_name"]) - set(order))
-    fig = px.bar(chosen, x="value_name", y="value",
-                 category_orders={"value_name": order}, labels={"value_name": "", "value": metric})
+    fig = px.bar(chosen, x="value_name", y="value", category_orders={"value_name": order},
+                 labels={"value_name": "", "value": chart_text(metric)})
     return _compact(fig, 280)
 
 
 def metric_history_chart(history: pd.DataFrame, key: str) -> go.Figure:
-    chosen = history[history["key"] == key]
+    chosen = _escaped(history[history["key"] == key], "run")
     fig = px.line(chosen, x="step", y="value", color="run", markers=len(chosen) <= 50,
-                  labels={"value": key})
+                  labels={"value": chart_text(key)})
     return _compact(fig, 280)
 
 
 def runs_by_partner_chart(runs: pd.DataFrame) -> go.Figure:
-    counts = runs.groupby(["partner", "state"]).size().reset_index(name="runs")
+    counts = _escaped(runs, "partner").groupby(["partner", "state"]).size().reset_index(
+        name="runs")
     fig = px.bar(counts, x="partner", y="runs", color="state",
                  color_discrete_map=STATE_COLORS)
     return _compact(fig, 280)

@@ -1,9 +1,22 @@
-"""Short texts the pages show: times, durations, states. Pure."""
+"""Short texts the pages show: times, durations, states; and the escaping that keeps
+what users typed as text. Pure.
+
+Streamlit renders titles, captions, alerts, labels and `st.markdown` as GitHub-flavoured
+markdown with its own directives (`:red[...]`, `:material/...:`) and math (`$...$`).
+A site description, a partner's name, a milestone title, a run name or a failure reason
+is typed by someone else: put into markdown as is, `![x](http://evil/b.png)` becomes an
+image fetched by every viewer's browser and `[sign in again](http://evil/)` a link that
+looks like the dashboard's own. So every user-provided string goes into markdown through
+`plain` (or `code`, for an inline code span), and into a plotly label through
+`chart_text`; `unsafe_allow_html` is never used.
+"""
 
 from __future__ import annotations
 
+import html
 import math
 import re
+import string
 from datetime import datetime
 
 import pandas as pd
@@ -70,3 +83,52 @@ _URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
 def safe_url(url: str) -> str:
     """A store URL or tracking URI with any password masked."""
     return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+_MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
+# GitHub-flavoured markdown links bare URLs and e-mail addresses in the *text*, after
+# escapes are resolved (Streamlit's renderer does so too): an invisible WORD JOINER
+# after the scheme or `www`, and before `@`, keeps them from matching.
+_AUTOLINK_STARTS = re.compile(r"(?i)(https?|mailto|xmpp)(?=:)|(www)(?=\.)|(?=@)")
+WORD_JOINER = "\u2060"
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+_BACKTICKS = re.compile(r"`+")
+
+
+def one_line(value: object) -> str:
+    """`value` as a string on one line: a line break in markdown can start a heading,
+    a list or a table."""
+    return _LINE_BREAKS.sub(" ", str(value))
+
+
+def plain(value: object) -> str:
+    """`value` as markdown that renders as exactly its text, on one line.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows that for
+    all of them): no link, image, emphasis, HTML, heading, table, autolink, Streamlit
+    directive or math can start. Bare URLs and e-mail addresses get an invisible word
+    joiner so that they stay text too. Surrounding whitespace goes (four leading spaces
+    would start a code block).
+    """
+    unlinked = _AUTOLINK_STARTS.sub(lambda m: m.group(0) + WORD_JOINER, one_line(value).strip())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", unlinked)
+
+
+def code(value: object) -> str:
+    """`value` as an inline code span, whatever backticks it holds (nothing inside a code
+    span is markdown); empty for an empty value."""
+    text = one_line(value)
+    if not text:
+        return ""
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    # CommonMark drops one space from each end when both ends have one (or a backtick
+    # would touch the fence): pad so that exactly the text remains.
+    spaced = text.startswith(" ") and text.endswith(" ") and text.strip(" ")
+    pad = " " if text.startswith("`") or text.endswith("`") or spaced else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def chart_text(value: object) -> str:
+    """`value` for a plotly label: plotly renders <a href>, <b> and friends in labels, and
+    shows entities as their characters."""
+    return html.escape(str(value), quote=False)

@@ -8,8 +8,8 @@ from typing import TypeVar
 import streamlit as st
 
 from dashboard.config import DashboardConfig, load_config
-from dashboard.queries import MlflowUnavailable
-from dashboard.text import safe_url
+from dashboard.data.queries import MlflowUnavailable
+from dashboard.text import code, plain, safe_url
 from registry.errors import HpcfleetError
 
 T = TypeVar("T")
@@ -24,7 +24,8 @@ def from_store(load: Callable[[], T]) -> T:
     try:
         return load()
     except HpcfleetError as exc:
-        st.error(f"Cannot read the registry at {safe_url(config().store_url)}: {exc}")
+        st.error(f"Cannot read the registry at {code(safe_url(config().store_url))}: "
+                 f"{plain(exc)}")
         st.stop()
 
 
@@ -33,7 +34,7 @@ def from_mlflow(load: Callable[[], T], fallback: T) -> T:
     try:
         return load()
     except MlflowUnavailable as exc:
-        st.warning(f"{exc} — showing what the registry alone knows.")
+        st.warning(f"{plain(exc)} — showing what the registry alone knows.")
         return fallback
 
 
@@ -43,5 +44,6 @@ def live(render: Callable[..., None], cfg: DashboardConfig, *args: object) -> No
 
 
 def sources_caption(cfg: DashboardConfig) -> None:
-    st.caption(f"Registry `{safe_url(cfg.store_url)}` · MLflow `{safe_url(cfg.tracking_uri)}` · "
+    st.caption(f"Registry {code(safe_url(cfg.store_url))} · "
+               f"MLflow {code(safe_url(cfg.tracking_uri))} · "
                f"refreshes every {cfg.refresh_seconds:g} s")

@@ -11,9 +11,9 @@ from pathlib import Path
 from flows.ledger import (
     SiteUsage,
     allocation_warnings,
+    now_utc,
     requested_gpu_hours,
     site_usage,
-    today_utc,
 )
 from flows.planning import StagePlan, fit, plan_run, spread
 from registry.errors import AccessDenied, DocumentError
@@ -107,9 +107,9 @@ def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, Sit
     """The allocation ledger of every site (or the named ones), from stored job records."""
     partners = {run.run_id: run.partner for run in store.list_runs()}
     jobs = store.all_jobs()
-    today = today_utc()
+    now = now_utc()
     return {
-        record.site.name: site_usage(record.site, jobs, partners, today)
+        record.site.name: site_usage(record.site, jobs, partners, now)
         for record in store.list_sites()
         if names is None or record.site.name in names
     }

@@ -1,6 +1,7 @@
 """The allocation ledger: GPU-hours used per partner and site (from the scheduler's
-accounting, stored with each job), against what each site's allocation grants, with a
-burn-rate forecast to the end of the period. Pure functions over store records.
+accounting, stored with each job), against what each site's allocation grants, with the
+burn-rate forecast of `flows.burn` to the end of the period. Pure functions over store
+records.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from flows.burn import burn_forecast, charged_at, in_period, period_bounds
 from flows.planning import StagePlan
 from registry.records import JobRecord
 from registry.runspec import RunSpec
@@ -25,7 +27,7 @@ class SiteUsage:
     period_start: date | None = None
     period_end: date | None = None
     burn_per_day: float = 0.0
-    forecast: float | None = None  # used at the end of the period at the current rate
+    forecast: float | None = None  # used by the end of the period at the recent rate
 
     @property
     def remaining(self) -> float | None:
@@ -52,24 +54,27 @@ class SiteUsage:
 
 
 def site_usage(
-    site: Site, jobs: Iterable[JobRecord], partners_by_run: Mapping[str, str], today: date
+    site: Site, jobs: Iterable[JobRecord], partners_by_run: Mapping[str, str], now: datetime
 ) -> SiteUsage:
-    """Usage of `site` in its allocation period (all time when it has none)."""
+    """Usage of `site` in its allocation period up to `now` (all time when it has none),
+    with the burn forecast of `flows.burn` (the one the dashboard shows)."""
     allocation = site.allocation
+    period = period_bounds(allocation.start, allocation.end) if allocation else None
     by_partner: dict[str, float] = defaultdict(float)
+    points: list[tuple[datetime, float]] = []
     for job in jobs:
         if job.site != site.name or not job.gpu_hours:
             continue
-        moment = job.ended or job.started or job.submitted
-        if allocation and moment and not allocation.start <= moment.date() <= allocation.end:
-            continue
+        moment = charged_at(job.ended, job.started, job.submitted)
+        if period and moment and not (in_period(moment, *period) and moment <= now):
+            continue  # outside the period, or (a clock ahead of ours) not yet
         by_partner[partners_by_run.get(job.run_id, "?")] += job.gpu_hours
+        if moment:
+            points.append((moment, job.gpu_hours))
     used = sum(by_partner.values())
-    if allocation is None:
+    if allocation is None or period is None:
         return SiteUsage(site.name, None, used, dict(by_partner))
-    elapsed = max(1, (min(today, allocation.end) - allocation.start).days + 1)
-    total = (allocation.end - allocation.start).days + 1
-    rate = used / elapsed
+    burn = burn_forecast(allocation.gpu_hours, points, *period, now)
     return SiteUsage(
         site.name,
         allocation.gpu_hours,
@@ -77,8 +82,8 @@ def site_usage(
         dict(by_partner),
         allocation.start,
         allocation.end,
-        rate,
-        rate * total,
+        burn.rate_per_day,
+        burn.projected,
     )
 
 
@@ -115,5 +120,5 @@ def allocation_warnings(
     return warnings
 
 
-def today_utc() -> date:
-    return datetime.now(UTC).date()
+def now_utc() -> datetime:
+    return datetime.now(UTC)

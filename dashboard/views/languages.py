@@ -9,9 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, charts, ui
-from dashboard.languages import EU_LANGUAGES, LANGUAGE_NAMES
-from dashboard.queries import array_metrics, language_matrix
+from dashboard import cached, charts, text, ui
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.queries import array_metrics, language_matrix
+from dashboard.tables import coverage_table
 
 DEFAULT_RUNS_SHOWN = 20
 TABLE_HEIGHT = 35 * (len(EU_LANGUAGES) + 1) + 3  # every language row, no inner scrolling
@@ -45,24 +46,9 @@ def main() -> None:
     matrix = language_matrix(results, experiment, metric, last=int(shown))
     gaps = int(matrix.isna().to_numpy().sum())
     st.plotly_chart(charts.language_heatmap(matrix, metric), key="languages_heatmap")
-    st.caption(f"{matrix.shape[1]} of {labels} runs with `{metric}` results · "
+    st.caption(f"{matrix.shape[1]} of {labels} runs with {text.code(metric)} results · "
                f"{gaps} gap(s) shown in grey (no result for that language in that run)")
     st.subheader("Per language")
     st.dataframe(coverage_table(matrix), hide_index=True, height=TABLE_HEIGHT)
 
 
-def coverage_table(matrix: pd.DataFrame) -> pd.DataFrame:
-    """One row per EU language (fixed order): how many runs have it, and their values."""
-    matrix = matrix.reindex(index=list(EU_LANGUAGES))
-    rows = []
-    for code in EU_LANGUAGES:
-        values = matrix.loc[code].dropna() if matrix.shape[1] else pd.Series(dtype=float)
-        rows.append({
-            "language": code, "name": LANGUAGE_NAMES[code],
-            "runs with a result": len(values),
-            "latest": float(values.iloc[-1]) if len(values) else None,
-            "lowest": float(values.min()) if len(values) else None,
-            "highest": float(values.max()) if len(values) else None,
-            "mean": float(values.mean()) if len(values) else None,
-        })
-    return pd.DataFrame(rows)

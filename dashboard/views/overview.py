@@ -9,8 +9,9 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.languages import EU_LANGUAGES
-from dashboard.queries import consortium_totals
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.queries import consortium_totals
+from dashboard.tables import recent_runs_table
 from flows.milestones import MilestoneStatus
 
 RECENT_RUNS = 8
@@ -46,7 +47,7 @@ def _render(cfg: DashboardConfig) -> None:
         lambda: cached.milestones(cfg.store_url, cfg.tracking_uri, datetime.now(UTC).date())
     )
     if problem:
-        st.warning(f"{problem} — metric criteria are shown as unmet.")
+        st.warning(f"{text.plain(problem)} — metric criteria are shown as unmet.")
     if not statuses:
         st.info("No milestones yet. Add one with `hpcfleet milestone add FILE`.")
     for status in statuses:
@@ -61,21 +62,14 @@ def _render(cfg: DashboardConfig) -> None:
             st.info("No runs yet.")
     with right:
         st.subheader("Recent runs")
-        recent = runs.head(RECENT_RUNS)
-        st.dataframe(
-            pd.DataFrame({
-                "run": recent["run_id"], "name": recent["name"], "partner": recent["partner"],
-                "state": recent["state"].map(text.state),
-                "created": recent["created"].map(text.when),
-            }),
-            hide_index=True,
-        )
+        st.dataframe(recent_runs_table(runs.head(RECENT_RUNS)), hide_index=True)
 
 
 def _milestone(status: MilestoneStatus) -> None:
     with st.container(border=True):
         head, due = st.columns([3, 1])
-        head.markdown(f"**{status.title}** &nbsp; {text.MILESTONE_BADGES[status.state]}")
+        head.markdown(f"**{text.plain(status.title)}** &nbsp; "
+                      f"{text.MILESTONE_BADGES[status.state]}")
         due.markdown(f"due **{status.due:%Y-%m-%d}**  \n{text.days_left(status.days_left)}")
         met = sum(c.met for c in status.criteria)
         st.progress(min(max(status.progress, 0.0), 1.0),
@@ -83,5 +77,6 @@ def _milestone(status: MilestoneStatus) -> None:
         with st.expander("Criteria"):
             for criterion in status.criteria:
                 mark = "✅" if criterion.met else "⬜"
-                st.markdown(f"{mark} {criterion.description} — {criterion.progress:.0%}")
-                st.caption(criterion.detail)
+                st.markdown(f"{mark} {text.plain(criterion.description)} — "
+                            f"{criterion.progress:.0%}")
+                st.caption(text.plain(criterion.detail))

@@ -13,8 +13,9 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.queries import attempt_timeline
-from dashboard.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
+from dashboard.data.queries import attempt_timeline, newest_started
+from dashboard.data.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
+from dashboard.tables import jobs_table, stages_table
 
 MAX_RUN_CHOICES = 1000
 
@@ -32,7 +33,7 @@ def main() -> None:
         choices.insert(0, linked)  # an old run, linked to from elsewhere
     labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
                       + runs["state"], strict=True))
-    index = choices.index(linked) if linked in choices else default_choice(runs, choices)
+    index = choices.index(linked) if linked in choices else newest_started(runs, choices)
     # Synced by hand, not with bind="query-params": that would put the label in the URL.
     run_id = st.selectbox("Run", choices, index=index, format_func=labels.__getitem__,
                           key="run_detail_run")
@@ -41,16 +42,10 @@ def main() -> None:
         ui.live(_render, cfg, run_id)
 
 
-def default_choice(runs: pd.DataFrame, choices: list[str]) -> int:
-    """The newest run that has started (a just-launched run has nothing to show yet)."""
-    started = set(runs.loc[runs["jobs"] > 0, "run_id"])
-    return next((i for i, run_id in enumerate(choices) if run_id in started), 0)
-
-
 def _render(cfg: DashboardConfig, run_id: str) -> None:
     detail = ui.from_store(lambda: cached.run_detail(cfg.store_url, cfg.tracking_uri, run_id))
     if detail.mlflow_error:
-        st.warning(f"{detail.mlflow_error} — metrics and logs are unavailable.")
+        st.warning(f"{text.plain(detail.mlflow_error)} — metrics and logs are unavailable.")
     _header(detail, cfg)
     st.subheader("Stages")
     st.dataframe(stages_table(detail.stages), hide_index=True)
@@ -68,11 +63,12 @@ def _render(cfg: DashboardConfig, run_id: str) -> None:
 
 def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     run = detail.run
-    st.markdown(f"### {run.name} `{run.run_id}` — {text.state(run.state.value)}")
+    st.markdown(f"### {text.plain(run.name)} {text.code(run.run_id)} — "
+                f"{text.state(run.state.value)}")
     duration = (run.ended - run.started).total_seconds() if run.started and run.ended else None
     gpu_hours = float(detail.jobs["gpu_hours"].sum()) if len(detail.jobs) else 0.0
     facts = [
-        f"**Partner** {run.partner}", f"**Experiment** {run.experiment}",
+        f"**Partner** {text.plain(run.partner)}", f"**Experiment** {text.plain(run.experiment)}",
         f"**Created** {text.when(run.created)}", f"**Started** {text.when(run.started)}",
         f"**Ended** {text.when(run.ended) if run.ended else '-'}",
         f"**Duration** {text.duration(duration)}",
@@ -80,9 +76,9 @@ def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     ]
     st.markdown(" · ".join(facts))
     if run.reason and run.state.value == "FAILED":
-        st.error(run.reason)
+        st.error(text.plain(run.reason))
     elif run.reason:
-        st.info(run.reason)
+        st.info(text.plain(run.reason))
     links = st.columns(4)
     if run.mlflow_run_id and detail.experiment_id:
         links[0].link_button("MLflow run", mlflow_run_url(
@@ -90,29 +86,6 @@ def _header(detail: RunDetail, cfg: DashboardConfig) -> None:
     if run.prefect_flow_run_id:
         links[1].link_button("Prefect flow run", prefect_flow_run_url(
             cfg.prefect_ui_url, run.prefect_flow_run_id), icon=":material/account_tree:")
-
-
-def stages_table(stages: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "stage": stages["stage"], "state": stages["state"].map(text.state),
-        "sites": stages["sites"], "tasks": stages["tasks"], "attempts": stages["attempts"],
-        "duration": stages["duration_s"].map(text.duration),
-        "GPU-hours": stages["gpu_hours"].round(3), "metrics": stages["metrics"],
-        "reason": stages["reason"], "placement": stages["choice"],
-    })
-
-
-def jobs_table(jobs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "stage": jobs["stage"], "attempt": jobs["attempt"], "site": jobs["site"],
-        "scheduler id": jobs["scheduler_id"].fillna("-"),
-        "task": jobs["array_value"].fillna(""), "state": jobs["state"].map(text.state),
-        "exit code": jobs["exit_code"].astype("Int64"),
-        "submitted": jobs["submitted"].map(text.when),
-        "duration": jobs["duration_s"].map(text.duration),
-        "GPU-hours": jobs["gpu_hours"].round(4), "node": jobs["node"].fillna(""),
-        "exit reason": jobs["reason"].fillna(""),
-    })
 
 
 def _metrics(detail: RunDetail, cfg: DashboardConfig) -> None:
@@ -150,5 +123,5 @@ def _logs(detail: RunDetail, cfg: DashboardConfig) -> None:
     if not tails:
         st.caption("No logs were collected for this job.")
     for name, tail in tails.items():
-        st.caption(name)
+        st.caption(text.plain(name))
         st.code(tail or "(empty)", language=None)

@@ -9,9 +9,9 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
+from dashboard.data.queries import attempt_timeline, filter_runs, newest_started
 from dashboard.navigation import page
-from dashboard.queries import attempt_timeline, filter_runs
-from dashboard.views.run_detail import default_choice
+from dashboard.tables import runs_table
 
 FILTERS = (("partner", "Partner"), ("state", "State"), ("experiment", "Experiment"),
            ("site", "Site"))
@@ -44,9 +44,9 @@ def _render(cfg: DashboardConfig) -> None:
     labels = {row.run_id: f"{row.name} · {row.run_id} · {row.state}"
               for row in shown.head(500).itertuples()}
     choices = list(labels)
-    run_id = st.selectbox("Run", choices, index=default_choice(shown, choices),
+    run_id = st.selectbox("Run", choices, index=newest_started(shown, choices),
                           format_func=labels.__getitem__, key="runs_timeline_run")
-    st.page_link(page("run"), label=f"Open run {run_id} in detail",
+    st.page_link(page("run"), label=f"Open run {text.plain(run_id)} in detail",
                  icon=":material/open_in_new:", query_params={"run": run_id})
     jobs = ui.from_store(lambda: cached.jobs(cfg.store_url))
     timeline = attempt_timeline(jobs[jobs["run_id"] == run_id], datetime.now(UTC))
@@ -62,12 +62,3 @@ def _options(runs: pd.DataFrame, key: str) -> list[str]:
     return sorted(set(runs[key]))
 
 
-def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run": runs["run_id"], "name": runs["name"], "partner": runs["partner"],
-        "experiment": runs["experiment"], "state": runs["state"].map(text.state),
-        "sites": runs["sites"], "created": runs["created"].map(text.when),
-        "duration": runs["duration_s"].map(text.duration),
-        "GPU-hours": runs["gpu_hours"].round(3), "jobs": runs["jobs"],
-        "reason": runs["reason"].fillna(""),
-    })

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import cached, charts, text, ui
-from dashboard.burn import BurnForecast
 from dashboard.config import DashboardConfig
-from dashboard.site_views import SiteView
+from dashboard.data.sites import SiteView
+from dashboard.tables import health, probe_checks_table, sites_table
+from flows.burn import BurnForecast
 
 
 def main() -> None:
@@ -29,47 +29,20 @@ def _render(cfg: DashboardConfig) -> None:
     if not views:
         st.info("No sites yet. Register one with `hpcfleet site add FILE`.")
         return
-    st.dataframe(summary_table(views), hide_index=True)
+    st.dataframe(sites_table(views), hide_index=True)
     for view in views:
         _card(view)
 
 
-def health(view: SiteView) -> str:
-    if view.probe is None:
-        return "⬜ never checked"
-    if not view.probe.reachable:
-        return "❌ unreachable"
-    return "✅ ok" if view.probe.ok else "⚠️ problems"
-
-
-def summary_table(views: list[SiteView]) -> pd.DataFrame:
-    rows = []
-    for v in views:
-        f = v.allocation.forecast if v.allocation else None
-        rows.append({
-            "site": v.name, "owner": v.owner_name, "scheduler": v.scheduler,
-            "health": health(v), "last probe": text.when(v.probe.checked_at if v.probe else None),
-            "queue depth": v.probe.queue_depth if v.probe else None,
-            "host key pinned": {True: "yes", False: "no", None: "n/a (local)"}[v.host_key_pinned],
-            "GPU-h used": f.used if f else v.gpu_hours_total,
-            "GPU-h granted": f.granted if f else None,
-            "used %": round(100 * f.used_share, 1) if f else None,
-            "forecast at period end": f"{f.projected:,.0f} h ({f.status})" if f else "-",
-        })
-    return pd.DataFrame(rows)
-
-
 def _card(view: SiteView) -> None:
     with st.container(border=True):
-        st.subheader(f"{view.name} · {view.owner_name}")
+        st.subheader(f"{text.plain(view.name)} · {text.plain(view.owner_name)}")
         facts, burn = st.columns([2, 3])
         with facts:
             st.markdown(_facts(view))
             if view.probe is not None and view.probe.checks:
                 with st.expander(f"Last probe: {text.when(view.probe.checked_at)}"):
-                    st.dataframe(pd.DataFrame(
-                        [{"check": n, "result": "ok" if ok else "FAILED", "detail": d}
-                         for n, ok, d in view.probe.checks]), hide_index=True)
+                    st.dataframe(probe_checks_table(view.probe.checks), hide_index=True)
         with burn:
             if view.allocation is None:
                 st.caption(f"No allocation registered; {text.gpu_hours(view.gpu_hours_total)} "
@@ -81,33 +54,35 @@ def _card(view: SiteView) -> None:
 
 
 def _facts(view: SiteView) -> str:
+    """The site's references as markdown lines; every value it holds escaped."""
+    plain, code = text.plain, text.code
     depth = view.probe.queue_depth if view.probe else None
     lines = [
-        f"**Owner** {view.owner_name} (`{view.owner}`)",
+        f"**Owner** {plain(view.owner_name)} ({code(view.owner)})",
         f"**Health** {health(view)}",
         f"**Queue depth** {'-' if depth is None else depth}",
-        f"**Scheduler** {view.scheduler} — {view.partitions}",
-        f"**Login** `{view.login}`",
+        f"**Scheduler** {plain(view.scheduler)} — {plain(view.partitions)}",
+        f"**Login** {code(view.login)}",
         f"**Host key** {view.host_key}",
     ]
     if view.description:
-        lines.insert(0, f"_{view.description}_")
+        lines.insert(0, f"_{plain(view.description)}_")
     if view.proxy_jump:
-        lines.append(f"**Via** {' → '.join(f'`{h}`' for h in view.proxy_jump)}")
+        lines.append(f"**Via** {' → '.join(code(h) for h in view.proxy_jump)}")
     if view.identity_file:
-        lines.append(f"**Identity file** `{view.identity_file}`")
+        lines.append(f"**Identity file** {code(view.identity_file)}")
     if view.modules:
-        lines.append(f"**Modules** {', '.join(f'`{m}`' for m in view.modules)}")
+        lines.append(f"**Modules** {', '.join(code(m) for m in view.modules)}")
     if view.env_names:
-        lines.append(f"**Environment variables** {', '.join(f'`{n}`' for n in view.env_names)}")
+        lines.append(f"**Environment variables** {', '.join(code(n) for n in view.env_names)}")
     if view.container_image:
-        lines.append(f"**Container** `{view.container_image}`")
+        lines.append(f"**Container** {code(view.container_image)}")
     if view.storage:
-        lines.append(f"**Object storage** `{view.storage}`")
-    shared = ", ".join("all partners" if p == "*" else p for p in view.shared_with)
+        lines.append(f"**Object storage** {code(view.storage)}")
+    shared = ", ".join("all partners" if p == "*" else plain(p) for p in view.shared_with)
     lines.append(f"**Shared with** {shared or 'the owner only'}")
     if view.labels:
-        lines.append("**Labels** " + ", ".join(f"`{k}: {v}`" for k, v in view.labels.items()))
+        lines.append("**Labels** " + ", ".join(code(f"{k}: {v}") for k, v in view.labels.items()))
     return "  \n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Every dashboard page rendered by Streamlit's AppTest against a filled store and MLflow,
 checked for what a steering-board member would see.
 
-The data is `dashboard.sample` (three partners, four sites, eight runs, three
+The data is `tests.dashboard_sample` (three partners, four sites, eight runs, three
 milestones), written once per module into a fresh HPCFLEET_HOME.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import sample
-from dashboard.languages import EU_LANGUAGES, language_label
+from dashboard.data.languages import EU_LANGUAGES, language_label
 from registry.store import Store
+from tests import dashboard_sample as sample
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,12 +50,17 @@ def render(view: str, **query: str) -> AppTest:
     return at
 
 
+def unescaped(markdown: str) -> str:
+    """Markdown source with its backslash escapes resolved (user text is escaped)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
 def texts(at: AppTest) -> str:
     """Everything a page writes as text (markdown, captions, code, tables, labels)."""
     parts: list[str] = []
     for kind in ("title", "header", "subheader", "markdown", "caption", "code", "text",
                  "info", "warning", "error", "success"):
-        parts.extend(str(element.value) for element in getattr(at, kind))
+        parts.extend(unescaped(str(element.value)) for element in getattr(at, kind))
     parts.extend(frame.value.to_string() for frame in at.dataframe)
     parts.extend(str(metric.label) + " " + str(metric.value) for metric in at.metric)
     parts.extend(str(p.proto.text) for p in at.get("progress"))
@@ -139,7 +145,7 @@ def test_sites_show_owner_health_queue_key_and_allocation(home: Path) -> None:
     assert list(rows["host key pinned"]) == ["n/a (local)", "no", "yes", "yes"]
     assert rows.loc["lumi", "GPU-h granted"] == 900
     assert rows.loc["lumi", "GPU-h used"] > 0
-    subheaders = [s.value for s in at.subheader]
+    subheaders = [unescaped(s.value) for s in at.subheader]
     assert "lumi · CSC - IT Center for Science" in subheaders
     burn = figures(at)
     assert len(burn) == 3  # one burn chart per site with an allocation

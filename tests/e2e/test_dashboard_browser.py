@@ -1,7 +1,9 @@
 """The dashboard in a real browser: `streamlit run dashboard/app.py` on loopback, driven
 by headless Chromium over the DevTools protocol. Every page must load without an
 exception on the page and show its data; a screenshot of each lands in the test's tmp
-dir (`pytest --basetemp=DIR` keeps them somewhere known).
+dir (`pytest --basetemp=DIR` keeps them somewhere known). The sample data also carries
+`sample.HOSTILE` (markdown and HTML) in every free-text field: the browser must show it
+as text, never as a link, an image, a script, a heading or a table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import sample
+from tests import dashboard_sample as sample
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -73,26 +75,33 @@ def _get(url: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("home")
-    sample.fill_home(home)
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The sample data with hostile text injected; (home, the failed run's id)."""
+    path = tmp_path_factory.mktemp("home")
+    sample.fill_home(path)
+    return path, sample.inject_hostile(path)
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(home: tuple[Path, str]) -> Iterator[str]:
+    home_dir, _ = home
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HPCFLEET_", "MLFLOW_", "PREFECT_"))}
-    env.update(HPCFLEET_HOME=str(home), HPCFLEET_DASHBOARD_REFRESH="3600")
-    log = (home / "streamlit.log").open("wb")
+    env.update(HPCFLEET_HOME=str(home_dir), HPCFLEET_DASHBOARD_REFRESH="3600")
+    log = (home_dir / "streamlit.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=home_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: server.poll() is not None or _get(f"{url}/_stcore/health") == "ok",
                    "the Streamlit server", 60)
-        assert server.poll() is None, (home / "streamlit.log").read_text()
+        assert server.poll() is None, (home_dir / "streamlit.log").read_text()
         yield url
     finally:
         server.terminate()
@@ -177,6 +186,7 @@ PAGE_STATE = """(() => {
     skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length,
     stale: document.querySelectorAll('[data-stale="true"]').length,
     charts: document.querySelectorAll(".js-plotly-plot").length,
+    running: document.querySelectorAll('[data-testid^="stStatusWidgetRunning"]').length,
   };
 })()"""
 
@@ -189,7 +199,8 @@ def load(browser: DevTools, url: str, title: str, texts: list[str]) -> dict[str,
     def ready() -> bool:
         state = browser.evaluate(PAGE_STATE) or {}
         done = (state.get("title") == title and not state.get("skeletons")
-                and not state.get("stale") and all(t in state.get("text", "") for t in texts))
+                and not state.get("stale") and not state.get("running")
+                and all(t in state.get("text", "") for t in texts))
         if state.get("exceptions"):
             done = True  # no need to wait: the test fails on it
         stable = done and seen.get("text") == state.get("text")
@@ -223,3 +234,39 @@ def test_every_page_loads_in_a_real_browser(
         assert sample.SECRET_ENV_VALUE not in state["text"], url_path
         assert state["charts"] >= 1, f"{url_path}: no chart was drawn"
     assert len(list(tmp_path.glob("*.png"))) == len(PAGES)
+
+
+HOSTILE_DOM = """(() => {
+  const evil = e => /evil|onerror/i.test(e.outerHTML)
+    && !(e.getAttribute("href") || "").startsWith("#");  // a heading's own anchor
+  return {
+    links: Array.from(document.querySelectorAll("a")).filter(evil).map(e => e.outerHTML),
+    images: Array.from(document.querySelectorAll("img, image")).filter(evil)
+      .map(e => e.outerHTML),
+    scripts: Array.from(document.querySelectorAll("script"))
+      .filter(e => e.textContent.includes("s()")).length,
+    headings: Array.from(document.querySelectorAll("h1, h2, h3, h4, h5, h6"))
+      .filter(e => e.innerText.trim() === "H").length,
+    tables: document.querySelectorAll('[data-testid="stMarkdownContainer"] table').length,
+  };
+})()"""
+
+
+def test_hostile_text_shows_as_text_in_a_real_browser(
+    dashboard_url: str, browser: DevTools, home: tuple[Path, str], tmp_path: Path
+) -> None:
+    _, failed = home
+    # as the partner typed it (an invisible word joiner follows `http`)
+    typed = ["[sign in again](http", "evil.example/login)", "<img src=x onerror=s()>"]
+    for url_path, title, must_show in (
+        ("", "Consortium overview", [*typed, ":red[X] $x$"]),
+        ("sites", "Sites", typed),
+        ("runs", "Runs", ["Timeline"]),
+        (f"run?run={failed}", "Run detail", [*typed, "Log tails"]),
+        ("languages", "Languages", ["Per language"]),
+    ):
+        load(browser, f"{dashboard_url}/{url_path}", title, must_show)
+        screenshot(browser, tmp_path / f"hostile-{url_path.split('?')[0] or 'overview'}.png")
+        live = browser.evaluate(HOSTILE_DOM)
+        assert live == {"links": [], "images": [], "scripts": 0, "headings": 0, "tables": 0}, (
+            url_path, live)

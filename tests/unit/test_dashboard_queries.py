@@ -1,9 +1,10 @@
 """The dashboard's data layer: pure transforms over records and MLflow runs, the burn
-forecast, configuration, and the rule that the dashboard never reaches for SSH."""
+chart's usage (the forecast is tested with the ledger's), configuration, and the rule that the dashboard never reaches for SSH."""
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,12 +14,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
-from dashboard.burn import cumulative_usage, daily, forecast, period_bounds
 from dashboard.config import load_config
-from dashboard.languages import EU_LANGUAGES
-from dashboard.parent_index import CLOCK_SLACK_MS, FULL_SYNC_SECONDS, ParentRunIndex
-from dashboard.queries import (
+from dashboard.data.burn import cumulative_usage, daily
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.parent_index import CLOCK_SLACK_MS, FULL_SYNC_SECONDS, ParentRunIndex
+from dashboard.data.queries import (
     PARENT_FILTER,
     attempt_timeline,
     filter_runs,
@@ -30,10 +35,19 @@ from dashboard.queries import (
     run_records_frame,
     runs_frame,
 )
-from dashboard.run_queries import mlflow_run_url, prefect_flow_run_url, tail
-from dashboard.site_views import site_view
-from dashboard.store_reads import read_runs
-from dashboard.text import duration, safe_url
+from dashboard.data.run_queries import mlflow_run_url, prefect_flow_run_url, tail
+from dashboard.data.sites import site_view
+from dashboard.data.store_reads import read_runs
+from dashboard.text import (
+    WORD_JOINER,
+    chart_text,
+    code,
+    duration,
+    one_line,
+    plain,
+    safe_url,
+)
+from flows.burn import period_bounds
 from registry.partner import Partner
 from registry.records import JobRecord, ProbeRecord, RunRecord
 from registry.runspec import RunSpec
@@ -196,38 +210,6 @@ def test_usage_accumulates_only_inside_the_period() -> None:
     assert list(usage["used"]) == [0.0, 10.0, 15.0]
 
 
-def test_forecast_extends_the_recent_rate_to_the_period_end() -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 12, 31))
-    now = datetime(2026, 7, 1, tzinfo=UTC)
-    # quiet for five months, then 10 GPU-h a day for the last 30 days
-    points = [(now - timedelta(days=d), 10.0) for d in range(30)]
-    usage = usage_of(*points, start=start, end=end)
-    result = forecast(1000.0, usage, start, end, now)
-    assert result.used == 300.0
-    assert result.rate_per_day == pytest.approx(10.0)
-    assert result.projected == pytest.approx(300.0 + 10.0 * 184)
-    assert result.status == "over"
-    assert result.runs_out is not None
-    assert result.runs_out.date() == date(2026, 9, 9)  # 700 h left at 10 h/day: 70 days
-
-
-@pytest.mark.parametrize(("granted", "status"), [(1000.0, "on pace"), (10_000.0, "under")])
-def test_forecast_says_when_a_grant_fits_or_goes_unused(granted: float, status: str) -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 1, 10))
-    now = datetime(2026, 1, 6, tzinfo=UTC)  # five days in, five to go
-    usage = usage_of((datetime(2026, 1, 2, tzinfo=UTC), 450.0), start=start, end=end)
-    result = forecast(granted, usage, start, end, now)
-    assert result.projected == pytest.approx(900.0)
-    assert result.status == status
-
-
-def test_forecast_outside_the_period_projects_nothing() -> None:
-    start, end = period_bounds(date(2026, 1, 1), date(2026, 1, 10))
-    usage = usage_of(start=start, end=end)
-    assert forecast(100.0, usage, start, end, start - timedelta(days=1)).status == "not started"
-    assert forecast(100.0, usage, start, end, end + timedelta(days=1)).status == "ended"
-
-
 # -- MLflow results and the language matrix -------------------------------------------
 
 
@@ -334,9 +316,23 @@ def test_the_dashboard_never_imports_ssh_or_slurm_code() -> None:
         "import dashboard.cached, dashboard.charts\n"
         "for entry in PAGES:\n"
         "    importlib.import_module('dashboard.views.' + entry.module)\n"
-        "bad = sorted(m for m in sys.modules if m in ('paramiko', 'dashboard.sample') or "
+        "bad = sorted(m for m in sys.modules if m in ('paramiko', 'tests.dashboard_sample') or "
         "m.startswith(('paramiko.', 'sites.ssh.transport', 'sites.slurm.scheduler', 'sites.driver', 'prefect')))\n"
         "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=REPO, timeout=120, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_the_data_layer_loads_without_streamlit() -> None:
+    """`dashboard.data` is plain Python: scripts and tests use it without an app."""
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "import dashboard.data as data\n"
+        "for module in pkgutil.iter_modules(data.__path__):\n"
+        "    importlib.import_module('dashboard.data.' + module.name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'streamlit')))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=REPO, timeout=120, check=True)
@@ -420,3 +416,50 @@ def test_the_parent_index_reads_everything_once_then_only_what_changed() -> None
     runs, _ = index.sync(client)  # type: ignore[arg-type]
     assert [r.run_id for r in runs] == ["m-r2"]  # a full read drops runs deleted since
     assert client.filters == [PARENT_FILTER]
+
+
+# -- user text stays text ------------------------------------------------------------------
+
+MARKDOWN_ALPHABET = st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(
+    ["\n", "\r", "\t", "é", "→", "\u00a0"])
+COMMONMARK = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+
+
+def inline_children(source: str) -> list[Token]:
+    """The inline tokens of a one-paragraph document (fails on anything else)."""
+    blocks = COMMONMARK.parse(source)
+    assert [t.type for t in blocks] == ["paragraph_open", "inline", "paragraph_close"], blocks
+    return list(blocks[1].children or [])
+
+
+# What GFM turns into links in text, after escapes are resolved (as mdast's transform).
+AUTOLINK = re.compile(r"(?i)(https?://|www\.)|[-.\w+]+@[-\w]+\.")
+
+
+@given(st.text(MARKDOWN_ALPHABET, min_size=1).filter(lambda s: s.strip()))
+def test_plain_renders_any_text_as_exactly_that_text(value: str) -> None:
+    children = inline_children("x " + plain(value))
+    assert {c.type for c in children} == {"text"}
+    shown = "".join(c.content for c in children)
+    assert not AUTOLINK.search(shown)
+    assert shown.replace(WORD_JOINER, "") == "x " + one_line(value).strip()
+
+
+@given(st.text(MARKDOWN_ALPHABET, min_size=1).filter(lambda s: s.strip()))
+def test_code_keeps_any_text_inside_one_code_span(value: str) -> None:
+    children = inline_children("x " + code(value))
+    assert [c.type for c in children] == ["text", "code_inline"]
+    assert children[1].content == one_line(value)
+
+
+def test_plain_escapes_what_would_become_links_images_html_and_directives() -> None:
+    beacon = "![x](http://evil/b.png) [sign in](http://evil/) <img src=x onerror=f()>"
+    assert plain(beacon).replace(WORD_JOINER, "") == (
+        r"\!\[x\]\(http\:\/\/evil\/b\.png\) \[sign in\]\(http\:\/\/evil\/\)"
+        r" \<img src\=x onerror\=f\(\)\>")
+    assert plain(":red[x] $y$\n# heading") == r"\:red\[x\] \$y\$ \# heading"
+    assert plain("www.evil.example a@evil.example") == (
+        "www\u2060\\.evil\\.example a\u2060\\@evil\\.example")
+    assert code("a ``b`` c") == "```a ``b`` c```"
+    assert chart_text("<a href='http://evil'>x</a> & co") == (
+        "&lt;a href='http://evil'&gt;x&lt;/a&gt; &amp; co")

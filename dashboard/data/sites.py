@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from dashboard.burn import BurnForecast, cumulative_usage, daily, forecast, period_bounds
+from dashboard.data.burn import cumulative_usage, daily, site_forecast
+from flows.burn import BurnForecast, period_bounds
 from registry.records import ProbeRecord
 from registry.site import Site
 
@@ -102,9 +103,9 @@ def site_view(
     allocation = None
     if site.allocation is not None:
         start, end = period_bounds(site.allocation.start, site.allocation.end)
-        usage = cumulative_usage(site_jobs, start, end)
         allocation = AllocationView(
-            forecast(site.allocation.gpu_hours, usage, start, end, now), daily(usage)
+            site_forecast(site.allocation.gpu_hours, site_jobs, start, end, now),
+            daily(cumulative_usage(site_jobs, start, end)),
         )
     env = site.environment
     return SiteView(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dashboard.queries import PARENT_FILTER, SEARCH_PAGE, mlflow_errors
+from dashboard.data.queries import PARENT_FILTER, SEARCH_PAGE, mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -6,8 +6,8 @@ I/O; the rest are pure transforms, tested without a database. Nothing here opens
 connection to a site: site health is what `hpcfleet site check` stored.
 
 This module: runs and jobs, MLflow parent runs and their per-language results,
-milestones and totals. Sites are in `dashboard.site_views`, one run in detail in
-`dashboard.run_queries`.
+milestones and totals. Sites are in `dashboard.data.sites`, one run in detail in
+`dashboard.data.run_queries`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dashboard.languages import EU_LANGUAGES
-from dashboard.site_views import SiteView
-from dashboard.store_reads import RUN_FIELDS, read_jobs, read_runs
+from dashboard.data.languages import EU_LANGUAGES
+from dashboard.data.sites import SiteView
+from dashboard.data.store_reads import RUN_FIELDS, read_jobs, read_runs
 from flows.milestones import MilestoneStatus, milestone_statuses
 from registry.errors import HpcfleetError
 from registry.records import JobRecord, RunRecord
@@ -157,6 +157,12 @@ def filter_runs(runs: pd.DataFrame, **choices: Sequence[str]) -> pd.DataFrame:
     return runs[keep]
 
 
+def newest_started(runs: pd.DataFrame, choices: list[str]) -> int:
+    """The newest run that has started (a just-launched run has nothing to show yet)."""
+    started = set(runs.loc[runs["jobs"] > 0, "run_id"])
+    return next((i for i, run_id in enumerate(choices) if run_id in started), 0)
+
+
 def attempt_timeline(jobs: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """One bar per (site, stage, attempt) of a run: from the first start to the last end.
 
@@ -194,7 +200,7 @@ def attempt_timeline(jobs: pd.DataFrame, now: datetime) -> pd.DataFrame:
 def parents_and_results(
     runs: Sequence[Any], experiments: Mapping[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(parents, results) of hpcfleet parent runs (see `dashboard.parent_index`).
+    """(parents, results) of hpcfleet parent runs (see `dashboard.data.parent_index`).
 
     parents: one row per run; results: long, one row per (run, metric, array value).
     """

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboard.languages import EU_LANGUAGES
+from dashboard.data.languages import EU_LANGUAGES
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import ProbeRecord
@@ -414,3 +414,60 @@ def fill_home(home: Path, scale: Scale = Scale(), now: datetime | None = None) -
         return fill(store, client, (home / "mlartifacts").as_uri(), now=now, scale=scale)
     finally:
         store.close()
+
+
+# -- hostile text: what a partner (or anyone who can write to MLflow) could type -----------
+
+# Markdown and HTML that would become a remote-image beacon, a fake sign-in link, script,
+# a heading, a table, a Streamlit directive, math, bare autolinks or a code span that
+# ends early if it were rendered as anything but text. Under 200 characters: it must fit
+# a partner's name.
+HOSTILE = (
+    "![b](http://evil.example/b) [sign in again](http://evil.example/login) "
+    "`[t](http://evil.example)` <script>s()</script> <img src=x onerror=s()> "
+    ":red[X] $x$ www.evil.example\n# H\n|a|b|\n|-|-|"
+)
+HOSTILE_MARKER = "evil"  # appears in every hostile string, escaped or not
+
+
+def inject_hostile(home: Path) -> str:
+    """Put `HOSTILE` into every free-text field the pages show, in a home that `fill_home`
+    filled: partner name, site description, labels and GPU type, probe checks, milestone
+    title and criterion, the failed run's name, experiment and reasons, MLflow run names.
+    Returns the failed run's id."""
+    from mlflow.tracking import MlflowClient
+
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    try:
+        store.put_partner(PARTNERS[1].model_copy(update={"name": HOSTILE}))
+        lumi = store.get_site("lumi").site.model_dump()
+        lumi["description"] = HOSTILE
+        lumi["labels"]["note"] = HOSTILE
+        lumi["slurm"]["partitions"][0]["gpu_type"] = HOSTILE
+        store.put_site(Site.model_validate(lumi), "csc")
+        store.add_probe(ProbeRecord(
+            site="lumi", checked_at=datetime.now(UTC), reachable=True, ok=False, queue_depth=1,
+            details={"checks": [{"name": HOSTILE, "ok": False, "detail": HOSTILE}]}))
+        store.put_milestone(Milestone.model_validate({
+            "id": "m4-hostile", "title": HOSTILE, "due": date.today() + timedelta(days=9),
+            "criteria": [{"metric": {"experiment": HOSTILE, "key": "accuracy", "min": 0.5}}],
+        }), "cuni")
+        failed = next(r for r in store.list_runs() if r.state == RunState.FAILED)
+        store.update_run(failed.run_id, name=HOSTILE, experiment=HOSTILE, reason=HOSTILE)
+        for stage in store.stages(failed.run_id):
+            store.update_stage(failed.run_id, stage.name, reason=HOSTILE, choice=HOSTILE)
+        client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        for run in store.list_runs():
+            if run.mlflow_run_id:
+                client.set_tag(run.mlflow_run_id, "hpcfleet.run_name", HOSTILE)
+                _rename_children(client, run.mlflow_run_id)
+        return failed.run_id
+    finally:
+        store.close()
+
+
+def _rename_children(client: MlflowClient, parent: str) -> None:
+    experiment = client.get_run(parent).info.experiment_id
+    for child in client.search_runs([experiment],
+                                    filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
+        client.set_tag(child.info.run_id, "mlflow.runName", HOSTILE)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dashboard.queries import (
+from dashboard.data.queries import (
     SEARCH_PAGE,
     MlflowUnavailable,
     from_ms,

@@ -1,0 +1,53 @@
+"""The burn of a site's allocation as the Sites page charts it: cumulative GPU-hours over
+the period, from the jobs frame. The forecast itself is `flows.burn.burn_forecast`, the
+same one `hpcfleet site usage` prints; this module only feeds it the frame's jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from flows.burn import BurnForecast, burn_forecast
+
+
+def job_times(jobs: pd.DataFrame) -> pd.Series:
+    """When each job's hours count (as `flows.burn.charged_at`): ended, else started, else
+    submitted."""
+    return jobs["ended"].fillna(jobs["started"]).fillna(jobs["submitted"])
+
+
+def usage_points(jobs: pd.DataFrame) -> list[tuple[datetime, float]]:
+    """(when the hours count, GPU-hours) of each job that has a time."""
+    if not len(jobs):
+        return []
+    frame = pd.DataFrame({"time": job_times(jobs), "gpu_hours": jobs["gpu_hours"]}).dropna()
+    # pandas Timestamps are datetimes: no per-row conversion for 45,000 jobs
+    return list(zip(frame["time"].tolist(), frame["gpu_hours"].astype(float).tolist(),
+                    strict=True))
+
+
+def site_forecast(
+    granted: float, jobs: pd.DataFrame, start: datetime, end: datetime, now: datetime
+) -> BurnForecast:
+    return burn_forecast(granted, usage_points(jobs), start, end, now)
+
+
+def cumulative_usage(jobs: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    """(time, used) steps of cumulative GPU-hours in [start, end); begins at (start, 0)."""
+    when = job_times(jobs) if len(jobs) else pd.Series([], dtype="datetime64[ns, UTC]")
+    frame = pd.DataFrame({"time": when, "gpu_hours": jobs["gpu_hours"] if len(jobs) else []})
+    frame = frame.dropna(subset=["time"])
+    frame = frame[(frame["time"] >= start) & (frame["time"] < end) & (frame["gpu_hours"] > 0)]
+    frame = frame.sort_values("time")
+    used = frame["gpu_hours"].cumsum()
+    origin = pd.DataFrame({"time": [pd.Timestamp(start)], "used": [0.0]})
+    steps = pd.DataFrame({"time": frame["time"].to_numpy(), "used": used.to_numpy()})
+    return pd.concat([origin, steps], ignore_index=True) if len(steps) else origin
+
+
+def daily(usage: pd.DataFrame) -> pd.DataFrame:
+    """The last step of each day of a `cumulative_usage` frame: enough for a chart of a
+    year, and a few hundred points instead of one per job."""
+    return usage.groupby(usage["time"].dt.floor("D"), sort=False).tail(1).reset_index(drop=True)
