@@ -5,18 +5,16 @@ wraps the same functions in a Prefect flow."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from flows.context import RunContext, chainable_stages
+from flows.control.liveness import HEARTBEAT_SECONDS, orchestrator_alive, orchestrator_id
 from flows.launch import plans_for
 from flows.metrics import MetricPoint
 from flows.stage_runner import run_stage
@@ -29,9 +27,6 @@ from registry.store import Store, now
 from sites.driver import DriverPool
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER = timedelta(seconds=45)
 
 
 class RunEnded(HpcfleetError):
@@ -54,10 +49,6 @@ class EngineConfig:
     home: Path  # default root of local sites' work dirs is home/"sites"
     tracking_uri: str
     artifact_root: str | None = None
-
-
-def orchestrator_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @contextmanager
@@ -121,8 +112,7 @@ def run_context(
 
 def _claim(store: Store, run: RunRecord, force: bool) -> None:
     me = orchestrator_id()
-    fresh = run.heartbeat is not None and now() - run.heartbeat < STALE_AFTER
-    if run.orchestrator and run.orchestrator != me and fresh and not force:
+    if run.orchestrator != me and not force and orchestrator_alive(run):
         raise RunBusy(
             f"run {run.run_id} is being driven by {run.orchestrator} (heartbeat "
             f"{int((now() - run.heartbeat).total_seconds()) if run.heartbeat else '?'} s ago); "
