@@ -280,4 +280,3 @@ def resume_on_control_plane(store: Store, run: RunRecord, *, force: bool = False
         )
     # We decided the orchestrator is gone (maybe by its pid, before its heartbeat aged).
     return submit_to_control_plane(store, run.run_id, force=True)
-
