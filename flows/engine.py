@@ -30,7 +30,7 @@ from sites.driver import DriverPool
 
 log = logging.getLogger(__name__)
 
-CANCELLED = "cancelled on request"  # the reason of a run (and stage) cancelled by a user
+CANCEL_REASON = "cancelled on request"  # the reason of a run (and stage) cancelled by a user
 
 
 class RunEnded(HpcfleetError):
@@ -213,7 +213,7 @@ def _placement_refusal(ctx: RunContext, name: str) -> str | None:
     plan = ctx.plans[name]
     if plan.refusal is not None:
         return plan.refusal
-    registered = {record.site.name: record.site for record in ctx.store.list_sites()}
+    registered = {entry.site.name: entry.site for entry in ctx.store.list_sites()}
     refusals = (placement_refusal(site, ctx.run.partner, registered) for site in plan.sites)
     return next((why for why in refusals if why is not None), None)
 
@@ -257,7 +257,7 @@ def conclude(ctx: RunContext) -> RunRecord:
     stages = ctx.store.stages(ctx.run_id)
     failed = [s for s in stages if s.state is RunState.FAILED]
     if ctx.cancel_requested():
-        state, reason = RunState.CANCELLED, CANCELLED
+        state, reason = RunState.CANCELLED, CANCEL_REASON
     elif failed:
         state, reason = RunState.FAILED, f"stage {failed[0].name} failed: {failed[0].reason}"
     elif all(s.state is RunState.COMPLETED for s in stages):
@@ -322,9 +322,9 @@ def cancel_run(store: Store, run_id: str, sites_root: Path) -> Cancellation:
     for stage in store.stages(run_id):
         if not stage.state.is_final:
             store.update_stage(
-                run_id, stage.name, state=RunState.CANCELLED, reason=CANCELLED, ended=ended
+                run_id, stage.name, state=RunState.CANCELLED, reason=CANCEL_REASON, ended=ended
             )
-    store.update_run(run_id, state=RunState.CANCELLED, reason=CANCELLED, ended=ended)
+    store.update_run(run_id, state=RunState.CANCELLED, reason=CANCEL_REASON, ended=ended)
     return Cancellation(run_id, None, len(live))
 
 
