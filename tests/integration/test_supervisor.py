@@ -15,6 +15,7 @@ from flows.control.environment import worker_exec_env
 from flows.control.pieces import Piece, pieces
 from flows.control.plan import ControlPlaneConfig, Plan, load_plan, save_plan
 from sites.processes import group_members
+from tests.helpers import wait_until
 
 PASSWORD = "pw-Secret-42"
 
@@ -37,7 +38,7 @@ def test_a_piece_starts_in_its_own_session_and_stops_with_everything_it_started(
 ) -> None:
     record = supervisor.start(tmp_path, piece("sleep 300 & sleep 300 & wait"))
     assert supervisor.read_pid(tmp_path, "worker") == record and supervisor.is_running(record)
-    assert len(group_members(record.pid)) == 3
+    wait_until(lambda: len(group_members(record.pid)) == 3, timeout=30, interval=0.05)
     assert "hpcfleet server: starting worker" in (tmp_path / "worker.log").read_text()
     assert supervisor.stop(tmp_path, "worker", grace=5.0) == record
     assert group_members(record.pid) == [] and not supervisor.is_running(record)
@@ -47,8 +48,8 @@ def test_a_piece_starts_in_its_own_session_and_stops_with_everything_it_started(
 
 def test_leftovers_of_a_dead_leader_are_stopped(tmp_path: Path) -> None:
     record = supervisor.start(tmp_path, piece("sleep 300 & exit 0"))
-    leftovers = group_members(record.pid)
-    assert leftovers, "the leader's child should outlive it"
+    wait_until(lambda: not supervisor.is_running(record), timeout=30, interval=0.05)
+    assert group_members(record.pid), "the leader's child should outlive it"
     supervisor.stop(tmp_path, "worker", grace=5.0)
     assert group_members(record.pid) == []
 
