@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,13 @@ from sites.processes import group_members
 from tests.helpers import wait_until
 
 PASSWORD = "pw-Secret-42"
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers(tmp_path: Path) -> Iterator[None]:
+    """Whatever a failed test left running is stopped."""
+    yield
+    supervisor.stop(tmp_path, "worker", grace=1.0)
 
 
 def piece(script: str, port: int | None = None) -> Piece:
