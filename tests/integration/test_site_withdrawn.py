@@ -44,6 +44,13 @@ def setup(tmp_path: Path) -> Iterator[tuple[Store, EngineConfig]]:
     consortium(store)
     yield store, config
     store.close()
+    # Stop whatever a failed test left running on the local sites.
+    drivers = DriverPool(tmp_path / "sites")
+    for site in (local_site("site-a", "cuni"), local_site("site-b", "csc")):
+        jobs = tmp_path / "sites" / site.name / ".hpcfleet-local" / "jobs"
+        if jobs.exists():
+            drivers.get(site).scheduler.cancel([p.name for p in jobs.iterdir() if p.name.isdigit()])
+    drivers.close()
 
 
 def start(store: Store, tmp_path: Path, stages: list[dict[str, Any]]) -> str:
