@@ -5,7 +5,7 @@
 *worker* finds the registry, its home and MLflow, so a partner's CLI submits only a run
 id (`submit_run`) and never its own URLs or credentials. The registry URL is stored in
 Prefect without its password: the worker's flow runs get it from the environment
-(`PGPASSWORD`, or `~/.pgpass`), see `hpcfleet.server`.
+(`PGPASSWORD`, or `~/.pgpass`), see `flows.control.environment`.
 
 Flow runs are started by an explicit command so that they stay in the worker's process
 group: stopping (or killing) the worker stops its orchestrators, whose jobs keep running
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,11 +29,11 @@ from uuid import UUID
 
 from sqlalchemy.engine import URL, make_url
 
-from flows.engine import STALE_AFTER, EngineConfig
+from flows.control.liveness import orchestrator_alive
+from flows.engine import EngineConfig
 from registry.errors import HpcfleetError
-from registry.records import RunRecord
 from registry.states import RunState
-from registry.store import Store, now
+from registry.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -201,35 +200,10 @@ class Recovery:
     flow_run_id: str
 
 
-def orchestrator_gone(run: RunRecord, host: str | None = None) -> bool:
-    """Whether nobody drives RUNNING run `run` any more: its heartbeat is stale, or its
-    orchestrator was a process on this host that no longer exists."""
-    if run.orchestrator is None or run.heartbeat is None:
-        return True
-    if now() - run.heartbeat >= STALE_AFTER:
-        return True
-    orchestrator_host, _, pid = run.orchestrator.rpartition(":")
-    return (
-        orchestrator_host == (host or socket.gethostname())
-        and pid.isdigit()
-        and not (_pid_alive(int(pid)))
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process holds that pid
-    return True
-
-
 def recover_orphaned_runs(
     store: Store, *, deployment: str = DEFAULT_DEPLOYMENT, host: str | None = None
 ) -> list[Recovery]:
-    """Resubmit every RUNNING run whose orchestrator is gone (see `orchestrator_gone`).
+    """Resubmit every RUNNING run whose orchestrator is gone (see `orchestrator_alive`).
 
     Called when the worker starts. The resumed flow run claims the run with force and
     reattaches to its jobs. The idempotency key names the dead orchestrator, so that a
@@ -237,7 +211,7 @@ def recover_orphaned_runs(
     """
     recovered = []
     for run in store.list_runs():
-        if run.state is not RunState.RUNNING or not orchestrator_gone(run, host):
+        if run.state is not RunState.RUNNING or orchestrator_alive(run, host=host):
             continue
         key = f"hpcfleet-resume:{run.run_id}:{run.orchestrator}:{run.heartbeat}"
         flow_run_id = submit_run(run.run_id, force=True, deployment=deployment, idempotency_key=key)

@@ -5,34 +5,33 @@ wraps the same functions in a Prefect flow."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from flows.chains import awaited_needs, chainable_stages
 from flows.context import RunContext
+from flows.control.liveness import HEARTBEAT_SECONDS, orchestrator_alive, orchestrator_id
 from flows.launch import plans_for
 from flows.metrics import MetricPoint
+from flows.planning import placement_refusal, recorded_sites
 from flows.stage_runner import run_stage
 from flows.tracking import MLFLOW_STATUS, Tracker
 from flows.watcher import WatcherPool
 from registry.errors import HpcfleetError
 from registry.records import JobRecord, RunRecord
-from registry.states import RunState
+from registry.site import Site
+from registry.states import JobState, RunState
 from registry.store import Store, now
 from sites.driver import DriverPool
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER = timedelta(seconds=45)
+CANCEL_REASON = "cancelled on request"  # the reason of a run (and stage) cancelled by a user
 
 
 class RunEnded(HpcfleetError):
@@ -57,10 +56,6 @@ class EngineConfig:
     artifact_root: str | None = None
 
 
-def orchestrator_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @contextmanager
 def run_context(
     config: EngineConfig, run_id: str, *, flow_run_id: str | None = None, force: bool = False
@@ -74,6 +69,9 @@ def run_context(
     _claim(store, run, force)
     stages = store.stages(run_id)
     plans, sites = plans_for(store, run, stages)
+    # What the run's jobs are submitted with: kept so that they stay reachable after
+    # their site leaves the registry (see `cancel_run`).
+    documents = {name: site.model_dump(mode="json") for name, site in sites.items()}
     tracker = Tracker(config.tracking_uri, config.artifact_root)
     experiment_id = tracker.experiment_id(run.experiment)
     parent = run.mlflow_run_id or _start_parent(tracker, experiment_id, run, flow_run_id)
@@ -84,6 +82,7 @@ def run_context(
         mlflow_run_id=parent,
         prefect_flow_run_id=flow_run_id or run.prefect_flow_run_id,
         reason=None,
+        site_documents={**run.site_documents, **documents},
     )
     if flow_run_id:
         tracker.set_tags(parent, {"prefect.flow_run_id": flow_run_id})
@@ -122,8 +121,7 @@ def run_context(
 
 def _claim(store: Store, run: RunRecord, force: bool) -> None:
     me = orchestrator_id()
-    fresh = run.heartbeat is not None and now() - run.heartbeat < STALE_AFTER
-    if run.orchestrator and run.orchestrator != me and fresh and not force:
+    if run.orchestrator != me and not force and orchestrator_alive(run):
         raise RunBusy(
             f"run {run.run_id} is being driven by {run.orchestrator} (heartbeat "
             f"{int((now() - run.heartbeat).total_seconds()) if run.heartbeat else '?'} s ago); "
@@ -178,8 +176,15 @@ def _after(
 
 
 def guarded(runner: StageRunner, ctx: RunContext, name: str) -> RunState:
-    """Run a stage; a bug in it fails that stage (and skips its dependents), not the run."""
+    """Run a stage; a bug in it fails that stage (and skips its dependents), not the run.
+
+    A stage that may not start on its planned sites any more (`placement_refusal`)
+    fails without running, with the reason.
+    """
     try:
+        refusal = _placement_refusal(ctx, name)
+        if refusal is not None:
+            return _refuse(ctx, name, refusal)
         return runner(ctx, name)
     except HpcfleetError as exc:
         reason = str(exc)
@@ -187,6 +192,39 @@ def guarded(runner: StageRunner, ctx: RunContext, name: str) -> RunState:
         log.exception("stage %s of run %s crashed", name, ctx.run_id)
         reason = f"internal error: {exc.__class__.__name__}: {exc}"
     ctx.store.update_stage(ctx.run_id, name, state=RunState.FAILED, reason=reason, ended=now())
+    return RunState.FAILED
+
+
+def _placement_refusal(ctx: RunContext, name: str) -> str | None:
+    """Why stage `name`, about to start, may not go to its planned sites, or None.
+
+    Asked just before a stage starts, so that a site removed or unshared while the run
+    was going is not used by any stage that has not started yet. A stage that started
+    (sites recorded), ended, or is to be skipped or cancelled by the runner is left to it.
+    """
+    stages = {s.name: s for s in ctx.store.stages(ctx.run_id)}
+    record = stages[name]
+    if record.state.is_final or record.sites:
+        return None
+    needs = [stages[need].state for need in ctx.spec.stage(name).needs]
+    if any(s.is_final and s is not RunState.COMPLETED for s in needs):
+        return None
+    if ctx.cancel_requested():
+        return None
+    plan = ctx.plans[name]
+    if plan.refusal is not None:
+        return plan.refusal
+    registered = {entry.site.name: entry.site for entry in ctx.store.list_sites()}
+    refusals = (placement_refusal(site, ctx.run.partner, registered) for site in plan.sites)
+    return next((why for why in refusals if why is not None), None)
+
+
+def _refuse(ctx: RunContext, name: str, refusal: str) -> RunState:
+    log.warning("stage %s of run %s not started: %s", name, ctx.run_id, refusal)
+    ctx.store.update_stage(
+        ctx.run_id, name, state=RunState.FAILED, reason=f"not started: {refusal}", ended=now()
+    )
+    ctx.note_final(name)  # a chained stage may wait for this one
     return RunState.FAILED
 
 
@@ -220,7 +258,7 @@ def conclude(ctx: RunContext) -> RunRecord:
     stages = ctx.store.stages(ctx.run_id)
     failed = [s for s in stages if s.state is RunState.FAILED]
     if ctx.cancel_requested():
-        state, reason = RunState.CANCELLED, "cancelled on request"
+        state, reason = RunState.CANCELLED, CANCEL_REASON
     elif failed:
         state, reason = RunState.FAILED, f"stage {failed[0].name} failed: {failed[0].reason}"
     elif all(s.state is RunState.COMPLETED for s in stages):
@@ -241,3 +279,61 @@ def execute_run(config: EngineConfig, run_id: str, *, force: bool = False) -> Ru
     with run_context(config, run_id, force=force) as ctx:
         drive_stages(ctx)
         return conclude(ctx)
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What `cancel_run` did."""
+
+    run_id: str
+    orchestrator: str | None  # the live orchestrator that cancels the jobs itself
+    cancelled_jobs: int  # live jobs cancelled by `cancel_run` itself
+
+
+def cancel_run(store: Store, run_id: str, sites_root: Path) -> Cancellation:
+    """Cancel every live job of a run that has not ended, on every site.
+
+    Access is the caller's to check (`registry.access.check_run_control`). When a live
+    orchestrator drives the run (`orchestrator_alive`), it sees the request and cancels
+    its jobs itself. Otherwise the jobs are cancelled here, each on its site through the
+    site document the run recorded (a site removed from the registry since still gets
+    its jobs cancelled), and the run, its unfinished stages and its live jobs are
+    recorded CANCELLED. `sites_root` is the default work root of local sites.
+    """
+    run = store.get_run(run_id)
+    if run.state.is_final:
+        raise RunEnded(f"run {run_id} already ended {run.state.value}")
+    alive = orchestrator_alive(run)
+    store.update_run(run_id, cancel_requested=True)
+    if alive:
+        return Cancellation(run_id, run.orchestrator, 0)
+    live = [job for job in store.jobs(run_id) if not job.state.is_final]
+    by_site: dict[str, set[str]] = {}
+    for job in live:
+        if job.scheduler_id:
+            by_site.setdefault(job.site, set()).add(job.scheduler_id)
+    drivers = DriverPool(sites_root)
+    try:
+        for site, ids in by_site.items():
+            drivers.get(_site_of_jobs(store, run, site)).scheduler.cancel(sorted(ids))
+    finally:
+        drivers.close()
+    ended = now()
+    store.update_jobs([(job.id, {"state": JobState.CANCELLED, "ended": ended}) for job in live])
+    for stage in store.stages(run_id):
+        if not stage.state.is_final:
+            store.update_stage(
+                run_id, stage.name, state=RunState.CANCELLED, reason=CANCEL_REASON, ended=ended
+            )
+    store.update_run(run_id, state=RunState.CANCELLED, reason=CANCEL_REASON, ended=ended)
+    return Cancellation(run_id, None, len(live))
+
+
+def _site_of_jobs(store: Store, run: RunRecord, name: str) -> Site:
+    """The site document the run's jobs on `name` were submitted with: the recorded one,
+    else (a run stored before runs kept them) the registered one."""
+    document = run.site_documents.get(name)
+    recorded = recorded_sites({name: document}) if document is not None else {}
+    if name in recorded:
+        return recorded[name]
+    return store.get_site(name).site

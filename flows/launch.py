@@ -15,7 +15,14 @@ from flows.ledger import (
     requested_gpu_hours,
     site_usage,
 )
-from flows.planning import StagePlan, fit, plan_run, spread
+from flows.planning import (
+    StagePlan,
+    fit,
+    plan_launched_stage,
+    plan_run,
+    recorded_sites,
+    spread,
+)
 from registry.errors import AccessDenied, DocumentError
 from registry.loading import load_document
 from registry.records import RunRecord, StageRecord
@@ -118,21 +125,36 @@ def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, Sit
 def plans_for(
     store: Store, run: RunRecord, stages: list[StageRecord]
 ) -> tuple[dict[str, StagePlan], dict[str, Site]]:
-    """The plan of every stage: kept as recorded for stages that started, fresh otherwise."""
-    sites = {record.site.name: record.site for record in store.list_sites()}
-    plans = plan_run(run.spec, list(sites.values()), run.partner, store.latest_probes())
-    for record in stages:
-        if record.sites:
-            plans[record.name] = _recorded_plan(run.spec.stage(record.name), record, sites)
+    """The plan of every stage, and the sites the run uses.
+
+    A stage that started keeps the sites recorded for it; one on a site removed from the
+    registry since is driven through the site document the run recorded. Any other
+    stage is planned afresh on the registered sites it may still use, or gets a refusal
+    (`plan_launched_stage`).
+    """
+    registered = {record.site.name: record.site for record in store.list_sites()}
+    known = {**recorded_sites(run.site_documents), **registered}
+    probes = store.latest_probes()
+    records = {record.name: record for record in stages}
+    plans: dict[str, StagePlan] = {}
+    for index, stage in enumerate(run.spec.stages):
+        record = records.get(stage.name)
+        if record is not None and record.sites:
+            plans[stage.name] = _recorded_plan(stage, record, known)
+        else:
+            plans[stage.name] = plan_launched_stage(
+                stage, registered, run.partner, probes, field=f"stages[{index}].site"
+            )
     used = {name for plan in plans.values() for name in plan.sites}
-    return plans, {name: sites[name] for name in used}
+    return plans, {name: known[name] for name in used}
 
 
 def _recorded_plan(stage: Stage, record: StageRecord, sites: dict[str, Site]) -> StagePlan:
     missing = [name for name in record.sites if name not in sites]
     if missing:
         raise DocumentError(
-            f"stage {stage.name!r} ran on site {missing[0]!r}, which is no longer registered"
+            f"stage {stage.name!r} ran on site {missing[0]!r}, which is no longer registered "
+            "and whose document this run did not record"
         )
     partitions = {name: fit(stage, sites[name])[0] for name in record.sites}
     shares = spread(stage.array_values, record.sites) if stage.array else {}

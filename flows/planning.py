@@ -5,18 +5,30 @@ one of its partitions offers the GPUs (count and type) the stage needs, and its 
 match. Among fitting sites, shorter queues (from the last probe) and more remaining
 allocation come first. An array stage is spread over every fitting site; any other
 stage runs on the best one. Every choice comes with a sentence that says why.
+
+A run is planned again when its orchestrator starts or resumes, and a stage's sites are
+checked once more just before it starts (`placement_refusal`): a stage is never placed
+on a site that was removed from the registry, or is no longer shared with the run's
+partner, since the run was launched. It fails instead, with a sentence naming the site
+and the reason (`plan_launched_stage`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
 
 from registry.access import may_launch_on
 from registry.errors import AccessDenied, DocumentError
 from registry.records import ProbeRecord
 from registry.runspec import RunSpec, Stage
 from registry.site import Site
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,8 @@ class StagePlan:
     explanation: str
     # site -> [(array index, array value)]; empty for a non-array stage
     shares: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    # Why the stage may not be placed at all (then `sites` is empty): it fails with this.
+    refusal: str | None = None
 
 
 def plan_run(
@@ -195,3 +209,62 @@ def _explain(
     if refusals:
         text += "; not chosen: " + "; ".join(refusals)
     return text
+
+
+def placement_refusal(site_name: str, partner: str, registered: Mapping[str, Site]) -> str | None:
+    """Why a new stage of a run of `partner` may not go to `site_name` now, or None."""
+    site = registered.get(site_name)
+    if site is None:
+        return f"site {site_name!r} was removed from the registry"
+    if not may_launch_on(partner, site):
+        return (
+            f"site {site_name!r} (partner {site.partner!r}) is no longer shared with "
+            f"partner {partner!r}"
+        )
+    return None
+
+
+def plan_launched_stage(
+    stage: Stage,
+    registered: Mapping[str, Site],
+    partner: str,
+    probes: Mapping[str, ProbeRecord],
+    *,
+    field: str = "site",
+) -> StagePlan:
+    """Plan a stage, not started yet, of a run launched earlier.
+
+    Unlike `plan_stage`, this never raises: where the stage cannot be placed (e.g. the
+    sites it names were removed or unshared since the launch), the plan is a refusal
+    that says why, and the stage fails with it. An `any_of` stage keeps the named sites
+    that are still usable.
+    """
+    selector = stage.site
+    named = selector.named_sites() if selector.require is None else ()
+    verdicts = {n: placement_refusal(n, partner, registered) for n in named}
+    refusals = [why for why in verdicts.values() if why]
+    usable = [n for n, why in verdicts.items() if why is None]
+    if refusals and not usable:
+        return StagePlan(stage.name, (), {}, "", refusal="; ".join(refusals))
+    if refusals and selector.any_of is not None:
+        narrowed = selector.model_copy(update={"any_of": usable})
+        stage = stage.model_copy(update={"site": narrowed})
+    try:
+        plan = plan_stage(stage, registered, partner, probes, source="run spec", field=field)
+    except (DocumentError, AccessDenied) as exc:
+        return StagePlan(stage.name, (), {}, "", refusal="; ".join(refusals) or str(exc))
+    if refusals:
+        plan = replace(plan, explanation=f"{plan.explanation}; not usable: {'; '.join(refusals)}")
+    return plan
+
+
+def recorded_sites(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Site]:
+    """The site documents a run recorded (`RunRecord.site_documents`), as sites; one that
+    no longer validates (written by another hpcfleet) is left out with a warning."""
+    sites = {}
+    for name, document in documents.items():
+        try:
+            sites[name] = Site.model_validate(document)
+        except ValidationError as exc:
+            log.warning("the recorded document of site %r is not valid any more: %s", name, exc)
+    return sites

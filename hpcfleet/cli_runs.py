@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +15,8 @@ from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
 from registry.records import JobRecord, RunRecord, StageRecord
-from registry.states import JobState, RunState
-from registry.store import Store, now
+from registry.states import RunState
+from registry.store import Store
 
 run_app = typer.Typer(help="Launch and follow cross-site runs.", no_args_is_help=True)
 
@@ -233,7 +232,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
 @run_app.command("cancel")
 def cancel(run_id: str, as_partner: AsOption = None) -> None:
     """Cancel every live job of the run on every site."""
-    from sites.driver import DriverPool
+    from flows.engine import cancel_run
 
     store = open_store()
     actor = acting_partner(store, as_partner)
@@ -242,45 +241,11 @@ def cancel(run_id: str, as_partner: AsOption = None) -> None:
     if run.state.is_final:
         display.err.print(f"run {run_id} already ended {run.state.value}")
         return
-    if cli_server.live_orchestrator(run):  # it sees the flag and cancels the jobs itself
-        store.update_run(run_id, cancel_requested=True)
-        display.err.print(f"run {run_id}: cancel requested; {run.orchestrator} cancels its jobs")
+    done = cancel_run(store, run_id, settings().home / "sites")
+    if done.orchestrator is not None:  # it sees the flag and cancels the jobs itself
+        display.err.print(f"run {run_id}: cancel requested; {done.orchestrator} cancels its jobs")
         return
-    store.update_run(run_id, cancel_requested=True)
-    live = [j for j in store.jobs(run_id) if not j.state.is_final]
-    by_site: dict[str, list[JobRecord]] = defaultdict(list)
-    for job in live:
-        by_site[job.site].append(job)
-    pool = DriverPool(settings().home / "sites")
-    try:
-        for site, jobs in by_site.items():
-            ids = sorted({j.scheduler_id for j in jobs if j.scheduler_id})
-            if ids:
-                pool.get(store.get_site(site).site).scheduler.cancel(ids)
-    finally:
-        pool.close()
-    if not _orchestrator_alive(run):
-        # Nobody will observe the cancellation: record it ourselves.
-        store.update_jobs([(j.id, {"state": JobState.CANCELLED, "ended": now()}) for j in live])
-        for stage in store.stages(run_id):
-            if not stage.state.is_final:
-                store.update_stage(
-                    run_id,
-                    stage.name,
-                    state=RunState.CANCELLED,
-                    reason="cancelled on request",
-                    ended=now(),
-                )
-        store.update_run(
-            run_id, state=RunState.CANCELLED, reason="cancelled on request", ended=now()
-        )
-    display.err.print(f"run {run_id}: cancelled {len(live)} live job(s)")
-
-
-def _orchestrator_alive(run: RunRecord) -> bool:
-    from flows.engine import STALE_AFTER
-
-    return bool(run.orchestrator and run.heartbeat and now() - run.heartbeat < STALE_AFTER)
+    display.err.print(f"run {run_id}: cancelled {done.cancelled_jobs} live job(s)")
 
 
 @run_app.command("resume")

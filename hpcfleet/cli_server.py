@@ -12,7 +12,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import make_url
 
-from hpcfleet import display, server
+from flows.control import supervisor
+from flows.control.environment import worker_exec_env
+from flows.control.pieces import worker_command
+from flows.control.plan import ControlPlaneConfig, load_plan
+from hpcfleet import display
 from hpcfleet.common import JsonOption, open_store, settings
 from registry import migrate
 from registry.records import RunRecord
@@ -26,6 +30,19 @@ db_app = typer.Typer(help="The registry database: schema migrations.", no_args_i
 
 Port = Annotated[int | None, typer.Option(min=1, max=65535, show_default=False)]
 STATE_STYLES = {"ready": "green", "starting": "yellow", "down": "bold red"}
+
+
+def control_config() -> ControlPlaneConfig:
+    """What the control plane's supervisor needs from the settings."""
+    config = settings()
+    return ControlPlaneConfig(
+        home=config.home,
+        store_url=config.store_url,
+        work_pool=config.work_pool,
+        prefect_database_url=config.prefect_database_url,
+        mlflow_database_url=config.mlflow_database_url,
+        mlflow_artifacts=config.mlflow_artifacts,
+    )
 
 
 def shown_url(url: str) -> str:
@@ -85,7 +102,7 @@ def up(
     """Start what is not running yet (options are remembered for the next 'up') and
     print the URLs partners point their CLI at."""
     config = settings()
-    plan = server.load_plan(
+    plan = load_plan(
         config.server_dir,
         host=host,
         prefect_port=prefect_port,
@@ -114,8 +131,8 @@ def up(
             f"deployment {full_name(config.deployment)} in work pool {config.work_pool}"
         )
 
-    statuses = server.up(
-        config,
+    statuses = supervisor.up(
+        control_config(),
         plan,
         timeout=timeout,
         after_services=deploy_flow,
@@ -134,7 +151,7 @@ def up(
 @server_app.command("down")
 def down() -> None:
     """Stop every piece 'server up' started on this machine."""
-    stopped = server.down(settings())
+    stopped = supervisor.down(control_config())
     for name, record in stopped:
         display.err.print(f"stopped {name} (process group {record.pid})")
     if not stopped:
@@ -144,14 +161,14 @@ def down() -> None:
 @server_app.command("status")
 def status(json: JsonOption = False) -> None:
     """Each piece: its URL, its process, whether it answers; exit 1 if one does not."""
-    config = settings()
-    statuses = server.status(config, server.load_plan(config.server_dir))
+    config = control_config()
+    statuses = supervisor.status(config, load_plan(config.server_dir))
     _report(statuses, json)
     if not all(s.ready for s in statuses):
         raise typer.Exit(1)
 
 
-def _report(statuses: list[server.PieceStatus], json: bool) -> None:
+def _report(statuses: list[supervisor.PieceStatus], json: bool) -> None:
     if json:
         display.print_json([s.as_dict() for s in statuses])
         return
@@ -180,10 +197,10 @@ def worker() -> None:
             )
     finally:
         store.close()
-    command = server.worker_command(config)
+    command = worker_command(control_config())
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(command[0], command, server.worker_exec_env(config))
+    os.execve(command[0], command, worker_exec_env(control_config()))
 
 
 @db_app.command("upgrade")
@@ -242,10 +259,11 @@ def submit_to_control_plane(store: Store, run_id: str, *, force: bool = False) -
 
 def resume_on_control_plane(store: Store, run: RunRecord, *, force: bool = False) -> str:
     """Resubmit a run whose orchestrator is gone; refuse while one holds or is queued."""
-    from flows.deployment import flow_run_waiting, orchestrator_gone
+    from flows.control.liveness import orchestrator_alive
+    from flows.deployment import flow_run_waiting
     from flows.engine import RunBusy
 
-    if not force and run.orchestrator is not None and not orchestrator_gone(run):
+    if not force and orchestrator_alive(run):
         raise RunBusy(
             f"run {run.run_id} is being driven by {run.orchestrator}; use --force "
             "only if that process is gone"
@@ -262,10 +280,3 @@ def resume_on_control_plane(store: Store, run: RunRecord, *, force: bool = False
         )
     # We decided the orchestrator is gone (maybe by its pid, before its heartbeat aged).
     return submit_to_control_plane(store, run.run_id, force=True)
-
-
-def live_orchestrator(run: RunRecord) -> bool:
-    """Whether a live orchestrator holds the run (it then cancels the jobs itself)."""
-    from flows.deployment import orchestrator_gone
-
-    return run.orchestrator is not None and not orchestrator_gone(run)

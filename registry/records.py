@@ -85,6 +85,9 @@ class RunRecord(BaseModel):
     orchestrator: str | None = None
     heartbeat: datetime | None = None
     spec: RunSpec
+    # Site name -> the site document (JSON) the run was driven with: its jobs stay
+    # reachable (watch, cancel) through it after the site leaves the registry.
+    site_documents: dict[str, dict[str, Any]] = {}
 
 
 class MilestoneRecord(BaseModel):

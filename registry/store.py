@@ -379,6 +379,7 @@ def _run_record(row: RunRow) -> RunRecord:
         orchestrator=row.orchestrator,
         heartbeat=row.heartbeat,
         spec=RunSpec.model_validate(row.spec),
+        site_documents=row.site_documents or {},
     )
 
 

@@ -97,6 +97,8 @@ class RunRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     orchestrator: Mapped[str | None] = mapped_column(String(200))  # host:pid driving it
     heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # site name -> the site document the run was driven with (see RunRecord)
+    site_documents: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RunFileRow(Base):

@@ -23,7 +23,8 @@ and `kill_grace_seconds` to exit (a checkpoint's worth of time) before SIGKILL.
 
 Not enforced: memory (`mem_mb`), CPUs, GPUs and nodes; every task takes one slot, and
 only the time limit is imposed. Linux only: processes are identified by pid plus their
-start time from /proc, so that a reused pid is never mistaken for ours.
+start time from /proc (`sites.processes`), so that a reused pid is never mistaken for
+ours.
 
 This module is imported at every task start: it uses the standard library and
 stdlib-only project modules, nothing more.
@@ -36,7 +37,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,6 +48,14 @@ from types import FrameType
 from typing import Any
 
 from registry.states import JobState
+from sites.processes import (
+    child_has_exited,
+    group_alive,
+    is_alive,
+    process_start_ticks,
+    signal_own_group,
+    start_process_group,
+)
 from sites.scheduler import JobResources
 
 STATE_DIR_NAME = ".hpcfleet-local"
@@ -241,49 +249,7 @@ def write_task(jobdir: Path, index: int, record: LocalTaskFile) -> None:
     write_json_atomic(task_state_path(jobdir, index), record.to_json())
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of process `pid` (clock ticks after boot); None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or ")".
-    fields = stat.rpartition(")")[2].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])  # field 22 of proc(5)
-
-
-def is_same_process(pid: int | None, start: int | None) -> bool:
-    """Whether `pid` is still the live process that started at `start`."""
-    return pid is not None and start is not None and process_start_ticks(pid) == start
-
-
-def signal_process(pid: int | None, start: int | None, sig: int) -> bool:
-    """Send `sig` to `pid` only if it is still the process we recorded."""
-    if not is_same_process(pid, start):
-        return False
-    assert pid is not None
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def signal_group(pgid: int | None, leader_start: int | None, sig: int) -> bool:
-    """Send `sig` to process group `pgid` only if its leader is still the one we recorded."""
-    if not is_same_process(pgid, leader_start):
-        return False
-    assert pgid is not None
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
+# --------------------------------------------------------------------------- liveness
 
 
 def read_spawn(jobdir: Path, index: int) -> tuple[int, int | None] | None:
@@ -316,7 +282,7 @@ def observe(jobdir: Path, index: int, record: LocalTaskFile) -> tuple[LocalTaskF
         if age > RUNNER_START_GRACE_SECONDS:
             return _ended(record, JobState.NODE_FAIL, "local runner never started"), True
         return record, False
-    if is_same_process(*runner):
+    if is_alive(*runner):
         return record, False
     # The runner writes its final state before it exits: read again before concluding.
     latest = read_task(jobdir, index)
@@ -401,7 +367,7 @@ class TaskRunner:
     def fail(self, error: BaseException) -> None:
         """Record an unexpected error of the runner itself and stop the task."""
         if self.pgid is not None:
-            _signal_own_group(self.pgid, signal.SIGKILL)
+            signal_own_group(self.pgid, signal.SIGKILL)
         self._finish(JobState.NODE_FAIL, f"local runner failed: {error!r}")
 
     def _save(self, **changes: Any) -> None:
@@ -470,14 +436,14 @@ class TaskRunner:
             except OSError as exc:
                 self._finish(JobState.FAILED, f"cannot open the task's log files: {exc}")
                 return
-            proc = subprocess.Popen(
+            # Its own group (in our session), so that we can stop all of it.
+            proc = start_process_group(
                 ["bash", str(self.jobdir / "script.sh")],
                 cwd=self.jobdir,
                 env=env,
-                stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                process_group=0,  # its own group, so that we can stop all of it
+                new_session=False,
             )
         self.pgid = proc.pid
         self._save(
@@ -490,7 +456,7 @@ class TaskRunner:
         stopped_as = self._supervise(proc.pid)
         # The leader has exited but is not yet reaped, so its pid still names the group:
         # clear whatever it left behind before the number can be reused.
-        _signal_own_group(proc.pid, signal.SIGKILL)
+        signal_own_group(proc.pid, signal.SIGKILL)
         returncode = proc.wait()
         self.pgid = None  # reaped: the number may now go to another process
         exit_code = returncode if returncode >= 0 else 128 - returncode
@@ -512,20 +478,20 @@ class TaskRunner:
         stopped_as: tuple[JobState, str] | None = None
         kill_at = give_up_at = float("inf")
         while True:
-            leader_done = _has_exited(pgid)
+            leader_done = child_has_exited(pgid)
             now = time.monotonic()
             if stopped_as is None:
                 stopped_as = self._stop_reason(now >= deadline)
                 if stopped_as is not None:
-                    _signal_own_group(pgid, signal.SIGTERM)
+                    signal_own_group(pgid, signal.SIGTERM)
                     kill_at = now + self.job.kill_grace_seconds
                     give_up_at = kill_at + _UNKILLABLE_SECONDS
                 elif leader_done:
                     return None
-            elif (leader_done and not group_has_live_members(pgid)) or now >= give_up_at:
+            elif (leader_done and not group_alive(pgid)) or now >= give_up_at:
                 return stopped_as  # all gone, or stuck in the kernel past any help
             elif now >= kill_at:
-                _signal_own_group(pgid, signal.SIGKILL)
+                signal_own_group(pgid, signal.SIGKILL)
             time.sleep(POLL_SECONDS)
 
     def _stop_reason(self, past_deadline: bool) -> tuple[JobState, str] | None:
@@ -534,33 +500,6 @@ class TaskRunner:
         if past_deadline:
             return JobState.TIMEOUT, f"time limit of {self.job.resources.time_seconds} s reached"
         return None
-
-
-def group_has_live_members(pgid: int) -> bool:
-    """Whether any process other than a zombie is in process group `pgid`."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _signal_own_group(pgid: int, sig: int) -> None:
-    """Signal the group of our own unreaped child (no identity check needed)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _has_exited(pid: int) -> bool:
-    """Whether our child `pid` has exited, leaving it unreaped (its pid stays ours)."""
-    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    return info is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

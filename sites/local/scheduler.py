@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,17 +40,21 @@ from sites.local.runner import (
     now_iso,
     observe,
     parse_iso,
-    process_start_ticks,
     read_spawn,
     read_task,
-    signal_group,
-    signal_process,
     slots_dir,
     spawn_path,
     write_json_atomic,
     write_task,
 )
 from sites.local.transport import is_transient_oserror
+from sites.processes import (
+    process_start_ticks,
+    reap,
+    signal_group,
+    signal_process,
+    start_process_group,
+)
 from sites.scheduler import JobRequest, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -70,23 +73,11 @@ _UNREAPED_RUNNERS: set[int] = set()
 _UNREAPED_LOCK = threading.Lock()
 
 
-class _DetachedRunner(subprocess.Popen[bytes]):
-    """A runner outlives the object that started it by design: forgetting the object
-    must not warn "still running"; `_reap_runners` collects the exit status instead."""
-
-    def __del__(self) -> None:
-        pass
-
-
 def _reap_runners() -> None:
     """Collect runners that have exited, so that they do not linger as zombies."""
     with _UNREAPED_LOCK:
         for pid in list(_UNREAPED_RUNNERS):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
+            if reap(pid):
                 _UNREAPED_RUNNERS.discard(pid)
 
 
@@ -301,14 +292,11 @@ class LocalScheduler:
     def _start_runners(self, job_id: str, jobdir: Path, count: int) -> None:
         for index in range(count):
             try:
-                proc = _DetachedRunner(
+                # A runner outlives the object that started it: `_reap_runners` collects it.
+                proc = start_process_group(
                     [sys.executable, "-m", "sites.local.runner", str(jobdir), str(index)],
                     cwd=_CODE_ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                    close_fds=True,
+                    detached=True,
                 )
                 with _UNREAPED_LOCK:
                     _UNREAPED_RUNNERS.add(proc.pid)

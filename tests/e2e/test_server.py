@@ -26,9 +26,9 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from hpcfleet.server import group_members
 from registry.states import JobState, RunState
 from registry.store import Store
+from sites.processes import group_members
 from tests.helpers import cli, cli_env, wait_until, write_yaml
 from tests.s3server import ACCESS_KEY, SECRET_KEY, free_port, s3_server
 
@@ -260,10 +260,10 @@ def test_server_down_stops_everything_it_started(plane: Plane) -> None:
 def test_the_registry_password_reaches_flow_runs_only_through_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flows.control.environment import worker_exec_env
     from flows.deployment import deployment_parameters, without_password
     from flows.engine import EngineConfig
-    from hpcfleet.server import worker_exec_env
-    from hpcfleet.settings import Settings
+    from hpcfleet.cli_server import control_config
 
     url = f"postgresql+psycopg://hpcfleet:{PASSWORD}@db.internal:5433/hpcfleet?sslmode=require"
     assert without_password(url) == (
@@ -272,6 +272,6 @@ def test_the_registry_password_reaches_flow_runs_only_through_the_environment(
     assert PASSWORD not in json.dumps(parameters)
     monkeypatch.setenv("HPCFLEET_DATABASE_URL", url)
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    assert worker_exec_env(Settings())["PGPASSWORD"] == PASSWORD
+    assert worker_exec_env(control_config())["PGPASSWORD"] == PASSWORD
     monkeypatch.setenv("HPCFLEET_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.db'}")
-    assert "PGPASSWORD" not in worker_exec_env(Settings())
+    assert "PGPASSWORD" not in worker_exec_env(control_config())

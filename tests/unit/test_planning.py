@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.planning import plan_run, spread
+from flows.planning import placement_refusal, plan_launched_stage, plan_run, spread
 from registry.errors import AccessDenied, DocumentError
 from registry.records import ProbeRecord
 from registry.runspec import RunSpec
@@ -115,3 +115,44 @@ def test_more_remaining_allocation_wins() -> None:
     assert plan_run(s, [rich, poor], "csc")["s"].sites == ("poor",)  # granted more
     plan = plan_run(s, [rich, poor], "csc", remaining={"rich": 90, "poor": 5})["s"]
     assert plan.sites == ("rich",) and "90 GPU-h left" in plan.explanation
+
+
+# -- stages of a run launched earlier: sites removed or unshared since ---------------
+def test_placement_refusal_names_the_site_and_the_reason() -> None:
+    registered = {s.name: s for s in SITES}
+    assert placement_refusal("site-b", "cuni", registered) is None
+    assert placement_refusal("gone", "cuni", registered) == (
+        "site 'gone' was removed from the registry"
+    )
+    assert placement_refusal("private", "cuni", registered) == (
+        "site 'private' (partner 'csc') is no longer shared with partner 'cuni'"
+    )
+
+
+def test_a_launched_stage_on_a_removed_site_is_refused_not_raised() -> None:
+    registered = {s.name: s for s in SITES if s.name != "site-b"}
+    plan = plan_launched_stage(spec("site-b").stage("s"), registered, "cuni", {})
+    assert plan.sites == () and plan.refusal == "site 'site-b' was removed from the registry"
+
+
+def test_a_launched_stage_on_an_unshared_site_is_refused() -> None:
+    registered = {s.name: s for s in SITES}
+    plan = plan_launched_stage(spec("private").stage("s"), registered, "cuni", {})
+    assert plan.sites == () and "no longer shared with partner 'cuni'" in (plan.refusal or "")
+
+
+def test_any_of_keeps_the_sites_still_usable() -> None:
+    registered = {s.name: s for s in SITES if s.name != "site-b"}
+    plan = plan_launched_stage(
+        spec({"any_of": ["site-b", "site-a"]}).stage("s"), registered, "cuni", {}
+    )
+    assert plan.sites == ("site-a",) and plan.refusal is None
+    assert "not usable: site 'site-b' was removed from the registry" in plan.explanation
+
+
+def test_require_plans_among_the_sites_left_or_refuses_with_why() -> None:
+    registered = {s.name: s for s in SITES if s.name != "lumi"}
+    stage = spec({"require": {"gpu_type": "mi250x"}}).stage("s")
+    plan = plan_launched_stage(stage, registered, "cuni", {})
+    assert plan.sites == () and "no site can run stage 's'" in (plan.refusal or "")
+    assert plan_launched_stage(stage, {"lumi": SLURM}, "cuni", {}).sites == ("lumi",)
