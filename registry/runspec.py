@@ -7,6 +7,7 @@ unknown stages, cycles, and `{placeholders}` in commands that nothing would fill
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
@@ -14,6 +15,12 @@ from pydantic import Field, PrivateAttr, field_validator, model_serializer, mode
 from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
 
 StageKind = Literal["data", "train", "eval", "other"]
+# Bounds that keep a stored spec cheap to read and to plan (docs in the module docstring).
+MAX_STAGES = 1000
+MAX_ARRAY_VALUES = 100_000
+MAX_NODES = 100_000
+MAX_GPUS_PER_NODE = 64
+MAX_CPUS_PER_TASK = 4096
 Scalar = str | int | float | bool
 
 # `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
@@ -72,9 +79,9 @@ class SiteSelector(StrictModel):
 
 
 class Resources(StrictModel):
-    nodes: Annotated[int, Field(ge=1)] = 1
-    gpus: Annotated[int, Field(ge=0)] = 0  # per node
-    cpus: Annotated[int, Field(ge=1)] = 1  # per task
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0  # per node
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS_PER_TASK)] = 1  # per task
     mem: MemoryMiB | None = None
     time: Walltime = 3600
     partition: str | None = None
@@ -88,7 +95,10 @@ class Stage(StrictModel):
     command: Annotated[list[str], Field(min_length=1)] | None = None
     script: str | None = None
     needs: list[str] = []
-    array: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+    array: (
+        dict[str, Annotated[list[Scalar], Field(min_length=1, max_length=MAX_ARRAY_VALUES)]]
+        | None
+    ) = None
     env: dict[str, str] = {}
     outputs: list[str] = []
     retries: Annotated[int, Field(ge=0, le=10)] = 0
@@ -122,8 +132,8 @@ class Stage(StrictModel):
         key, values = next(iter(value.items()))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key == "params":
             raise ValueError(f"{key!r} is not a valid array key (a word, not 'params')")
-        texts = [str(v) for v in values]
-        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        counts = Counter(str(v) for v in values)  # linear: arrays hold 10^5 values
+        repeated = sorted(t for t, count in counts.items() if count > 1)
         if repeated:
             raise ValueError(f"array values repeat: {', '.join(repeated)}")
         return value
@@ -169,7 +179,7 @@ class RunSpec(StrictModel):
     params: dict[str, Scalar] = {}
     # Files next to the spec that travel with every stage, besides those commands name.
     files: list[str] = []
-    stages: Annotated[list[Stage], Field(min_length=1)]
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
 
     _order: list[str] = PrivateAttr(default_factory=list)
 

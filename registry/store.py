@@ -7,22 +7,26 @@ here through `registry.access` before anything is written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import access
-from registry.errors import HpcfleetError, NotFoundError
+from registry.errors import DocumentError, HpcfleetError, NotFoundError
+from registry.loading import validate_document
 from registry.migrate import ensure_schema
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import (
+    BrokenRow,
     JobRecord,
     MilestoneRecord,
     ProbeRecord,
@@ -45,9 +49,35 @@ from registry.tables import (
     utcnow,
 )
 
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
 
 class StoreError(HpcfleetError):
     """The database could not be read or written."""
+
+
+class Scan(NamedTuple):
+    """A listing that tolerates stored documents that no longer validate: the readable
+    records, and the rows left out (one partner's broken row breaks nobody's listing)."""
+
+    records: list[Any]
+    broken: list[BrokenRow]
+
+
+def _stored(data: Any, model: type[M], kind: str, name: str) -> M:
+    """Validate a stored document; DocumentError (exit 2) naming the row if it fails."""
+    return validate_document(data, model, source=f"stored {kind} {name!r}")
+
+
+def _problem(exc: DocumentError) -> str:
+    return str(exc).removeprefix(f"{exc.source}: ") if exc.source else str(exc)
+
+
+def _logged(scan: Scan) -> list[Any]:
+    for row in scan.broken:
+        log.warning("%s", row.warning())
+    return scan.records
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -124,12 +154,12 @@ class Store:
                 raise NotFoundError(
                     f"no partner {partner_id!r}; add it with 'hpcfleet partner add'"
                 )
-            return Partner(id=row.id, name=row.name, country=row.country)
+            return _partner(row)
 
     def list_partners(self) -> list[Partner]:
         with self._session() as s:
             rows = s.scalars(select(PartnerRow).order_by(PartnerRow.id))
-            return [Partner(id=r.id, name=r.name, country=r.country) for r in rows]
+            return _logged(_scan(rows, _partner, lambda r: ("partner", r.id, r.id)))
 
     # -- sites ----------------------------------------------------------------------
     def put_site(self, site: Site, actor: str) -> bool:
@@ -137,8 +167,8 @@ class Store:
         self.get_partner(site.partner)
         with self._session() as s:
             row = s.get(SiteRow, site.name)
-            existing = Site.model_validate(row.document) if row is not None else None
-            access.check_site_edit(actor, site, existing)
+            # The owner column, not the stored document: a broken document stays fixable.
+            access.check_site_edit(actor, site, row.partner if row is not None else None)
             document = site.model_dump(mode="json")
             if row is None:
                 s.add(SiteRow(name=site.name, partner=site.partner, document=document))
@@ -154,15 +184,21 @@ class Store:
             return _site_record(row)
 
     def list_sites(self) -> list[SiteRecord]:
+        """Every readable site; one that no longer validates is logged and left out."""
+        return _logged(self.scan_sites())
+
+    def scan_sites(self) -> Scan:
         with self._session() as s:
-            return [_site_record(r) for r in s.scalars(select(SiteRow).order_by(SiteRow.name))]
+            rows = s.scalars(select(SiteRow).order_by(SiteRow.name))
+            return _scan(rows, _site_record, lambda r: ("site", r.name, r.partner))
 
     def remove_site(self, name: str, actor: str) -> None:
+        """Remove a site as its owner; the stored document is not read (it may be broken)."""
         with self._session() as s:
             row = s.get(SiteRow, name)
             if row is None:
                 raise NotFoundError(f"no site {name!r}; see 'hpcfleet site list'")
-            access.check_site_remove(actor, Site.model_validate(row.document))
+            access.check_site_remove(actor, name, row.partner)
             s.delete(row)
 
     # -- probes ---------------------------------------------------------------------
@@ -218,9 +254,13 @@ class Store:
             return _run_record(_run_row(s, run_id))
 
     def list_runs(self) -> list[RunRecord]:
+        """Every readable run (specs are validated when asked for, see RunRecord.spec)."""
+        return _logged(self.scan_runs())
+
+    def scan_runs(self) -> Scan:
         with self._session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.created, RunRow.run_id))
-            return [_run_record(r) for r in rows]
+            return _scan(rows, _run_record, lambda r: ("run", r.run_id, r.partner))
 
     def run_files(self, run_id: str) -> dict[str, tuple[bytes, int]]:
         with self._session() as s:
@@ -317,14 +357,7 @@ class Store:
     def list_milestones(self) -> list[MilestoneRecord]:
         with self._session() as s:
             rows = s.scalars(select(MilestoneRow).order_by(MilestoneRow.id))
-            return [
-                MilestoneRecord(
-                    milestone=Milestone.model_validate(r.document),
-                    owner=r.owner,
-                    created=r.created,
-                )
-                for r in rows
-            ]
+            return _logged(_scan(rows, _milestone_record, lambda r: ("milestone", r.id, r.owner)))
 
 
 def _enum_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -345,10 +378,36 @@ def _run_row(s: Session, run_id: str) -> RunRow:
     return row
 
 
+def _scan(rows: Iterable[Any], record: Any, names: Any) -> Scan:
+    """Turn rows into records; a row that fails is reported by (kind, name, owner)."""
+    records: list[Any] = []
+    broken: list[BrokenRow] = []
+    for row in rows:
+        try:
+            records.append(record(row))
+        except (DocumentError, ValueError) as exc:  # ValueError: a state outside its enum
+            kind, name, owner = names(row)
+            problem = _problem(exc) if isinstance(exc, DocumentError) else str(exc)
+            broken.append(BrokenRow(kind, name, owner, problem))
+    return Scan(records, broken)
+
+
+def _partner(row: PartnerRow) -> Partner:
+    document = {"id": row.id, "name": row.name, "country": row.country}
+    return _stored(document, Partner, "partner", row.id)
+
+
 def _site_record(row: SiteRow) -> SiteRecord:
     return SiteRecord(
-        site=Site.model_validate(row.document), created=row.created, updated=row.updated
+        site=_stored(row.document, Site, "site", row.name),
+        created=row.created,
+        updated=row.updated,
     )
+
+
+def _milestone_record(row: MilestoneRow) -> MilestoneRecord:
+    milestone = _stored(row.document, Milestone, "milestone", row.id)
+    return MilestoneRecord(milestone=milestone, owner=row.owner, created=row.created)
 
 
 def _probe_record(row: ProbeRow) -> ProbeRecord:
@@ -378,7 +437,7 @@ def _run_record(row: RunRow) -> RunRecord:
         cancel_requested=bool(row.cancel_requested),
         orchestrator=row.orchestrator,
         heartbeat=row.heartbeat,
-        spec=RunSpec.model_validate(row.spec),
+        spec=row.spec,
     )
 
 
