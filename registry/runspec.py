@@ -96,8 +96,7 @@ class Stage(StrictModel):
     script: str | None = None
     needs: list[str] = []
     array: (
-        dict[str, Annotated[list[Scalar], Field(min_length=1, max_length=MAX_ARRAY_VALUES)]]
-        | None
+        dict[str, Annotated[list[Scalar], Field(min_length=1, max_length=MAX_ARRAY_VALUES)]] | None
     ) = None
     env: dict[str, str] = {}
     outputs: list[str] = []

@@ -37,9 +37,7 @@ RAW_VALUES: dict[Any, st.SearchStrategy[Any]] = {
         st.floats(0, 1e18),
         st.integers(0, 10**18),
         st.sampled_from([0.00001, 10**17, 0.2, 30, 86400.5]),
-        st.tuples(NUMBER_TEXT, st.sampled_from(["", "ms", "s", "m", "min", "h", "d"])).map(
-            "".join
-        ),
+        st.tuples(NUMBER_TEXT, st.sampled_from(["", "ms", "s", "m", "min", "h", "d"])).map("".join),
     ),
     parse_walltime: st.one_of(
         st.integers(-5, 10**9),

@@ -50,7 +50,7 @@ def test_a_broken_site_is_left_out_of_listings_and_named(
 
 def test_reading_the_broken_site_itself_is_a_document_error_naming_it(store: Store) -> None:
     break_site(store, "site-b")
-    with pytest.raises(DocumentError, match="stored site 'site-b': policy.min_poll_interval"):
+    with pytest.raises(DocumentError, match=r"stored site 'site-b': policy\.min_poll_interval"):
         store.get_site("site-b")
 
 
