@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
+from registry.env_secrets import check_env
 
 StageKind = Literal["data", "train", "eval", "other"]
 # Bounds that keep a stored spec cheap to read and to plan (docs in the module docstring).
@@ -154,7 +155,7 @@ class Stage(StrictModel):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
+        return check_env(value)
 
     @model_validator(mode="after")
     def _command_or_script(self) -> Self:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from registry.common import DAY_SECONDS, Duration, Identifier, StrictModel, Walltime
+from registry.env_secrets import check_env
 
 ALL_PARTNERS = "*"
 MAX_GPUS_PER_NODE = 64
@@ -116,7 +117,7 @@ class Environment(StrictModel):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if name.startswith("HPCFLEET_"):
                 raise ValueError(f"{name!r}: HPCFLEET_* variables are set by hpcfleet")
-        return value
+        return check_env(value)
 
 
 class S3Store(StrictModel):
