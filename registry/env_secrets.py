@@ -14,14 +14,17 @@ A variable is refused
   TOKENIZERS is not the word TOKEN.
 - by VALUE, when it has a well-known token shape (Hugging Face `hf_…`, GitHub `ghp_…`/
   `github_pat_…`, AWS `AKIA…`, Slack `xox?-…`, GitLab `glpat-…`, OpenAI-style `sk-…`,
-  a JWT, a PEM block) or a run of 32+ characters that looks random (lower and upper case
-  and digits, switching often, high entropy). Hex strings pass: they are digests and commit ids far more often
-  than secrets (a hex secret is still caught by its name).
+  a JWT, a PEM block) or a run of 32+ characters that looks random (lower and upper
+  case and digits, switching often, high entropy). Hex strings pass: they are digests
+  and commit ids far more often than secrets (a hex secret is still caught by its name).
+  The shape rules are a net, not a proof: a secret of an unknown shape with an ordinary
+  name can pass.
 The error names the variable, never its value.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -76,7 +79,7 @@ def _looks_random(run: str) -> bool:
         return False
     # Words, versions and paths switch between lower case, upper case and digits now and
     # then (~0.1-0.3 of the characters); random base62/base64 about 0.6 of them.
-    switches = sum(a != b for a, b in zip(kinds, kinds[1:], strict=False)) / (len(kinds) - 1)
+    switches = sum(a != b for a, b in itertools.pairwise(kinds)) / (len(kinds) - 1)
     return switches >= MIN_SWITCH_RATE and _bits_per_char(run) >= MIN_RANDOM_BITS_PER_CHAR
 
 
