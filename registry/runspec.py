@@ -26,6 +26,7 @@ Scalar = str | int | float | bool
 
 # `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,249}")
 _PLACEHOLDER_NAME = re.compile(r"^(params\.)?[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -211,6 +212,18 @@ class RunSpec(StrictModel):
         for path in value:
             if not path or path.startswith("/") or ".." in path.split("/"):
                 raise ValueError(f"{path!r}: files are paths next to the spec (relative, no '..')")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        # They become MLflow param names and {params.NAME} placeholders.
+        for name in value:
+            if not _PARAM_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name[:100]!r} is not a valid param name (a letter or '_', then "
+                    "letters, digits, '_', '-' or '.'; at most 250 characters)"
+                )
         return value
 
     @property
