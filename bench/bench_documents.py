@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 from benchlib import ROOT, Report
 
@@ -57,11 +57,11 @@ def populate(url: str, values: int, runs: int) -> str:
     return "big00001"
 
 
-def timed(action: object, rounds: int) -> tuple[float, list[float]]:
+def timed(action: Callable[[], object], rounds: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        action()  # type: ignore[operator]
+        action()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
 
