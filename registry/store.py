@@ -385,10 +385,9 @@ def _scan(rows: Iterable[Any], record: Any, names: Any) -> Scan:
     for row in rows:
         try:
             records.append(record(row))
-        except (DocumentError, ValueError) as exc:  # ValueError: a state outside its enum
+        except DocumentError as exc:
             kind, name, owner = names(row)
-            problem = _problem(exc) if isinstance(exc, DocumentError) else str(exc)
-            broken.append(BrokenRow(kind, name, owner, problem))
+            broken.append(BrokenRow(kind, name, owner, _problem(exc)))
     return Scan(records, broken)
 
 
@@ -421,13 +420,22 @@ def _probe_record(row: ProbeRow) -> ProbeRecord:
     )
 
 
+def _run_state(row: RunRow) -> RunState:
+    try:
+        return RunState(row.state)
+    except ValueError:
+        raise DocumentError(
+            f"{row.state!r} is not a run state", source=f"stored run {row.run_id}"
+        ) from None
+
+
 def _run_record(row: RunRow) -> RunRecord:
     return RunRecord(
         run_id=row.run_id,
         name=row.name,
         partner=row.partner,
         experiment=row.experiment,
-        state=RunState(row.state),
+        state=_run_state(row),
         reason=row.reason,
         created=row.created,
         started=row.started,
