@@ -2,6 +2,13 @@
 
 Besides field types, a spec is checked for duplicate stage names, `needs` that name
 unknown stages, cycles, and `{placeholders}` in commands that nothing would fill.
+
+Bounds (a stored spec is read by every partner's `run show` and by the engine): at most
+`MAX_STAGES` stages and `MAX_ARRAY_VALUES` array values, checked in linear time; per
+stage at most `MAX_NODES` nodes, `MAX_GPUS_PER_NODE` GPUs per node and
+`MAX_CPUS_PER_TASK` CPUs per task; time limits and memory as in registry.common. Param
+names are MLflow-safe words; an `env` that looks like a secret is refused
+(registry.env_secrets).
 """
 
 from __future__ import annotations
