@@ -7,26 +7,22 @@ here through `registry.access` before anything is written.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import access
 from registry.errors import DocumentError, HpcfleetError, NotFoundError
-from registry.loading import validate_document
 from registry.migrate import ensure_schema
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import (
-    BrokenRow,
     JobRecord,
     MilestoneRecord,
     ProbeRecord,
@@ -37,6 +33,7 @@ from registry.records import (
 from registry.runspec import RunSpec
 from registry.site import Site
 from registry.states import JobState, RunState
+from registry.stored import Scan, scan, validate_stored
 from registry.tables import (
     JobRow,
     MilestoneRow,
@@ -49,35 +46,9 @@ from registry.tables import (
     utcnow,
 )
 
-log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
-
 
 class StoreError(HpcfleetError):
     """The database could not be read or written."""
-
-
-class Scan(NamedTuple):
-    """A listing that tolerates stored documents that no longer validate: the readable
-    records, and the rows left out (one partner's broken row breaks nobody's listing)."""
-
-    records: list[Any]
-    broken: list[BrokenRow]
-
-
-def _stored(data: Any, model: type[M], kind: str, name: str) -> M:
-    """Validate a stored document; DocumentError (exit 2) naming the row if it fails."""
-    return validate_document(data, model, source=f"stored {kind} {name!r}")
-
-
-def _problem(exc: DocumentError) -> str:
-    return str(exc).removeprefix(f"{exc.source}: ") if exc.source else str(exc)
-
-
-def _logged(scan: Scan) -> list[Any]:
-    for row in scan.broken:
-        log.warning("%s", row.warning())
-    return scan.records
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -159,7 +130,7 @@ class Store:
     def list_partners(self) -> list[Partner]:
         with self._session() as s:
             rows = s.scalars(select(PartnerRow).order_by(PartnerRow.id))
-            return _logged(_scan(rows, _partner, lambda r: ("partner", r.id, r.id)))
+            return scan(rows, _partner, lambda r: ("partner", r.id, r.id)).logged()
 
     # -- sites ----------------------------------------------------------------------
     def put_site(self, site: Site, actor: str) -> bool:
@@ -185,12 +156,12 @@ class Store:
 
     def list_sites(self) -> list[SiteRecord]:
         """Every readable site; one that no longer validates is logged and left out."""
-        return _logged(self.scan_sites())
+        return self.scan_sites().logged()
 
-    def scan_sites(self) -> Scan:
+    def scan_sites(self) -> Scan[SiteRecord]:
         with self._session() as s:
             rows = s.scalars(select(SiteRow).order_by(SiteRow.name))
-            return _scan(rows, _site_record, lambda r: ("site", r.name, r.partner))
+            return scan(rows, _site_record, lambda r: ("site", r.name, r.partner))
 
     def remove_site(self, name: str, actor: str) -> None:
         """Remove a site as its owner; the stored document is not read (it may be broken)."""
@@ -255,12 +226,12 @@ class Store:
 
     def list_runs(self) -> list[RunRecord]:
         """Every readable run (specs are validated when asked for, see RunRecord.spec)."""
-        return _logged(self.scan_runs())
+        return self.scan_runs().logged()
 
-    def scan_runs(self) -> Scan:
+    def scan_runs(self) -> Scan[RunRecord]:
         with self._session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.created, RunRow.run_id))
-            return _scan(rows, _run_record, lambda r: ("run", r.run_id, r.partner))
+            return scan(rows, _run_record, lambda r: ("run", r.run_id, r.partner))
 
     def run_files(self, run_id: str) -> dict[str, tuple[bytes, int]]:
         with self._session() as s:
@@ -357,7 +328,7 @@ class Store:
     def list_milestones(self) -> list[MilestoneRecord]:
         with self._session() as s:
             rows = s.scalars(select(MilestoneRow).order_by(MilestoneRow.id))
-            return _logged(_scan(rows, _milestone_record, lambda r: ("milestone", r.id, r.owner)))
+            return scan(rows, _milestone_record, lambda r: ("milestone", r.id, r.owner)).logged()
 
 
 def _enum_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -378,34 +349,21 @@ def _run_row(s: Session, run_id: str) -> RunRow:
     return row
 
 
-def _scan(rows: Iterable[Any], record: Any, names: Any) -> Scan:
-    """Turn rows into records; a row that fails is reported by (kind, name, owner)."""
-    records: list[Any] = []
-    broken: list[BrokenRow] = []
-    for row in rows:
-        try:
-            records.append(record(row))
-        except DocumentError as exc:
-            kind, name, owner = names(row)
-            broken.append(BrokenRow(kind, name, owner, _problem(exc)))
-    return Scan(records, broken)
-
-
 def _partner(row: PartnerRow) -> Partner:
     document = {"id": row.id, "name": row.name, "country": row.country}
-    return _stored(document, Partner, "partner", row.id)
+    return validate_stored(document, Partner, "partner", row.id)
 
 
 def _site_record(row: SiteRow) -> SiteRecord:
     return SiteRecord(
-        site=_stored(row.document, Site, "site", row.name),
+        site=validate_stored(row.document, Site, "site", row.name),
         created=row.created,
         updated=row.updated,
     )
 
 
 def _milestone_record(row: MilestoneRow) -> MilestoneRecord:
-    milestone = _stored(row.document, Milestone, "milestone", row.id)
+    milestone = validate_stored(row.document, Milestone, "milestone", row.id)
     return MilestoneRecord(milestone=milestone, owner=row.owner, created=row.created)
 
 
