@@ -160,7 +160,7 @@ def list_runs(json: JsonOption = False) -> None:
     """All runs, oldest first."""
     runs, broken = open_store().scan_runs()
     for row in broken:
-        display.err.print(f"warning: {row.warning()}")
+        display.err.print(f"warning: {row.warning()}", markup=False, soft_wrap=True)
     if json:
         display.print_json([_run_dict(r) for r in runs])
         return

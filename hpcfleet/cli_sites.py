@@ -33,7 +33,11 @@ def list_sites(json: JsonOption = False) -> None:
     store = open_store()
     records, broken = store.scan_sites()
     for row in broken:  # one partner's unreadable document hides nobody else's site
-        err.print(f"warning: {row.warning()}; its owner can 'hpcfleet site remove {row.name}'")
+        err.print(
+            f"warning: {row.warning()}; its owner can 'hpcfleet site remove {row.name}'",
+            markup=False,
+            soft_wrap=True,
+        )
     if json:
         print_json([r.site.model_dump(mode="json") for r in records])
         return
