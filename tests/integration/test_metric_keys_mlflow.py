@@ -54,3 +54,13 @@ def test_values_and_keys_mlflow_refuses_do_not_fail_the_run(tmp_path: Path) -> N
     child = children[0].data
     assert "a/../b" not in child.metrics and child.metrics["acc"] == 3.0
     assert "bad key 'a/../b', skipped" in child.tags["hpcfleet.metrics_skipped"]
+
+
+def test_one_bad_key_does_not_lose_the_batch(tmp_path: Path) -> None:
+    from flows.metrics import MetricPoint
+    from flows.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "art").as_uri())
+    run_id = tracker.start_run(tracker.experiment_id("batch"), "r", {})
+    tracker.log_metrics(run_id, [MetricPoint("a//b", 1.0), MetricPoint("acc", 0.5)])
+    assert MlflowClient(tracker.tracking_uri).get_run(run_id).data.metrics == {"acc": 0.5}
