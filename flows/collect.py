@@ -13,9 +13,12 @@ from pathlib import Path
 from flows import staging
 from flows.context import RunContext
 from flows.metrics import (
+    ARRAY_VALUE_TAG,
     MetricPoint,
     MetricsFileTooLarge,
     ParsedMetrics,
+    key_part,
+    parent_metric_key,
     parse_metrics,
     read_metrics_file,
 )
@@ -81,11 +84,13 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     if ctx.sites[job.site].scheduler == "slurm" and job.scheduler_id:
         tags["slurm.job_id"] = job.scheduler_id
     if job.array_value is not None:
-        tags["hpcfleet.array_value"] = job.array_value
+        tags[ARRAY_VALUE_TAG] = job.array_value
     if job.exit_code is not None:
         tags["hpcfleet.exit_code"] = str(job.exit_code)
     if reason:
         tags["hpcfleet.reason"] = reason[:500]
+    if parsed.rejected:  # skipped lines are recorded on the run, never fail it
+        tags["hpcfleet.metrics_skipped"] = "; ".join(parsed.rejected[:5])[:2000]
     suffix = f"[{job.array_value}]" if job.array_value is not None else ""
     child = ctx.tracker.start_run(
         ctx.experiment_id, f"{job.stage}{suffix} #{job.attempt}", tags, parent=ctx.parent_mlflow_id
@@ -103,12 +108,18 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:
-        values = parsed.last_values()
-        with ctx.parent_lock:
-            ctx.tracker.log_metrics(
-                ctx.parent_mlflow_id,
-                [MetricPoint(f"{key}/{job.array_value}", value) for key, value in values.items()],
-            )
+        _record_array_results(ctx, job.array_value, parsed.last_values())
+
+
+def _record_array_results(ctx: RunContext, array_value: str, values: dict[str, float]) -> None:
+    """`<key>/<value>` on the parent; a value MLflow would refuse in a key is escaped
+    there, the original kept in the parent's tag `hpcfleet.array_value/<escaped>`."""
+    points = [MetricPoint(parent_metric_key(key, array_value), v) for key, v in values.items()]
+    with ctx.parent_lock:
+        if key_part(array_value) != array_value:
+            tag = parent_metric_key(ARRAY_VALUE_TAG, array_value)
+            ctx.tracker.set_tags(ctx.parent_mlflow_id, {tag: array_value})
+        ctx.tracker.log_metrics(ctx.parent_mlflow_id, points)
 
 
 def record_outputs(ctx: RunContext, stage: str) -> None:

@@ -15,6 +15,7 @@ from flows.ledger import (
     requested_gpu_hours,
     site_usage,
 )
+from flows.metrics import escaped_array_values
 from flows.planning import (
     StagePlan,
     fit,
@@ -103,11 +104,27 @@ def launch(
     )
     files = spec_files(spec, spec_path.parent, str(spec_path))
     warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage)
+    warnings += metric_key_warnings(spec)
     if warnings and strict:
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
         )
     return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
+
+
+def metric_key_warnings(spec: RunSpec) -> list[str]:
+    """Array values that MLflow would refuse in a metric key, and how they will appear."""
+    warnings = []
+    for stage in spec.stages:
+        escaped = escaped_array_values(stage.array_values)
+        if escaped:
+            shown = ", ".join(f"{v!r} as {k!r}" for v, k in list(escaped.items())[:3])
+            more = f" and {len(escaped) - 3} more" if len(escaped) > 3 else ""
+            warnings.append(
+                f"stage {stage.name}: array values appear escaped in MLflow metric keys "
+                f"({shown}{more}); each child run's tag hpcfleet.array_value keeps the value"
+            )
+    return warnings
 
 
 def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:

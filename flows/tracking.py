@@ -5,17 +5,20 @@ into `TrackingError` at this boundary.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.metrics import MetricPoint
+from flows.metrics import MetricPoint, key_problem
 from registry.errors import HpcfleetError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch request
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -87,11 +90,18 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
-        """Log points in batches of at most 1,000 (one request each)."""
+        """Log points in batches of at most 1,000 (one request each). A key MLflow would
+        refuse is skipped with a warning: one bad key must not lose the whole batch."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(p.key, p.value, p.timestamp_ms or now, p.step) for p in points]
+        metrics = []
+        for p in points:
+            problem = key_problem(p.key)
+            if problem:
+                log.warning("metric %r skipped: MLflow takes %s", p.key[:100], problem)
+                continue
+            metrics.append(Metric(p.key, p.value, p.timestamp_ms or now, p.step))
         with _mlflow_errors("log metrics"):
             for start in range(0, len(metrics), BATCH_LIMIT):
                 self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])

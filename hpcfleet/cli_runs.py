@@ -157,7 +157,9 @@ def watch(run_id: str) -> None:
 @run_app.command("list")
 def list_runs(json: JsonOption = False) -> None:
     """All runs, oldest first."""
-    runs = open_store().list_runs()
+    runs, broken = open_store().scan_runs()
+    for row in broken:
+        display.err.print(f"warning: {row.warning()}", markup=False, soft_wrap=True)
     if json:
         display.print_json([_run_dict(r) for r in runs])
         return

@@ -31,7 +31,13 @@ def add(file: Path, as_partner: AsOption = None) -> None:
 def list_sites(json: JsonOption = False) -> None:
     """List registered sites."""
     store = open_store()
-    records = store.list_sites()
+    records, broken = store.scan_sites()
+    for row in broken:  # one partner's unreadable document hides nobody else's site
+        err.print(
+            f"warning: {row.warning()}; its owner can 'hpcfleet site remove {row.name}'",
+            markup=False,
+            soft_wrap=True,
+        )
     if json:
         print_json([r.site.model_dump(mode="json") for r in records])
         return

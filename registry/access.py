@@ -15,24 +15,24 @@ from registry.errors import AccessDenied
 from registry.site import ALL_PARTNERS, Site
 
 
-def check_site_edit(actor: str, new: Site, existing: Site | None) -> None:
+def check_site_edit(actor: str, new: Site, owner: str | None) -> None:
+    """`owner`: the partner the stored site belongs to (None for a new site)."""
     if new.partner != actor:
         raise AccessDenied(
             f"partner {actor!r} cannot register site {new.name!r} for partner "
             f"{new.partner!r}: a site is registered by the partner that owns it"
         )
-    if existing is not None and existing.partner != actor:
+    if owner is not None and owner != actor:
         raise AccessDenied(
-            f"site {new.name!r} belongs to partner {existing.partner!r}; "
-            f"partner {actor!r} cannot change it"
+            f"site {new.name!r} belongs to partner {owner!r}; partner {actor!r} cannot change it"
         )
 
 
-def check_site_remove(actor: str, existing: Site) -> None:
-    if existing.partner != actor:
+def check_site_remove(actor: str, name: str, owner: str) -> None:
+    """Decided on the stored owner alone, so that a broken document stays removable."""
+    if owner != actor:
         raise AccessDenied(
-            f"site {existing.name!r} belongs to partner {existing.partner!r}; "
-            f"partner {actor!r} cannot remove it"
+            f"site {name!r} belongs to partner {owner!r}; partner {actor!r} cannot remove it"
         )
 
 

@@ -1,4 +1,17 @@
-"""Value types shared by the documents: identifiers, durations, SLURM walltimes, memory."""
+"""Value types shared by the documents: identifiers, durations, SLURM walltimes, memory.
+
+Every type here round-trips: what it accepts, it stores (`model_dump(mode="json")`) in
+a form that it accepts again and reads back to an equal value. Each is bounded so that
+its stored form stays ordinary (no `1e-05s`, no `1e+17s`):
+
+| type       | range                          | stored as                    |
+|------------|--------------------------------|------------------------------|
+| Duration   | 0 to 365 days, in milliseconds | `30s`, `5m`, `2h`, `0.25s`   |
+| Walltime   | 1 s to 365 days                | SLURM's `D-HH:MM:SS`         |
+| MemoryMiB  | 1 MiB to 1 PiB                 | `512M`, `4G`                 |
+
+Fields narrow these further (a poll interval is 0.1 s to 1 day; see registry.site).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +26,8 @@ _IDENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 class StrictModel(BaseModel):
     """Base of every document: unknown keys are errors; instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/nan would be stored as JSON null, which no float field reads back.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _identifier(value: str) -> str:
@@ -28,12 +42,15 @@ def _identifier(value: str) -> str:
 Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+DAY_SECONDS = 86400
+MAX_DURATION_SECONDS = 365 * DAY_SECONDS
+MAX_MEMORY_MIB = 1024**3  # 1 PiB
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,12})?)\s*(ms|s|m|min|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: Any) -> float:
-    """'30s', '5m', '1.5h', '2d' or a number of seconds -> seconds."""
+    """'30s', '5m', '1.5h', '2d' or a number of seconds -> seconds, to the millisecond."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
@@ -43,24 +60,28 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration: write e.g. '30s', '5m', '2h' or '1d'")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
-    if seconds < 0:
-        raise ValueError(f"{value!r}: a duration cannot be negative")
-    return seconds
+    if not 0 <= seconds <= MAX_DURATION_SECONDS:  # also refuses nan and inf
+        raise ValueError(f"{value!r}: a duration is between 0 and 365 days")
+    return round(seconds, 3)
 
 
 def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest of '2h', '5m', '30s', '0.25s' that reads back the same."""
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    # Fixed point, never an exponent: parse_duration reads no '1e-05'.
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 Duration = Annotated[
     float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
 
-_WALLTIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+_WALLTIME = re.compile(
+    r"^(?:(?P<days>\d{1,6})-)?(?P<a>\d{1,9})(?::(?P<b>\d{1,9}))?(?::(?P<c>\d{1,9}))?$"
+)
 
 
 def parse_walltime(value: Any) -> int:
@@ -72,10 +93,7 @@ def parse_walltime(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time limit")
     if isinstance(value, int):
-        minutes = value
-        if minutes <= 0:
-            raise ValueError(f"{value!r}: a time limit must be positive")
-        return minutes * 60
+        return _walltime_bounds(value, value * 60)
     text = str(value).strip()
     match = _WALLTIME.match(text)
     if not match:
@@ -94,10 +112,13 @@ def parse_walltime(value: Any) -> int:
         hours, minutes, seconds = 0, parts[0], 0
     if (minutes >= 60 and (len(parts) > 1 or days)) or seconds >= 60:
         raise ValueError(f"{value!r} is not a valid time limit: minutes and seconds go to 59")
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total <= 0:
-        raise ValueError(f"{value!r}: a time limit must be positive")
-    return total
+    return _walltime_bounds(value, ((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def _walltime_bounds(value: Any, seconds: int) -> int:
+    if not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(f"{value!r}: a time limit is between 1 second and 365 days")
+    return seconds
 
 
 def format_walltime(seconds: int) -> str:
@@ -113,8 +134,8 @@ Walltime = Annotated[
     int, BeforeValidator(parse_walltime), PlainSerializer(format_walltime, return_type=str)
 ]
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-_MEMORY_MB = {"K": 1 / 1024, "": 1.0, "M": 1.0, "G": 1024.0, "T": 1024.0 * 1024}
+_MEMORY = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,12})?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+_MEMORY_MB = {"K": 1 / 1024, "": 1.0, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
 
 
 def parse_memory(value: Any) -> int:
@@ -125,8 +146,8 @@ def parse_memory(value: Any) -> int:
     if not match:
         raise ValueError(f"{value!r} is not an amount of memory: write e.g. '512M' or '4G'")
     mib = float(match.group(1)) * _MEMORY_MB[match.group(2).upper()]
-    if mib < 1:
-        raise ValueError(f"{value!r}: memory must be at least 1M")
+    if not 1 <= mib <= MAX_MEMORY_MIB:
+        raise ValueError(f"{value!r}: memory is between 1M and 1P")
     return int(mib)
 
 

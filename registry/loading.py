@@ -1,7 +1,12 @@
 """Reading documents from YAML: one model per file, errors that name file and field.
 
 YAML is read with a strict loader: duplicate keys are errors, and `01:00:00` stays a
-string (YAML 1.1 would silently read it as the base-60 number 3600).
+string (YAML 1.1 would silently read it as the base-60 number 3600). A document is also
+input from another organisation, so the loader refuses what would exhaust the reader
+rather than describe an experiment: files over `MAX_DOCUMENT_BYTES`, nesting deeper
+than `MAX_DEPTH` (PyYAML composes recursively: 20,000 brackets overflow the stack), and
+aliases that expand past `MAX_NODES` nodes ("billion laughs": a few lines that expand to
+10^9 values once validated).
 """
 
 from __future__ import annotations
@@ -18,9 +23,41 @@ from registry.runspec import FieldError
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 64  # the deepest real document (a site) nests 5 levels
+MAX_NODES = 1_000_000  # values after alias expansion; a 100,000-value array is ~100,001
+
+
+class _Refused(yaml.YAMLError):
+    """A document the loader will not expand (too deep, too large once expanded)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader without base-60 numbers, refusing duplicate keys."""
+    """SafeLoader without base-60 numbers, refusing duplicate keys, deep nesting and
+    alias bombs."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {}, set(), 1)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -52,10 +89,44 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+def _expanded_size(
+    node: yaml.Node, sizes: dict[int, tuple[int, int]], open_: set[int], depth: int
+) -> tuple[int, int]:
+    """(values, levels) of `node` with every alias expanded; memoised per node, so an
+    alias bomb costs one visit per distinct node. Refuses cycles, depth and size."""
+    known = sizes.get(id(node))
+    if known is None:
+        if id(node) in open_:
+            raise _Refused("an alias refers to the node that contains it", node.start_mark)
+        open_.add(id(node))
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        values, levels = 1, 0
+        for child in children:
+            size, height = _expanded_size(child, sizes, open_, depth + 1)
+            values, levels = values + size, max(levels, height)
+            if values > MAX_NODES:
+                raise _Refused(
+                    f"expands to more than {MAX_NODES:,} values (aliases)", node.start_mark
+                )
+        open_.discard(id(node))
+        known = sizes[id(node)] = (values, levels + 1)
+    if depth + known[1] - 1 > MAX_DEPTH:
+        raise _Refused(f"nested deeper than {MAX_DEPTH} levels (aliases)", node.start_mark)
+    return known
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text strictly; errors name the source and line."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(_too_large(), source=source)
     try:
         return yaml.load(text, Loader=_StrictLoader)
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        raise DocumentError(f"invalid YAML: {exc}", source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
@@ -63,9 +134,20 @@ def parse_yaml(text: str, source: str) -> Any:
         raise DocumentError(f"invalid YAML: {problem}", source=source, field=where) from None
 
 
+def _too_large() -> str:
+    return (
+        f"larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB; a document describes "
+        "the work, data travels as files or stage outputs"
+    )
+
+
 def read_yaml_file(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise DocumentError(_too_large(), source=str(path))
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise DocumentError("no such file", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:

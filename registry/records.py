@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
+from registry.loading import validate_document
 from registry.milestone import Milestone
 from registry.runspec import RunSpec
 from registry.site import Site
@@ -84,10 +87,47 @@ class RunRecord(BaseModel):
     cancel_requested: bool = False
     orchestrator: str | None = None
     heartbeat: datetime | None = None
-    spec: RunSpec
     # Site name -> the site document (JSON) the run was driven with: its jobs stay
     # reachable (watch, cancel) through it after the site leaves the registry.
     site_documents: dict[str, dict[str, Any]] = {}
+
+    # The spec is validated when first asked for, not when the row is read: `run list`
+    # needs none of it, and a 100,000-value array costs more than the rest of the row.
+    _spec: RunSpec | None = PrivateAttr(default=None)
+    _spec_document: Mapping[str, Any] | None = PrivateAttr(default=None)
+
+    def __init__(self, *, spec: RunSpec | Mapping[str, Any], **fields: Any) -> None:
+        super().__init__(**fields)
+        if isinstance(spec, RunSpec):
+            self._spec = spec
+        else:
+            self._spec_document = spec
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's spec; a stored one that no longer validates raises DocumentError
+        naming the run (exit 2), for this run only."""
+        if self._spec is None:
+            self._spec = validate_document(
+                self._spec_document, RunSpec, source=f"stored run {self.run_id}"
+            )
+        return self._spec
+
+
+@dataclass(frozen=True)
+class BrokenRow:
+    """A stored document that no longer validates: reported, skipped, still removable."""
+
+    kind: str  # "site", "run", "milestone" or "partner"
+    name: str
+    owner: str
+    problem: str
+
+    def warning(self) -> str:
+        return (
+            f"stored {self.kind} {self.name!r} (partner {self.owner}) cannot be read and is "
+            f"left out: {self.problem}"
+        )
 
 
 class MilestoneRecord(BaseModel):

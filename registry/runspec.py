@@ -2,22 +2,38 @@
 
 Besides field types, a spec is checked for duplicate stage names, `needs` that name
 unknown stages, cycles, and `{placeholders}` in commands that nothing would fill.
+
+Bounds (a stored spec is read by every partner's `run show` and by the engine): at most
+`MAX_STAGES` stages and `MAX_ARRAY_VALUES` array values, checked in linear time; per
+stage at most `MAX_NODES` nodes, `MAX_GPUS_PER_NODE` GPUs per node and
+`MAX_CPUS_PER_TASK` CPUs per task; time limits and memory as in registry.common. Param
+names are MLflow-safe words; an `env` that looks like a secret is refused
+(registry.env_secrets).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
+from registry.env_secrets import check_env
 
 StageKind = Literal["data", "train", "eval", "other"]
+# Bounds that keep a stored spec cheap to read and to plan (docs in the module docstring).
+MAX_STAGES = 1000
+MAX_ARRAY_VALUES = 100_000
+MAX_NODES = 100_000
+MAX_GPUS_PER_NODE = 64
+MAX_CPUS_PER_TASK = 4096
 Scalar = str | int | float | bool
 
 # `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,249}")
 _PLACEHOLDER_NAME = re.compile(r"^(params\.)?[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -72,9 +88,9 @@ class SiteSelector(StrictModel):
 
 
 class Resources(StrictModel):
-    nodes: Annotated[int, Field(ge=1)] = 1
-    gpus: Annotated[int, Field(ge=0)] = 0  # per node
-    cpus: Annotated[int, Field(ge=1)] = 1  # per task
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0  # per node
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS_PER_TASK)] = 1  # per task
     mem: MemoryMiB | None = None
     time: Walltime = 3600
     partition: str | None = None
@@ -88,7 +104,9 @@ class Stage(StrictModel):
     command: Annotated[list[str], Field(min_length=1)] | None = None
     script: str | None = None
     needs: list[str] = []
-    array: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+    array: (
+        dict[str, Annotated[list[Scalar], Field(min_length=1, max_length=MAX_ARRAY_VALUES)]] | None
+    ) = None
     env: dict[str, str] = {}
     outputs: list[str] = []
     retries: Annotated[int, Field(ge=0, le=10)] = 0
@@ -122,8 +140,8 @@ class Stage(StrictModel):
         key, values = next(iter(value.items()))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key == "params":
             raise ValueError(f"{key!r} is not a valid array key (a word, not 'params')")
-        texts = [str(v) for v in values]
-        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        counts = Counter(str(v) for v in values)  # linear: arrays hold 10^5 values
+        repeated = sorted(t for t, count in counts.items() if count > 1)
         if repeated:
             raise ValueError(f"array values repeat: {', '.join(repeated)}")
         return value
@@ -145,7 +163,7 @@ class Stage(StrictModel):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
+        return check_env(value)
 
     @model_validator(mode="after")
     def _command_or_script(self) -> Self:
@@ -169,7 +187,7 @@ class RunSpec(StrictModel):
     params: dict[str, Scalar] = {}
     # Files next to the spec that travel with every stage, besides those commands name.
     files: list[str] = []
-    stages: Annotated[list[Stage], Field(min_length=1)]
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_STAGES)]
 
     _order: list[str] = PrivateAttr(default_factory=list)
 
@@ -201,6 +219,18 @@ class RunSpec(StrictModel):
         for path in value:
             if not path or path.startswith("/") or ".." in path.split("/"):
                 raise ValueError(f"{path!r}: files are paths next to the spec (relative, no '..')")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        # They become MLflow param names and {params.NAME} placeholders.
+        for name in value:
+            if not _PARAM_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name[:100]!r} is not a valid param name (a letter or '_', then "
+                    "letters, digits, '_', '-' or '.'; at most 250 characters)"
+                )
         return value
 
     @property

@@ -6,15 +6,22 @@ path, the ssh-agent, an AWS profile name).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from registry import sshnames
-from registry.common import Duration, Identifier, StrictModel, Walltime
+from registry.common import DAY_SECONDS, Duration, Identifier, StrictModel, Walltime
+from registry.env_secrets import check_env
 
 ALL_PARTNERS = "*"
+MAX_GPUS_PER_NODE = 64
+MAX_QUEUED_JOBS = 100_000
+MAX_GPU_HOURS = 1e12
+MIN_POLL_SECONDS = 0.1  # local sites; a SLURM login node is polled at most once a second
+MIN_SLURM_POLL_SECONDS = 1.0
 _HOST_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -60,7 +67,7 @@ class SshSettings(StrictModel):
 
 class Partition(StrictModel):
     name: Annotated[str, Field(min_length=1)]
-    gpus_per_node: Annotated[int, Field(ge=0)] = 0
+    gpus_per_node: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_type: str | None = None
     max_time: Walltime | None = None
     default: bool = False
@@ -74,8 +81,8 @@ class SlurmSettings(StrictModel):
 
     @model_validator(mode="after")
     def _partitions_unique(self) -> Self:
-        names = [p.name for p in self.partitions]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(p.name for p in self.partitions)
+        duplicates = sorted(n for n, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate partition names: {', '.join(duplicates)}")
         if sum(p.default for p in self.partitions) > 1:
@@ -91,7 +98,7 @@ class LocalSettings(StrictModel):
     """A site that runs jobs as processes on the machine itself."""
 
     slots: Annotated[int, Field(ge=1, le=256)] = 2
-    gpus: Annotated[int, Field(ge=0)] = 0
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_type: str | None = None
 
 
@@ -117,7 +124,7 @@ class Environment(StrictModel):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if name.startswith("HPCFLEET_"):
                 raise ValueError(f"{name!r}: HPCFLEET_* variables are set by hpcfleet")
-        return value
+        return check_env(value)
 
 
 class S3Store(StrictModel):
@@ -133,7 +140,7 @@ class Storage(StrictModel):
 
 
 class Allocation(StrictModel):
-    gpu_hours: Annotated[float, Field(ge=0)]
+    gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS)]
     start: date
     end: date
 
@@ -144,10 +151,16 @@ class Allocation(StrictModel):
         return self
 
 
+def _poll_interval(seconds: float) -> float:
+    if not MIN_POLL_SECONDS <= seconds <= DAY_SECONDS:
+        raise ValueError("a poll interval is 0.1s to 1d (SLURM sites: 1s or more)")
+    return seconds
+
+
 class Policy(StrictModel):
-    max_queued_jobs: Annotated[int, Field(ge=1)] = 200
+    max_queued_jobs: Annotated[int, Field(ge=1, le=MAX_QUEUED_JOBS)] = 200
     # None: 30 s for SLURM sites (be gentle with a shared login node), 0.5 s for local ones.
-    min_poll_interval: Duration | None = None
+    min_poll_interval: Annotated[Duration, AfterValidator(_poll_interval)] | None = None
 
 
 class Site(StrictModel):
@@ -175,6 +188,9 @@ class Site(StrictModel):
             raise ValueError("'slurm:' only applies to scheduler 'slurm'")
         if self.scheduler == "local" and self.ssh is not None:
             raise ValueError("scheduler 'local' runs on this machine and takes no 'ssh:'")
+        interval = self.policy.min_poll_interval
+        if self.scheduler == "slurm" and interval is not None and interval < 1:
+            raise ValueError("policy.min_poll_interval: poll a SLURM login node 1s apart or more")
         return self
 
     @field_validator("shared_with")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import access
-from registry.errors import HpcfleetError, NotFoundError
+from registry.errors import DocumentError, HpcfleetError, NotFoundError
 from registry.migrate import ensure_schema
 from registry.milestone import Milestone
 from registry.partner import Partner
@@ -33,6 +33,7 @@ from registry.records import (
 from registry.runspec import RunSpec
 from registry.site import Site
 from registry.states import JobState, RunState
+from registry.stored import Scan, scan, validate_stored
 from registry.tables import (
     JobRow,
     MilestoneRow,
@@ -124,12 +125,12 @@ class Store:
                 raise NotFoundError(
                     f"no partner {partner_id!r}; add it with 'hpcfleet partner add'"
                 )
-            return Partner(id=row.id, name=row.name, country=row.country)
+            return _partner(row)
 
     def list_partners(self) -> list[Partner]:
         with self._session() as s:
             rows = s.scalars(select(PartnerRow).order_by(PartnerRow.id))
-            return [Partner(id=r.id, name=r.name, country=r.country) for r in rows]
+            return scan(rows, _partner, lambda r: ("partner", r.id, r.id)).logged()
 
     # -- sites ----------------------------------------------------------------------
     def put_site(self, site: Site, actor: str) -> bool:
@@ -137,8 +138,8 @@ class Store:
         self.get_partner(site.partner)
         with self._session() as s:
             row = s.get(SiteRow, site.name)
-            existing = Site.model_validate(row.document) if row is not None else None
-            access.check_site_edit(actor, site, existing)
+            # The owner column, not the stored document: a broken document stays fixable.
+            access.check_site_edit(actor, site, row.partner if row is not None else None)
             document = site.model_dump(mode="json")
             if row is None:
                 s.add(SiteRow(name=site.name, partner=site.partner, document=document))
@@ -154,15 +155,21 @@ class Store:
             return _site_record(row)
 
     def list_sites(self) -> list[SiteRecord]:
+        """Every readable site; one that no longer validates is logged and left out."""
+        return self.scan_sites().logged()
+
+    def scan_sites(self) -> Scan[SiteRecord]:
         with self._session() as s:
-            return [_site_record(r) for r in s.scalars(select(SiteRow).order_by(SiteRow.name))]
+            rows = s.scalars(select(SiteRow).order_by(SiteRow.name))
+            return scan(rows, _site_record, lambda r: ("site", r.name, r.partner))
 
     def remove_site(self, name: str, actor: str) -> None:
+        """Remove a site as its owner; the stored document is not read (it may be broken)."""
         with self._session() as s:
             row = s.get(SiteRow, name)
             if row is None:
                 raise NotFoundError(f"no site {name!r}; see 'hpcfleet site list'")
-            access.check_site_remove(actor, Site.model_validate(row.document))
+            access.check_site_remove(actor, name, row.partner)
             s.delete(row)
 
     # -- probes ---------------------------------------------------------------------
@@ -218,9 +225,13 @@ class Store:
             return _run_record(_run_row(s, run_id))
 
     def list_runs(self) -> list[RunRecord]:
+        """Every readable run (specs are validated when asked for, see RunRecord.spec)."""
+        return self.scan_runs().logged()
+
+    def scan_runs(self) -> Scan[RunRecord]:
         with self._session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.created, RunRow.run_id))
-            return [_run_record(r) for r in rows]
+            return scan(rows, _run_record, lambda r: ("run", r.run_id, r.partner))
 
     def run_files(self, run_id: str) -> dict[str, tuple[bytes, int]]:
         with self._session() as s:
@@ -317,14 +328,7 @@ class Store:
     def list_milestones(self) -> list[MilestoneRecord]:
         with self._session() as s:
             rows = s.scalars(select(MilestoneRow).order_by(MilestoneRow.id))
-            return [
-                MilestoneRecord(
-                    milestone=Milestone.model_validate(r.document),
-                    owner=r.owner,
-                    created=r.created,
-                )
-                for r in rows
-            ]
+            return scan(rows, _milestone_record, lambda r: ("milestone", r.id, r.owner)).logged()
 
 
 def _enum_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -345,10 +349,22 @@ def _run_row(s: Session, run_id: str) -> RunRow:
     return row
 
 
+def _partner(row: PartnerRow) -> Partner:
+    document = {"id": row.id, "name": row.name, "country": row.country}
+    return validate_stored(document, Partner, "partner", row.id)
+
+
 def _site_record(row: SiteRow) -> SiteRecord:
     return SiteRecord(
-        site=Site.model_validate(row.document), created=row.created, updated=row.updated
+        site=validate_stored(row.document, Site, "site", row.name),
+        created=row.created,
+        updated=row.updated,
     )
+
+
+def _milestone_record(row: MilestoneRow) -> MilestoneRecord:
+    milestone = validate_stored(row.document, Milestone, "milestone", row.id)
+    return MilestoneRecord(milestone=milestone, owner=row.owner, created=row.created)
 
 
 def _probe_record(row: ProbeRow) -> ProbeRecord:
@@ -362,13 +378,22 @@ def _probe_record(row: ProbeRow) -> ProbeRecord:
     )
 
 
+def _run_state(row: RunRow) -> RunState:
+    try:
+        return RunState(row.state)
+    except ValueError:
+        raise DocumentError(
+            f"{row.state!r} is not a run state", source=f"stored run {row.run_id}"
+        ) from None
+
+
 def _run_record(row: RunRow) -> RunRecord:
     return RunRecord(
         run_id=row.run_id,
         name=row.name,
         partner=row.partner,
         experiment=row.experiment,
-        state=RunState(row.state),
+        state=_run_state(row),
         reason=row.reason,
         created=row.created,
         started=row.started,
@@ -378,7 +403,7 @@ def _run_record(row: RunRow) -> RunRecord:
         cancel_requested=bool(row.cancel_requested),
         orchestrator=row.orchestrator,
         heartbeat=row.heartbeat,
-        spec=RunSpec.model_validate(row.spec),
+        spec=row.spec,
         site_documents=row.site_documents or {},
     )
 

@@ -75,7 +75,7 @@ def sites(today: date) -> list[Site]:
                 {"name": "small", "gpus_per_node": 0, "default": True}]},
             "environment": {"workdir": "/scratch/project_465000001/hpcfleet",
                             "modules": ["LUMI/24.03", "partition/G"],
-                            "env": {"HF_TOKEN": SECRET_ENV_VALUE, "HF_HOME": "/scratch/hf"}},
+                            "env": {"HF_TOKEN_PATH": SECRET_ENV_VALUE, "HF_HOME": "/scratch/hf"}},
             "storage": {"s3": {"endpoint": "https://lumidata.eu", "bucket": "oellm",
                                "profile": "lumi-o"}},
             "allocation": {"gpu_hours": 900, **period},

@@ -137,7 +137,7 @@ def slurm_site(**ssh: Any) -> Site:
         "ssh": {"host": "lumi.csc.fi", "user": "jdoe", **ssh},
         "slurm": {"partitions": [{"name": "small-g", "gpus_per_node": 8,
                                   "gpu_type": "mi250x"}]},
-        "environment": {"env": {"HF_TOKEN": "hf_top_secret_value", "HF_HOME": "/scratch/hf"},
+        "environment": {"env": {"HF_TOKEN_PATH": "hf_top_secret_value", "HF_HOME": "/scratch/hf"},
                         "modules": ["LUMI/24.03"]},
         "allocation": {"gpu_hours": 1000, "start": "2026-01-01", "end": "2026-12-31"},
     })
@@ -147,7 +147,7 @@ def test_a_site_view_names_env_variables_but_never_their_values() -> None:
     site = slurm_site(identity_file="~/.ssh/id_lumi",
                       host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0ABCDEFGH")
     view = site_view(site, "CSC", None, jobs_frame([]), T0)
-    assert view.env_names == ("HF_HOME", "HF_TOKEN")
+    assert view.env_names == ("HF_HOME", "HF_TOKEN_PATH")
     assert "hf_top_secret_value" not in repr(view)
     assert "AAAAC3NzaC1lZDI1NTE5AAAAIE0ABCDEFGH" not in repr(view)
     assert view.identity_file == "~/.ssh/id_lumi"

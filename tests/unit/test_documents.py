@@ -267,3 +267,40 @@ def test_memory_units() -> None:
     assert parse_memory("2000") == 2000
     with pytest.raises(ValueError):
         parse_memory("lots")
+
+
+# -- hostile YAML: refused with a DocumentError naming the file (exit 2) -------------------
+
+
+def test_deep_nesting_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    with pytest.raises(DocumentError, match="nested deeper than 64 levels") as info:
+        load_document(path, RunSpec)
+    assert str(info.value).startswith(f"{path}: line 1: ")
+
+
+def test_alias_bomb_is_refused_before_it_expands() -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):  # 9^9 values once expanded: "billion laughs"
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    message = error_of("\n".join(lines) + "\n", RunSpec, "bomb.yaml")
+    assert message.startswith("bomb.yaml: line ") and "expands to more than" in message
+
+
+def test_aliases_that_point_into_themselves_are_refused() -> None:
+    assert "refers to the node that contains it" in error_of("a: &a [*a]\n", RunSpec)
+
+
+def test_ordinary_aliases_still_work() -> None:
+    data = parse_yaml("base: &r {cpus: 2}\nother: *r\n", "ok.yaml")
+    assert data == {"base": {"cpus": 2}, "other": {"cpus": 2}}
+
+
+def test_huge_documents_and_numbers_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: x\ndescription: '" + "x" * (11 * 1024 * 1024) + "'\n")
+    with pytest.raises(DocumentError, match="larger than 10 MiB") as info:
+        load_document(path, RunSpec)
+    assert str(info.value).startswith(str(path))
+    assert "invalid YAML" in error_of("seed: " + "1" * 5000 + "\n", RunSpec, "n.yaml")
