@@ -15,6 +15,7 @@ from flows.ledger import (
     site_usage,
     today_utc,
 )
+from flows.placement import place
 from flows.planning import StagePlan, fit, plan_run, spread
 from registry.errors import AccessDenied, DocumentError
 from registry.loading import load_document
@@ -73,18 +74,23 @@ class Launched:
     warnings: list[str]
 
 
-def launch(
-    store: Store,
-    spec_path: Path,
-    partner: str,
-    *,
-    strict: bool = False,
-    run_id: str | None = None,
-) -> Launched:
-    """Validate and store a run from its spec file; nothing is stored on error.
+@dataclass(frozen=True)
+class CheckedLaunch:
+    """A run spec checked against the registry and planned, not yet stored."""
 
-    A run that could exceed the remaining allocation of a site it uses is launched with
-    a warning, or refused when `strict`.
+    spec: RunSpec
+    plans: dict[str, StagePlan]
+    files: dict[str, tuple[bytes, int]]
+    warnings: list[str]
+
+
+def check_launch(
+    store: Store, spec_path: Path, partner: str, *, strict: bool = False
+) -> CheckedLaunch:
+    """Everything `launch` checks, reading the store only (`flows.dry_run` stops here).
+
+    A run that could exceed the remaining allocation of a site it uses gets a warning,
+    or is refused when `strict`.
     """
     spec = load_document(spec_path, RunSpec)
     sites = [record.site for record in store.list_sites()]
@@ -100,7 +106,21 @@ def launch(
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
         )
-    return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
+    return CheckedLaunch(spec, plans, files, warnings)
+
+
+def launch(
+    store: Store,
+    spec_path: Path,
+    partner: str,
+    *,
+    strict: bool = False,
+    run_id: str | None = None,
+) -> Launched:
+    """Validate and store a run from its spec file; nothing is stored on error."""
+    checked = check_launch(store, spec_path, partner, strict=strict)
+    run = store.create_run(run_id or new_run_id(), checked.spec, partner, checked.files)
+    return Launched(run, checked.warnings)
 
 
 def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:
@@ -135,5 +155,7 @@ def _recorded_plan(stage: Stage, record: StageRecord, sites: dict[str, Site]) ->
             f"stage {stage.name!r} ran on site {missing[0]!r}, which is no longer registered"
         )
     partitions = {name: fit(stage, sites[name])[0] for name in record.sites}
+    placements = {name: place(stage, sites[name])[0] for name in record.sites}
+    qos = {name: p.qos if p else stage.resources.qos for name, p in placements.items()}
     shares = spread(stage.array_values, record.sites) if stage.array else {}
-    return StagePlan(stage.name, tuple(record.sites), partitions, record.choice or "", shares)
+    return StagePlan(stage.name, tuple(record.sites), partitions, record.choice or "", shares, qos)

@@ -84,6 +84,7 @@ def _request(
         attempt=attempt,
         layout=layout,
         partition=ctx.plans[name].partitions.get(site),
+        qos=ctx.plans[name].qos.get(site),
         share=share,
         after_ok=after_ok,
         exclude_nodes=exclude_nodes,

@@ -32,9 +32,14 @@ class JobResources:
     nodes: int = 1
     cpus: int = 1
     gpus: int = 0  # per node
-    mem_mb: int | None = None
+    mem_mb: int | None = None  # 0: all of each node's memory
     time_seconds: int = 3600
     partition: str | None = None
+    qos: str | None = None  # None: the site's
+    exclusive: bool = False
+    constraint: str | None = None
+    extra_flags: tuple[str, ...] = ()  # the stage's own; they win over the site's
+    array_parallelism: int | None = None  # at most this many array tasks at once
 
 
 @dataclass(frozen=True)
