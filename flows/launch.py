@@ -101,7 +101,8 @@ def check_launch(
         spec, sites, partner, store.latest_probes(), remaining=remaining, source=str(spec_path)
     )
     files = spec_files(spec, spec_path.parent, str(spec_path))
-    warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage)
+    by_name = {site.name: site for site in sites}
+    warnings = allocation_warnings(requested_gpu_hours(spec, plans, by_name), usage)
     if warnings and strict:
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
@@ -125,11 +126,13 @@ def launch(
 
 def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:
     """The allocation ledger of every site (or the named ones), from stored job records."""
-    partners = {run.run_id: run.partner for run in store.list_runs()}
+    runs = store.list_runs()
+    partners = {run.run_id: run.partner for run in runs}
+    nodes = {(r.run_id, s.name): s.resources.nodes for r in runs for s in r.spec.stages}
     jobs = store.all_jobs()
     today = today_utc()
     return {
-        record.site.name: site_usage(record.site, jobs, partners, today)
+        record.site.name: site_usage(record.site, jobs, partners, today, nodes)
         for record in store.list_sites()
         if names is None or record.site.name in names
     }

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from flows.planning import StagePlan
 from registry.records import JobRecord
 from registry.runspec import RunSpec
-from registry.site import Site
+from registry.site import Billing, Site
+from sites.scheduler import JobStatus
 
 
 @dataclass(frozen=True)
@@ -51,19 +52,41 @@ class SiteUsage:
         }
 
 
+def billed_units(site: Site, job: JobRecord, nodes: int = 1) -> float:
+    """What a GPU job costs in `site`'s billing unit (`allocation.billing`): its
+    GPU-hours, or its `nodes` × hours on a site that bills whole nodes, times the factor.
+    A job that used no GPU costs nothing here (CPU time is another allocation)."""
+    billing = site.allocation.billing if site.allocation else Billing()
+    if not job.gpu_hours:
+        return 0.0
+    if billing.per == "node":
+        return nodes * (job.duration_seconds or 0.0) / 3600.0 * billing.factor
+    return job.gpu_hours * billing.factor
+
+
 def site_usage(
-    site: Site, jobs: Iterable[JobRecord], partners_by_run: Mapping[str, str], today: date
+    site: Site,
+    jobs: Iterable[JobRecord],
+    partners_by_run: Mapping[str, str],
+    today: date,
+    nodes_by_stage: Mapping[tuple[str, str], int] | None = None,
 ) -> SiteUsage:
-    """Usage of `site` in its allocation period (all time when it has none)."""
+    """Usage of `site` in its allocation period (all time when it has none), in the
+    site's billing unit; `nodes_by_stage` ((run id, stage) -> nodes) serves sites that
+    bill per node."""
     allocation = site.allocation
     by_partner: dict[str, float] = defaultdict(float)
     for job in jobs:
-        if job.site != site.name or not job.gpu_hours:
+        if job.site != site.name:
+            continue
+        nodes = (nodes_by_stage or {}).get((job.run_id, job.stage), 1)
+        units = billed_units(site, job, nodes)
+        if not units:
             continue
         moment = job.ended or job.started or job.submitted
         if allocation and moment and not allocation.start <= moment.date() <= allocation.end:
             continue
-        by_partner[partners_by_run.get(job.run_id, "?")] += job.gpu_hours
+        by_partner[partners_by_run.get(job.run_id, "?")] += units
     used = sum(by_partner.values())
     if allocation is None:
         return SiteUsage(site.name, None, used, dict(by_partner))
@@ -82,9 +105,28 @@ def site_usage(
     )
 
 
-def requested_gpu_hours(spec: RunSpec, plans: Mapping[str, StagePlan]) -> dict[str, float]:
-    """The most GPU-hours a run can use per site: every task running to its time limit,
-    retries and resumes included."""
+def with_estimated_gpu_hours(
+    status: JobStatus, gpus_per_node: int, nodes: int, partition: str | None
+) -> JobStatus:
+    """`status` with GPU-hours estimated as `gpus_per_node` × `nodes` × elapsed when the
+    site's accounting reported none (no `gres/gpu` TRES) on a GPU partition; the
+    reason says it is an estimate."""
+    if status.gpu_hours or not gpus_per_node or not status.elapsed_seconds:
+        return status
+    hours = gpus_per_node * nodes * status.elapsed_seconds / 3600.0
+    note = (
+        f"GPU-hours estimated ({gpus_per_node} GPU(s)/node of partition {partition} x "
+        f"{nodes} node(s)): the site's accounting has no gres/gpu"
+    )
+    reason = f"{status.reason}; {note}" if status.reason else note
+    return replace(status, gpu_hours=hours, reason=reason)
+
+
+def requested_gpu_hours(
+    spec: RunSpec, plans: Mapping[str, StagePlan], sites: Mapping[str, Site] | None = None
+) -> dict[str, float]:
+    """The most a run can use per site: every task running to its time limit, retries
+    and resumes included; in each site's billing unit when `sites` are given."""
     per_site: dict[str, float] = defaultdict(float)
     for stage in spec.stages:
         plan = plans[stage.name]
@@ -94,7 +136,10 @@ def requested_gpu_hours(spec: RunSpec, plans: Mapping[str, StagePlan]) -> dict[s
         hours = stage.resources.time / 3600 * (1 + stage.retries)
         for site in plan.sites:
             tasks = len(plan.shares.get(site, ())) or 1
-            per_site[site] += gpus * hours * tasks
+            allocation = (sites or {})[site].allocation if site in (sites or {}) else None
+            billing = allocation.billing if allocation else Billing()
+            units = stage.resources.nodes if billing.per == "node" else gpus
+            per_site[site] += units * hours * tasks * billing.factor
     return dict(per_site)
 
 

@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 
 from registry.site import Environment, SlurmSettings
-from sites.errors import SchedulerError
+from sites.errors import SchedulerError, SubmitLimitReached
 from sites.scheduler import JobRequest, JobStatus
 from sites.slurm.parse import (
     SACCT_FIELDS,
@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 # Epoch seconds in every time field (no guessing at the cluster's time zone), and
 # array index lists never cut short (SLURM's default limit is 64 characters).
 _ENV = "SLURM_TIME_FORMAT=%s SLURM_BITSTR_LEN=0"
-_SACCT = f"{_ENV} sacct --noheader --parsable2 --allocations"
+# Job steps too (no --allocations): an OOM under srun shows only on its step.
+_SACCT = f"{_ENV} sacct --noheader --parsable2"
 _SACCT_FORMAT = "--format=" + ",".join(SACCT_FIELDS)
 # How far back find_by_name looks. sacct rejects "now-10min": units are spelled out.
 FIND_WINDOW = "now-30days"
@@ -112,7 +113,7 @@ def submit_command(request: JobRequest) -> str:
 
 
 def status_command(job_ids: Iterable[str]) -> str:
-    """ONE sacct call for all jobs; `--allocations` hides job steps, not array tasks."""
+    """ONE sacct call for all jobs, their steps included (`parse_sacct` reads them)."""
     return f"{_SACCT} --jobs={_job_list(job_ids)} {_SACCT_FORMAT}"
 
 
@@ -209,10 +210,45 @@ def is_unknown_job(result: CommandResult) -> bool:
     return not result.ok and "invalid job id specified" in result.stderr.lower()
 
 
+# The limit names sbatch prints when a QOS or association caps the jobs a user may have
+# queued (slurm/src/common/slurm_errno.c, job_reason_string); the last is the text of
+# ESLURM_ACCOUNTING_POLICY that sbatch prints with all of them.
+SUBMIT_LIMITS = (
+    "QOSMaxSubmitJobPerUserLimit",
+    "QOSMaxSubmitJobPerAccountLimit",
+    "QOSMaxSubmitJobPerAccount",
+    "AssocMaxSubmitJobLimit",
+    "AssocGrpSubmitJobsLimit",
+    "QOSGrpSubmitJobsLimit",
+)
+_SUBMIT_LIMIT_TEXT = "job submit limit"
+_LIMIT_NAME = re.compile(r"\b(?:QOS|Assoc)\w*Limit\b")
+
+
+def submit_limit(output: str) -> str | None:
+    """The submit limit a refused sbatch names, or None when it was refused for
+    something else.
+
+    sbatch prints the limit's name (QOSMaxSubmitJobPerUserLimit), then one message for
+    every accounting-policy refusal: "Job violates accounting/QOS policy (job submit
+    limit, user's size and/or time limits)". So another limit's name (a wall time, a
+    node count) means a refusal for good; only without any name does that message
+    alone count as a submit limit.
+    """
+    names = _LIMIT_NAME.findall(output)
+    if names:
+        return next((n for n in names if n in SUBMIT_LIMITS), None)
+    return _SUBMIT_LIMIT_TEXT if _SUBMIT_LIMIT_TEXT in output.lower() else None
+
+
 def scheduler_error(site: str, action: str, result: CommandResult) -> SchedulerError:
-    """A failed SLURM command as a `SchedulerError`, transient when a retry can help."""
+    """A failed SLURM command as a `SchedulerError`, transient when a retry can help;
+    a submission over a job submit limit is `SubmitLimitReached`."""
     output = (result.stderr.strip() or result.stdout.strip()).splitlines()
     detail = output[-1] if output else "no error output"
+    limit = submit_limit(result.stderr + "\n" + result.stdout) if action == "sbatch" else None
+    if limit is not None:
+        return SubmitLimitReached(site, f"{action} refused: {limit}: {detail}", limit)
     return SchedulerError(
         site,
         f"{action} failed (exit {result.returncode}): {detail}",
