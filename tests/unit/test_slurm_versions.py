@@ -144,3 +144,71 @@ def test_billing_in_the_sites_own_unit() -> None:
     assert billed_units(lumi({"per": "node", "factor": 1}), job, nodes=2) == 4.0  # node-hours
     usage = site_usage(lumi({"per": "gpu", "factor": 0.5}), [job], {"r": "cuni"}, date(2026, 3, 2))
     assert usage.used == 16.0 and usage.remaining == 984.0
+
+
+class _Scheduler:
+    """Refuses with a submit limit `refusals` times, then queues the job."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.calls = 0
+
+    def submit(self, request: object) -> str:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise SubmitLimitReached("lumi", "sbatch refused", "QOSMaxSubmitJobPerUserLimit")
+        return "4242"
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.reasons: dict[int, str] = {}
+
+    def update_job(self, job_id: int, **fields: str) -> None:
+        self.reasons[job_id] = fields["reason"]
+
+
+def test_a_stage_over_its_submit_limit_waits_and_resubmits() -> None:
+    from types import SimpleNamespace
+
+    from flows.submission import submit_when_room
+    from tests.helpers import local_site
+
+    site = local_site("lumi", "csc", policy={"min_poll_interval": "0.01s"})
+    scheduler, store = _Scheduler(refusals=2), _Store()
+    driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler)
+    ctx = SimpleNamespace(store=store, cancel_requested=lambda: False)
+    request = SimpleNamespace(name="hpcfleet-r-train-1", exclude_nodes=())
+    assert submit_when_room(ctx, driver, request, [1, 2]) == "4242"  # type: ignore[arg-type]
+    assert scheduler.calls == 3
+    assert store.reasons[1].startswith("waiting: the job submit limit on lumi is reached")
+    assert "QOSMaxSubmitJobPerUserLimit" in store.reasons[2]
+
+
+def test_run_show_names_the_raw_state_of_a_live_job() -> None:
+    from rich.console import Console
+
+    from hpcfleet.display import progress_table
+    from registry.records import RunRecord, StageRecord
+    from registry.runspec import RunSpec
+    from registry.states import RunState
+
+    spec = RunSpec.model_validate(
+        {"name": "r", "stages": [{"name": "train", "site": "lumi", "command": ["x"]}]}
+    )
+    moment = datetime(2026, 3, 1, tzinfo=UTC)
+    run = RunRecord(
+        run_id="r",
+        name="r",
+        partner="cuni",
+        experiment="r",
+        state=RunState.RUNNING,
+        created=moment,
+        spec=spec,
+    )
+    stage = StageRecord(run_id="r", name="train", state=RunState.RUNNING, sites=["lumi"])
+    reason = parse_sacct(read("reconstructed/sacct_unknown_state.stdout"))["70"].reason
+    job = record(JobState.PENDING).model_copy(update={"reason": reason})
+    console = Console(width=200, record=True)
+    console.print(progress_table(run, [stage], [job]))
+    assert "REQUEUED_CRON" in console.export_text()
