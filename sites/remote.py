@@ -104,7 +104,7 @@ def link_tree_command(source: str, destination: str) -> str:
 
 
 def parse_link_tree(returncode: int, stdout: str, stderr: str) -> str:
-    """"hard-linked" or "copied"; anything else is `BadRemoteOutput`."""
+    """How the tree was made: "hard-linked" or "copied"; else `BadRemoteOutput`."""
     check_exit(returncode, stdout, stderr)
     way = stdout.strip()
     if way not in LINK_TREE_WAYS:
