@@ -36,3 +36,41 @@ def test_the_documented_sites_dry_run_as_documented(tmp_path: Path) -> None:
     text = format_dry_run(result, SITES / "run.yaml")
     assert text.count("--- batch script") == 3
     assert store.list_runs() == []
+
+
+def test_dry_run_renders_local_sites_and_refuses_as_launch_does(tmp_path: Path) -> None:
+    import pytest
+
+    from flows.launch import AllocationExceeded
+    from tests.helpers import consortium, local_site, write_yaml
+
+    store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    consortium(store)
+    small = local_site(
+        "small",
+        "cuni",
+        local={"slots": 1, "gpus": 1},
+        allocation={"gpu_hours": 1, "start": "2026-01-01", "end": "2036-01-01"},
+    )
+    store.put_site(small, "cuni")
+    spec = write_yaml(
+        tmp_path / "run.yaml",
+        {
+            "name": "r",
+            "stages": [
+                {
+                    "name": "s",
+                    "site": "small",
+                    "resources": {"gpus": 1, "time": "02:00:00"},
+                    "command": ["true"],
+                }
+            ],
+        },
+    )
+    result = dry_run(store, spec, "cuni", tmp_path / "sites")
+    assert result.jobs[0].partition is None
+    assert result.jobs[0].script.startswith("#!/bin/bash\n# hpcfleet local job")
+    assert result.warnings  # 2 GPU-hours asked, 1 granted
+    with pytest.raises(AllocationExceeded):
+        dry_run(store, spec, "cuni", tmp_path / "sites", strict=True)
+    assert store.list_runs() == []
