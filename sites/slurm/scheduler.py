@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from registry.site import Environment, SlurmSettings
 from sites.errors import SchedulerError, SubmitLimitReached
 from sites.scheduler import JobRequest, JobStatus
+from sites.slurm.limits import submit_limit
 from sites.slurm.parse import (
     SACCT_FIELDS,
     SLURM_STATES,
@@ -208,37 +209,6 @@ def is_transient(output: str) -> bool:
 def is_unknown_job(result: CommandResult) -> bool:
     """squeue (or scancel) asked about one job that slurmctld has forgotten."""
     return not result.ok and "invalid job id specified" in result.stderr.lower()
-
-
-# The limit names sbatch prints when a QOS or association caps the jobs a user may have
-# queued (slurm/src/common/slurm_errno.c, job_reason_string); the last is the text of
-# ESLURM_ACCOUNTING_POLICY that sbatch prints with all of them.
-SUBMIT_LIMITS = (
-    "QOSMaxSubmitJobPerUserLimit",
-    "QOSMaxSubmitJobPerAccountLimit",
-    "QOSMaxSubmitJobPerAccount",
-    "AssocMaxSubmitJobLimit",
-    "AssocGrpSubmitJobsLimit",
-    "QOSGrpSubmitJobsLimit",
-)
-_SUBMIT_LIMIT_TEXT = "job submit limit"
-_LIMIT_NAME = re.compile(r"\b(?:QOS|Assoc)\w*Limit\b")
-
-
-def submit_limit(output: str) -> str | None:
-    """The submit limit a refused sbatch names, or None when it was refused for
-    something else.
-
-    sbatch prints the limit's name (QOSMaxSubmitJobPerUserLimit), then one message for
-    every accounting-policy refusal: "Job violates accounting/QOS policy (job submit
-    limit, user's size and/or time limits)". So another limit's name (a wall time, a
-    node count) means a refusal for good; only without any name does that message
-    alone count as a submit limit.
-    """
-    names = _LIMIT_NAME.findall(output)
-    if names:
-        return next((n for n in names if n in SUBMIT_LIMITS), None)
-    return _SUBMIT_LIMIT_TEXT if _SUBMIT_LIMIT_TEXT in output.lower() else None
 
 
 def scheduler_error(site: str, action: str, result: CommandResult) -> SchedulerError:

@@ -16,8 +16,9 @@ from registry.runspec import Stage
 from registry.site import Site
 from registry.states import JobState
 from sites.errors import SubmitLimitReached
+from sites.slurm.limits import submit_limit
 from sites.slurm.parse import expand_task_ids, parse_sacct, parse_squeue
-from sites.slurm.scheduler import scheduler_error, submit_limit
+from sites.slurm.scheduler import scheduler_error
 from sites.transport import CommandResult
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
