@@ -77,7 +77,7 @@ def _request(
         partial(staging.prepare_dirs, driver, layout, attempt), f"preparing {name} on {site}"
     )
     share = [(t.index, t.value) for t in tasks if t.index is not None and t.value is not None]
-    return build_request(
+    request = build_request(
         ctx.spec,
         ctx.spec.stage(name),
         driver.site,
@@ -89,6 +89,18 @@ def _request(
         share=share,
         after_ok=after_ok,
         exclude_nodes=exclude_nodes,
+    )
+    return replace(request, link_inputs=_chained_inputs(ctx, name, site) if after_ok else ())
+
+
+def _chained_inputs(ctx: RunContext, name: str, site: str) -> tuple[tuple[str, str], ...]:
+    """A job queued (afterok) behind needs on its own site links their outputs when it
+    starts: staged before, they were not final yet."""
+    layout = ctx.layout(site, name)
+    return tuple(
+        (ctx.layout(site, need).outputs, layout.input_of(need))
+        for need in ctx.spec.stage(name).needs
+        if ctx.plans[need].sites == (site,)
     )
 
 

@@ -58,6 +58,9 @@ class JobRequest:
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
     exclude_nodes: tuple[str, ...] = ()
+    # (outputs of a needed stage, its input dir): made a tree of hard links when the job
+    # starts, for a job queued behind that stage (afterok) on the same site.
+    link_inputs: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_array(self) -> bool:

@@ -3,9 +3,13 @@ throttle), read back as sbatch reads them: one line per option, the stage's valu
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 from flows.jobs import job_resources
 from registry.runspec import Stage
 from registry.site import Environment, Partition, Site, SlurmSettings
+from sites.jobscript import render_input_links
 from sites.scheduler import JobRequest, JobResources, TaskSpec
 from sites.slurm.script import flag_option, render_sbatch
 from tests.helpers import DATA, assert_golden
@@ -109,3 +113,22 @@ def test_lumi_standard_g_job_matches_golden_file() -> None:
         DATA / "slurm" / "golden" / "lumi_standard_g.sh",
         render_sbatch(request, SITE, Environment(modules=["LUMI/24.03", "partition/G"])),
     )
+
+
+def test_chained_job_links_its_inputs_when_it_starts(tmp_path: Path) -> None:
+    """A job queued behind its needs makes their outputs a tree of hard links as it
+    starts (before, they were not final); hostile paths stay inert."""
+    source = tmp_path / "out $(touch pwned)"
+    (source / "ckpt").mkdir(parents=True)
+    (source / "ckpt" / "model.txt").write_text("w")
+    destination = tmp_path / "inputs" / "train"
+    lines = render_input_links([(str(source), str(destination))])
+    subprocess.run(["bash", "-c", "\n".join(lines)], check=True, cwd=tmp_path)
+    assert not destination.is_symlink()
+    assert (destination / "ckpt" / "model.txt").stat().st_ino == (
+        source / "ckpt" / "model.txt"
+    ).stat().st_ino
+    assert not (tmp_path / "pwned").exists()
+    failing = render_input_links([(str(tmp_path / "missing"), str(destination))])
+    result = subprocess.run(["bash", "-c", "\n".join(failing)], capture_output=True, text=True)
+    assert result.returncode == 1 and "cannot stage" in result.stderr
