@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from flows.context import RunContext
+from flows.ledger import with_estimated_gpu_hours
 from flows.watcher import SiteWatcher
 from registry.records import JobRecord
 from registry.states import JobState
@@ -47,7 +48,7 @@ def follow(ctx: RunContext, jobs: list[JobRecord]) -> list[JobRecord]:
             if not cancelling and ctx.cancel_requested():
                 cancelling = True
                 cancel_live(ctx, list(live.values()))
-            updates = _take_changes(watchers, live, current, lost_after)
+            updates = _take_changes(watchers, live, current, lost_after, ctx)
             if updates:
                 ctx.store.update_jobs(updates)
     finally:
@@ -72,6 +73,7 @@ def _take_changes(
     live: dict[int, JobRecord],
     current: dict[int, JobRecord],
     lost_after: dict[int, float],
+    ctx: RunContext | None = None,
 ) -> list[tuple[int, dict[str, object]]]:
     """The store updates the latest statuses call for; `live` and `current` follow
     them (a job leaves `live` once final)."""
@@ -86,6 +88,8 @@ def _take_changes(
                 JobState.NODE_FAIL,
                 reason="the scheduler no longer knows this job",
             )
+        if ctx is not None:
+            status = _with_gpu_estimate(ctx, job, status)
         fields = status_fields(job, status)
         if fields:
             updates.append((job_id, fields))
@@ -94,6 +98,17 @@ def _take_changes(
         if status.state.is_final:
             del live[job_id]
     return updates
+
+
+def _with_gpu_estimate(ctx: RunContext, job: JobRecord, status: JobStatus) -> JobStatus:
+    """GPU-hours from the planned partition for a stage that asked for GPUs, where the
+    site's accounting reports none."""
+    site, resources = ctx.driver(job.site).site, ctx.spec.stage(job.stage).resources
+    if site.slurm is None or not resources.gpus:
+        return status
+    partition = ctx.plans[job.stage].partitions.get(job.site)
+    gpus = next((g for name, g, _ in site.gpu_partitions() if name == partition), 0)
+    return with_estimated_gpu_hours(status, gpus, resources.nodes, partition)
 
 
 def has_changed(

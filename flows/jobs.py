@@ -25,6 +25,7 @@ def build_request(
     attempt: int,
     layout: StageLayout,
     partition: str | None,
+    qos: str | None = None,
     share: Sequence[tuple[int, str]] = (),
     after_ok: Sequence[str] = (),
     exclude_nodes: Sequence[str] = (),
@@ -47,14 +48,7 @@ def build_request(
     tasks = tuple(
         _task(spec, stage, run_id, attempt, layout, index, value) for index, value in slots
     )
-    resources = JobResources(
-        nodes=stage.resources.nodes,
-        cpus=stage.resources.cpus,
-        gpus=stage.resources.gpus,
-        mem_mb=stage.resources.mem,
-        time_seconds=stage.resources.time,
-        partition=partition,
-    )
+    resources = job_resources(stage, site, partition, qos)
     return JobRequest(
         name=job_name(run_id, stage.name, attempt),
         workdir=layout.work,
@@ -64,6 +58,25 @@ def build_request(
         log_dir=layout.logs(attempt),
         after_ok=tuple(after_ok),
         exclude_nodes=tuple(exclude_nodes),
+    )
+
+
+def job_resources(stage: Stage, site: Site, partition: str | None, qos: str | None) -> JobResources:
+    """What the job asks the scheduler for; `qos` is the planned one (None: the stage's)."""
+    given = stage.resources
+    throttles = [t for t in (stage.array_parallelism, site.policy.max_running_tasks) if t]
+    return JobResources(
+        nodes=given.nodes,
+        cpus=given.cpus,
+        gpus=given.gpus,
+        mem_mb=given.mem,
+        time_seconds=given.time,
+        partition=partition,
+        qos=qos or given.qos,
+        exclusive=given.exclusive,
+        constraint=given.constraint,
+        extra_flags=tuple(given.extra_flags),
+        array_parallelism=min(throttles) if throttles else None,
     )
 
 

@@ -16,6 +16,7 @@ from flows.ledger import (
     site_usage,
 )
 from flows.metrics import escaped_array_values
+from flows.placement import place
 from flows.planning import (
     StagePlan,
     fit,
@@ -81,18 +82,23 @@ class Launched:
     warnings: list[str]
 
 
-def launch(
-    store: Store,
-    spec_path: Path,
-    partner: str,
-    *,
-    strict: bool = False,
-    run_id: str | None = None,
-) -> Launched:
-    """Validate and store a run from its spec file; nothing is stored on error.
+@dataclass(frozen=True)
+class CheckedLaunch:
+    """A run spec checked against the registry and planned, not yet stored."""
 
-    A run that could exceed the remaining allocation of a site it uses is launched with
-    a warning, or refused when `strict`.
+    spec: RunSpec
+    plans: dict[str, StagePlan]
+    files: dict[str, tuple[bytes, int]]
+    warnings: list[str]
+
+
+def check_launch(
+    store: Store, spec_path: Path, partner: str, *, strict: bool = False
+) -> CheckedLaunch:
+    """Everything `launch` checks, reading the store only (`flows.dry_run` stops here).
+
+    A run that could exceed the remaining allocation of a site it uses gets a warning,
+    or is refused when `strict`.
     """
     spec = load_document(spec_path, RunSpec)
     sites = [record.site for record in store.list_sites()]
@@ -103,13 +109,28 @@ def launch(
         spec, sites, partner, store.latest_probes(), remaining=remaining, source=str(spec_path)
     )
     files = spec_files(spec, spec_path.parent, str(spec_path))
-    warnings = allocation_warnings(requested_gpu_hours(spec, plans), usage)
+    by_name = {site.name: site for site in sites}
+    warnings = allocation_warnings(requested_gpu_hours(spec, plans, by_name), usage)
     warnings += metric_key_warnings(spec)
     if warnings and strict:
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
         )
-    return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
+    return CheckedLaunch(spec, plans, files, warnings)
+
+
+def launch(
+    store: Store,
+    spec_path: Path,
+    partner: str,
+    *,
+    strict: bool = False,
+    run_id: str | None = None,
+) -> Launched:
+    """Validate and store a run from its spec file; nothing is stored on error."""
+    checked = check_launch(store, spec_path, partner, strict=strict)
+    run = store.create_run(run_id or new_run_id(), checked.spec, partner, checked.files)
+    return Launched(run, checked.warnings)
 
 
 def metric_key_warnings(spec: RunSpec) -> list[str]:
@@ -129,14 +150,28 @@ def metric_key_warnings(spec: RunSpec) -> list[str]:
 
 def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:
     """The allocation ledger of every site (or the named ones), from stored job records."""
-    partners = {run.run_id: run.partner for run in store.list_runs()}
+    runs = store.list_runs()
+    partners = {run.run_id: run.partner for run in runs}
+    sites = [r.site for r in store.list_sites() if names is None or r.site.name in names]
     jobs = store.all_jobs()
     now = now_utc()
-    return {
-        record.site.name: site_usage(record.site, jobs, partners, now)
-        for record in store.list_sites()
-        if names is None or record.site.name in names
-    }
+    per_node = any(s.allocation and s.allocation.billing.per == "node" for s in sites)
+    nodes = _nodes_by_stage(runs) if per_node else None
+    return {site.name: site_usage(site, jobs, partners, now, nodes) for site in sites}
+
+
+def _nodes_by_stage(runs: list[RunRecord]) -> dict[tuple[str, str], int]:
+    """(run id, stage) -> nodes, for sites that bill whole nodes. Reading a spec validates
+    it: only done when such a site exists, and a run whose stored spec no longer
+    validates counts one node per job (its own listing names the broken row)."""
+    nodes: dict[tuple[str, str], int] = {}
+    for run in runs:
+        try:
+            stages = run.spec.stages
+        except DocumentError:
+            continue
+        nodes.update({(run.run_id, stage.name): stage.resources.nodes for stage in stages})
+    return nodes
 
 
 def plans_for(
@@ -174,5 +209,7 @@ def _recorded_plan(stage: Stage, record: StageRecord, sites: dict[str, Site]) ->
             "and whose document this run did not record"
         )
     partitions = {name: fit(stage, sites[name])[0] for name in record.sites}
+    placements = {name: place(stage, sites[name])[0] for name in record.sites}
+    qos = {name: p.qos if p else stage.resources.qos for name, p in placements.items()}
     shares = spread(stage.array_values, record.sites) if stage.array else {}
-    return StagePlan(stage.name, tuple(record.sites), partitions, record.choice or "", shares)
+    return StagePlan(stage.name, tuple(record.sites), partitions, record.choice or "", shares, qos)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from flows.burn import burn_forecast, charged_at, in_period, period_bounds
 from flows.planning import StagePlan
 from registry.records import JobRecord
 from registry.runspec import RunSpec
-from registry.site import Site
+from registry.site import Billing, Site
+from sites.scheduler import JobStatus
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,46 @@ class SiteUsage:
         }
 
 
+def billed_units(site: Site, job: JobRecord, nodes: int = 1) -> float:
+    """What a GPU job costs in `site`'s billing unit (`allocation.billing`): its
+    GPU-hours, or its `nodes` × hours on a site that bills whole nodes, times the factor.
+    A job that used no GPU costs nothing here (CPU time is another allocation)."""
+    billing = site.allocation.billing if site.allocation else Billing()
+    if not job.gpu_hours:
+        return 0.0
+    if billing.per == "node":
+        return nodes * (job.duration_seconds or 0.0) / 3600.0 * billing.factor
+    return job.gpu_hours * billing.factor
+
+
 def site_usage(
-    site: Site, jobs: Iterable[JobRecord], partners_by_run: Mapping[str, str], now: datetime
+    site: Site,
+    jobs: Iterable[JobRecord],
+    partners_by_run: Mapping[str, str],
+    now: datetime,
+    nodes_by_stage: Mapping[tuple[str, str], int] | None = None,
 ) -> SiteUsage:
     """Usage of `site` in its allocation period up to `now` (all time when it has none),
-    with the burn forecast of `flows.burn` (the one the dashboard shows)."""
+    in the site's billing unit, with the burn forecast of `flows.burn` (the one the
+    dashboard shows); `nodes_by_stage` ((run id, stage) -> nodes) serves sites that bill
+    per node."""
     allocation = site.allocation
     period = period_bounds(allocation.start, allocation.end) if allocation else None
     by_partner: dict[str, float] = defaultdict(float)
     points: list[tuple[datetime, float]] = []
     for job in jobs:
-        if job.site != site.name or not job.gpu_hours:
+        if job.site != site.name:
+            continue
+        nodes = (nodes_by_stage or {}).get((job.run_id, job.stage), 1)
+        units = billed_units(site, job, nodes)
+        if not units:
             continue
         moment = charged_at(job.ended, job.started, job.submitted)
         if period and moment and not (in_period(moment, *period) and moment <= now):
             continue  # outside the period, or (a clock ahead of ours) not yet
-        by_partner[partners_by_run.get(job.run_id, "?")] += job.gpu_hours
+        by_partner[partners_by_run.get(job.run_id, "?")] += units
         if moment:
-            points.append((moment, job.gpu_hours))
+            points.append((moment, units))
     used = sum(by_partner.values())
     if allocation is None or period is None:
         return SiteUsage(site.name, None, used, dict(by_partner))
@@ -87,9 +110,28 @@ def site_usage(
     )
 
 
-def requested_gpu_hours(spec: RunSpec, plans: Mapping[str, StagePlan]) -> dict[str, float]:
-    """The most GPU-hours a run can use per site: every task running to its time limit,
-    retries and resumes included."""
+def with_estimated_gpu_hours(
+    status: JobStatus, gpus_per_node: int, nodes: int, partition: str | None
+) -> JobStatus:
+    """`status` with GPU-hours estimated as `gpus_per_node` × `nodes` × elapsed when the
+    site's accounting reported none (no `gres/gpu` TRES) on a GPU partition; the
+    reason says it is an estimate."""
+    if status.gpu_hours or not gpus_per_node or not status.elapsed_seconds:
+        return status
+    hours = gpus_per_node * nodes * status.elapsed_seconds / 3600.0
+    note = (
+        f"GPU-hours estimated ({gpus_per_node} GPU(s)/node of partition {partition} x "
+        f"{nodes} node(s)): the site's accounting has no gres/gpu"
+    )
+    reason = f"{status.reason}; {note}" if status.reason else note
+    return replace(status, gpu_hours=hours, reason=reason)
+
+
+def requested_gpu_hours(
+    spec: RunSpec, plans: Mapping[str, StagePlan], sites: Mapping[str, Site] | None = None
+) -> dict[str, float]:
+    """The most a run can use per site: every task running to its time limit, retries
+    and resumes included; in each site's billing unit when `sites` are given."""
     per_site: dict[str, float] = defaultdict(float)
     for stage in spec.stages:
         plan = plans[stage.name]
@@ -99,7 +141,10 @@ def requested_gpu_hours(spec: RunSpec, plans: Mapping[str, StagePlan]) -> dict[s
         hours = stage.resources.time / 3600 * (1 + stage.retries)
         for site in plan.sites:
             tasks = len(plan.shares.get(site, ())) or 1
-            per_site[site] += gpus * hours * tasks
+            allocation = (sites or {})[site].allocation if site in (sites or {}) else None
+            billing = allocation.billing if allocation else Billing()
+            units = stage.resources.nodes if billing.per == "node" else gpus
+            per_site[site] += units * hours * tasks * billing.factor
     return dict(per_site)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flows.placement import Placement, place
 from registry.access import may_launch_on
 from registry.errors import AccessDenied, DocumentError
 from registry.records import ProbeRecord
@@ -39,6 +40,7 @@ class StagePlan:
     explanation: str
     # site -> [(array index, array value)]; empty for a non-array stage
     shares: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    qos: Mapping[str, str | None] = field(default_factory=dict)  # site -> QOS (None: site's)
     # Why the stage may not be placed at all (then `sites` is empty): it fails with this.
     refusal: str | None = None
 
@@ -107,12 +109,13 @@ def plan_stage(
         shared = [s for s in sites.values() if may_launch_on(partner, s)]
         why = f"require {selector.require.model_dump(exclude_defaults=True)}"
 
-    fitting: list[tuple[Site, str | None]] = []
+    fitting: list[tuple[Site, Placement]] = []
     refusals: list[str] = []
     for site in shared:
-        partition, problem = fit(stage, site)
-        if problem is None:
-            fitting.append((site, partition))
+        label_problem = _label_problem(stage, site)
+        placement, problem = (None, label_problem) if label_problem else place(stage, site)
+        if placement is not None:
+            fitting.append((site, placement))
         else:
             refusals.append(f"{site.name}: {problem}")
     if not fitting:
@@ -125,40 +128,29 @@ def plan_stage(
     if not stage.array:
         fitting = fitting[:1]
     chosen = tuple(site.name for site, _ in fitting)
-    partitions = {site.name: partition for site, partition in fitting}
+    partitions = {site.name: placement.partition for site, placement in fitting}
+    qos = {site.name: placement.qos for site, placement in fitting}
     shares = spread(stage.array_values, chosen) if stage.array else {}
     explanation = _explain(stage, why, fitting, refusals, probes, left)
-    return StagePlan(stage.name, chosen, partitions, explanation, shares)
+    return StagePlan(stage.name, chosen, partitions, explanation, shares, qos)
 
 
 def fit(stage: Stage, site: Site) -> tuple[str | None, str | None]:
-    """(partition, None) when `site` can run `stage`, else (None, why not)."""
-    selector = stage.site
-    requirement = selector.require
-    labels = requirement.labels if requirement else {}
+    """(partition, None) when `site` can run `stage`, else (None, why not). A local site
+    has no partition (None); `flows.placement.place` also says which QOS, and why."""
+    label_problem = _label_problem(stage, site)
+    if label_problem:
+        return None, label_problem
+    placement, problem = place(stage, site)
+    return (placement.partition, None) if placement else (None, problem)
+
+
+def _label_problem(stage: Stage, site: Site) -> str | None:
+    labels = stage.site.require.labels if stage.site.require else {}
     for key, value in labels.items():
         if site.labels.get(key) != value:
-            return None, f"label {key}={value!r} not set (has {site.labels.get(key)!r})"
-    min_gpus = max(stage.resources.gpus, requirement.min_gpus if requirement else 0)
-    gpu_type = requirement.gpu_type if requirement else None
-    wanted = stage.resources.partition
-    options = site.gpu_partitions()
-    if wanted is not None:
-        if site.scheduler == "local":
-            return None, f"partition {wanted!r} given but the site is a local one"
-        options = [o for o in options if o[0] == wanted]
-        if not options:
-            names = ", ".join(p for p, _, _ in site.gpu_partitions())
-            return None, f"no partition {wanted!r} (has {names})"
-    for partition, gpus, kind in options:
-        if gpus >= min_gpus and (gpu_type is None or kind == gpu_type):
-            if site.scheduler == "local":
-                return None, None
-            if wanted is None and min_gpus == 0 and site.slurm is not None:
-                return None, None  # the site's default partition
-            return partition, None
-    kind_text = f" of type {gpu_type}" if gpu_type else ""
-    return None, f"no partition with {min_gpus} GPU(s){kind_text} per node"
+            return f"label {key}={value!r} not set (has {site.labels.get(key)!r})"
+    return None
 
 
 def spread(values: Sequence[str], sites: Sequence[str]) -> dict[str, tuple[tuple[int, str], ...]]:
@@ -189,15 +181,15 @@ def _left(site: Site, remaining: Mapping[str, float]) -> float:
 def _explain(
     stage: Stage,
     why: str,
-    fitting: list[tuple[Site, str | None]],
+    fitting: list[tuple[Site, Placement]],
     refusals: list[str],
     probes: Mapping[str, ProbeRecord],
     remaining: Mapping[str, float],
 ) -> str:
     parts = []
-    for site, partition in fitting:
+    for site, placement in fitting:
         probe = probes.get(site.name)
-        notes = [f"partition {partition}"] if partition else []
+        notes = [placement.why] if placement.partition else []
         if probe is not None and probe.queue_depth is not None:
             notes.append(f"queue {probe.queue_depth}")
         if site.allocation is not None:

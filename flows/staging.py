@@ -1,6 +1,7 @@
 """Moving files for a stage: the spec's files in, needed outputs across, results back.
 
-Same site: needed outputs are linked, not copied. Different sites: relayed through this
+Same site: needed outputs are hard-linked (copied across filesystems), so that they are
+real directories as they are from another site. Different sites: relayed through this
 machine (get from one, put to the other) and checked against the producer's checksums.
 """
 
@@ -99,15 +100,16 @@ def stage_input(
 ) -> str:
     """Make `source_layout`'s outputs appear as the target stage's input. Returns how.
 
-    Same site: a link. Else through the S3 store of the source site (or of the target),
-    or, where neither has one, relayed through this machine. Checksums are verified on
-    arrival either way.
+    Same site: a tree of hard links (a copy across filesystems), so that the input is
+    a real directory as it is from another site. Else through the S3 store of the
+    source site (or of the target), or, where neither has one, relayed through this
+    machine. Checksums are verified on arrival either way.
     """
     destination = target_layout.input_of(source_layout.stage)
     if source.name == target.name:
-        command = remote.link_command(source_layout.outputs, destination)
-        run_remote(target, command, remote.check_exit)
-        return "linked (same site)"
+        command = remote.link_tree_command(source_layout.outputs, destination)
+        how = run_remote(target, command, remote.parse_link_tree)
+        return f"{how} (same site)"
     expected = manifest(source, source_layout.outputs)
     run_remote(target, remote.remove_tree_command(destination), remote.check_exit)
     store_site = next((d for d in (source, target) if d.site.storage and d.site.storage.s3), None)

@@ -7,7 +7,8 @@ is recorded before the submit call (state SUBMITTING, no scheduler id) and after
 job it submitted just before dying by its deterministic name, instead of submitting
 it twice. A site's `policy.max_queued_jobs` is respected before recording; a transient
 submit failure is retried, but only after looking the job up by name (the lost answer
-of a submit may hide a queued job).
+of a submit may hide a queued job). A site whose QOS or association job submit limit
+is reached is not failing: the job waits and is submitted once the queue has room.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from registry.records import JobRecord
 from registry.states import JobState
 from registry.store import now
 from sites.driver import SiteDriver
-from sites.errors import SiteError
+from sites.errors import SiteError, SubmitLimitReached
 from sites.scheduler import JobRequest
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _request(
         partial(staging.prepare_dirs, driver, layout, attempt), f"preparing {name} on {site}"
     )
     share = [(t.index, t.value) for t in tasks if t.index is not None and t.value is not None]
-    return build_request(
+    request = build_request(
         ctx.spec,
         ctx.spec.stage(name),
         driver.site,
@@ -84,9 +85,22 @@ def _request(
         attempt=attempt,
         layout=layout,
         partition=ctx.plans[name].partitions.get(site),
+        qos=ctx.plans[name].qos.get(site),
         share=share,
         after_ok=after_ok,
         exclude_nodes=exclude_nodes,
+    )
+    return replace(request, link_inputs=_chained_inputs(ctx, name, site) if after_ok else ())
+
+
+def _chained_inputs(ctx: RunContext, name: str, site: str) -> tuple[tuple[str, str], ...]:
+    """A job queued (afterok) behind needs on its own site links their outputs when it
+    starts: staged before, they were not final yet."""
+    layout = ctx.layout(site, name)
+    return tuple(
+        (ctx.layout(site, need).outputs, layout.input_of(need))
+        for need in ctx.spec.stage(name).needs
+        if ctx.plans[need].sites == (site,)
     )
 
 
@@ -121,7 +135,7 @@ def _submit_recorded(
             ]
         )
     try:
-        base = submit_once(driver, request)
+        base = submit_when_room(ctx, driver, request, [row.id for row in rows])
     except SiteError as exc:
         return [
             ctx.store.update_job(
@@ -161,6 +175,31 @@ def respect_queue_limit(ctx: RunContext, driver: SiteDriver, new_jobs: int) -> N
         time.sleep(driver.site.poll_interval)
 
 
+def submit_when_room(
+    ctx: RunContext, driver: SiteDriver, request: JobRequest, job_ids: Sequence[int]
+) -> str:
+    """Submit; while the site refuses only because the user's QOS or association job
+    submit limit is reached, the jobs wait (their reason says so, for `run watch`) and
+    are submitted again each poll interval until the queue has room."""
+    noted = False
+    while True:
+        try:
+            return submit_once(driver, request)
+        except SubmitLimitReached as exc:
+            if ctx.cancel_requested():
+                raise
+            if not noted:
+                note = (
+                    f"waiting: the job submit limit on {driver.name} is reached "
+                    f"({exc.limit}); submitting when the queue has room"
+                )
+                log.info("%s: %s", request.name, note)
+                for job_id in job_ids:
+                    ctx.store.update_job(job_id, reason=note)
+                noted = True
+        time.sleep(driver.site.poll_interval)
+
+
 def submit_once(driver: SiteDriver, request: JobRequest) -> str:
     """Submit the request once. A site that refuses it because of its node exclusions
     (e.g. every node of the partition excluded) gets it again without them."""
@@ -168,7 +207,7 @@ def submit_once(driver: SiteDriver, request: JobRequest) -> str:
         try:
             return _submit_with_retries(driver, request)
         except SiteError as exc:
-            if exc.transient:
+            if exc.transient or isinstance(exc, SubmitLimitReached):
                 raise
             log.warning(
                 "%s refused %s with nodes %s excluded (%s); submitting without exclusions",

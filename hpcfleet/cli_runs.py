@@ -99,6 +99,12 @@ def launch(
             "--strict", help="Refuse a run that could exceed a site's remaining allocation."
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check, plan and print each stage's batch script; submit nothing."
+        ),
+    ] = False,
     as_partner: AsOption = None,
 ) -> None:
     """Validate and start a run; prints its id."""
@@ -106,6 +112,15 @@ def launch(
 
     store = open_store()
     actor = acting_partner(store, as_partner)
+    if dry_run:
+        from flows.dry_run import dry_run as plan_only
+        from flows.dry_run import format_dry_run
+
+        result = plan_only(store, file, actor, settings().home / "sites", strict=strict)
+        for warning in result.warnings:
+            display.err.print(f"[yellow]warning:[/] {warning}")
+        print(format_dry_run(result, file), end="")
+        return
     launched = launch_run(store, file, actor, strict=strict)
     for warning in launched.warnings:
         display.err.print(f"[yellow]warning:[/] {warning}")

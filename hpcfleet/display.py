@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,9 +60,11 @@ def duration_text(seconds: float | None) -> str:
 def progress_table(
     run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence[JobRecord]
 ) -> Table:
-    """One row per stage: state, sites, attempt, tasks done, running time."""
+    """One row per stage: state, sites, attempt, tasks done, running time, and what a
+    live job waits for (the scheduler's own words: a raw state we do not know, a
+    submit limit, a pending reason)."""
     table = Table(title=f"run {run.run_id}  {run.name}  [{run.state.value}]", title_justify="left")
-    for column in ("stage", "state", "site", "attempt", "tasks", "time"):
+    for column in ("stage", "state", "site", "attempt", "tasks", "time", "note"):
         table.add_column(column)
     moment = datetime.now(UTC)
     for stage in stages:
@@ -83,8 +85,14 @@ def progress_table(
             str(stage.attempt or "-"),
             tasks,
             duration_text(elapsed),
+            _live_note(latest.values()),
         )
     return table
+
+
+def _live_note(jobs: Iterable[JobRecord]) -> str:
+    """The reason of the first live job that has one: why it waits or what SLURM says."""
+    return next((j.reason for j in jobs if not j.state.is_final and j.reason), "")
 
 
 def watch(

@@ -17,9 +17,23 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
+from registry.common import (
+    Identifier,
+    StrictModel,
+    Walltime,
+    format_memory,
+    parse_memory,
+)
 from registry.env_secrets import check_env
 
 StageKind = Literal["data", "train", "eval", "other"]
@@ -41,6 +55,30 @@ class SiteRequirement(StrictModel):
     gpu_type: str | None = None
     min_gpus: Annotated[int, Field(ge=0)] = 0
     labels: dict[str, str] = {}
+
+
+# sbatch options hpcfleet needs for itself: the name it finds jobs by, where logs go,
+# the array of tasks, dependencies and node exclusions.
+_OWN_SBATCH_OPTIONS = frozenset(
+    {"--job-name", "-J", "--output", "-o", "--error", "-e", "--chdir", "-D", "--array", "-a"}
+    | {"--dependency", "-d", "--kill-on-invalid-dep", "--exclude", "-x", "--wrap"}
+)
+
+
+def _stage_memory(value: Any) -> int:
+    """`all` -> 0, as SLURM reads `--mem=0`: all the memory of each node."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return 0
+    return parse_memory(value)
+
+
+def _format_stage_memory(mib: int) -> str:
+    return "all" if mib == 0 else format_memory(mib)
+
+
+StageMemory = Annotated[
+    int, BeforeValidator(_stage_memory), PlainSerializer(_format_stage_memory, return_type=str)
+]
 
 
 class SiteSelector(StrictModel):
@@ -91,9 +129,24 @@ class Resources(StrictModel):
     nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
     gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0  # per node
     cpus: Annotated[int, Field(ge=1, le=MAX_CPUS_PER_TASK)] = 1  # per task
-    mem: MemoryMiB | None = None
+    mem: StageMemory | None = None  # 0 (written `all`): all of each node's memory
     time: Walltime = 3600
     partition: str | None = None
+    qos: str | None = None
+    exclusive: bool = False
+    constraint: str | None = None
+    extra_flags: list[str] = []  # each one sbatch argument, e.g. "--hint=nomultithread"
+
+    @field_validator("extra_flags")
+    @classmethod
+    def _flags_hpcfleet_leaves_free(cls, value: list[str]) -> list[str]:
+        for flag in value:
+            name = flag.split("=", 1)[0] if flag.startswith("--") else flag[:2]
+            if not flag.startswith("-"):
+                raise ValueError(f"{flag!r} is not an option (each flag starts with '-')")
+            if name in _OWN_SBATCH_OPTIONS:
+                raise ValueError(f"{flag!r}: hpcfleet sets {name} itself")
+        return value
 
 
 class Stage(StrictModel):
@@ -112,6 +165,7 @@ class Stage(StrictModel):
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     resumable: bool = False
     max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
+    array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
 
     @field_validator("command", mode="before")
     @classmethod

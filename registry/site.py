@@ -65,12 +65,23 @@ class SshSettings(StrictModel):
         return " ".join(parts[:2])
 
 
+class QosLimit(StrictModel):
+    """A QOS a partition accepts. Its limits, where given, replace the partition's (as
+    sites grant a longer wall time, or a short debug queue, through a QOS)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    max_time: Walltime | None = None
+    max_nodes: Annotated[int, Field(ge=1)] | None = None
+
+
 class Partition(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     gpus_per_node: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_type: str | None = None
     max_time: Walltime | None = None
     default: bool = False
+    max_nodes: Annotated[int, Field(ge=1)] | None = None
+    qos: list[QosLimit] = []  # the QOS a job here may ask for; empty: not checked
 
 
 class SlurmSettings(StrictModel):
@@ -139,10 +150,19 @@ class Storage(StrictModel):
     s3: S3Store | None = None
 
 
+class Billing(StrictModel):
+    """How the site counts what a job costs: per GPU-hour or per node-hour, times
+    `factor` (LUMI bills one MI250X, i.e. two GCDs: `{per: gpu, factor: 0.5}`)."""
+
+    per: Literal["gpu", "node"] = "gpu"
+    factor: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Allocation(StrictModel):
-    gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS)]
+    gpu_hours: Annotated[float, Field(ge=0, le=MAX_GPU_HOURS)]  # in the site's billing unit
     start: date
     end: date
+    billing: Billing = Billing()
 
     @model_validator(mode="after")
     def _period(self) -> Self:
@@ -159,6 +179,7 @@ def _poll_interval(seconds: float) -> float:
 
 class Policy(StrictModel):
     max_queued_jobs: Annotated[int, Field(ge=1, le=MAX_QUEUED_JOBS)] = 200
+    max_running_tasks: Annotated[int, Field(ge=1)] | None = None  # per array: --array=…%N
     # None: 30 s for SLURM sites (be gentle with a shared login node), 0.5 s for local ones.
     min_poll_interval: Annotated[Duration, AfterValidator(_poll_interval)] | None = None
 

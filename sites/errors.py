@@ -7,6 +7,7 @@ subprocess) are translated into these at the boundary that calls the backend.
         │   └── HostKeyRejected       the server's host key is unknown or changed (not transient)
         ├── CommandFailed             a command on the site exited non-zero
         ├── SchedulerError            the scheduler refused or failed (transient if it timed out)
+        │   └── SubmitLimitReached    the user's QOS/association job submit limit is reached
         └── TransferError             a file transfer failed or arrived corrupt
 
 `transient` on each instance says whether retrying the same call can help.
@@ -58,6 +59,16 @@ class CommandFailed(SiteError):
 
 class SchedulerError(SiteError):
     """The site's scheduler refused or failed an operation."""
+
+
+class SubmitLimitReached(SchedulerError):
+    """The site refused a submission only because the user already has as many jobs
+    queued as a QOS or association allows: not a failure of the job; it can be
+    submitted again once jobs leave the queue. `limit` names SLURM's limit."""
+
+    def __init__(self, site: str, message: str, limit: str) -> None:
+        super().__init__(site, message, transient=False)
+        self.limit = limit
 
 
 class TransferError(SiteError):

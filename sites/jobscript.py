@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from registry.site import Container
+from sites.remote import link_tree_command
 from sites.scheduler import JobRequest, TaskSpec
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,6 +57,17 @@ def render_task_command(task: TaskSpec, container: Sequence[str] = ()) -> str:
     return shlex.join([*container, *argv])
 
 
+def render_input_links(links: Sequence[tuple[str, str]]) -> list[str]:
+    """Lines that make each input dir a tree of hard links to a needed stage's outputs
+    (a copy across filesystems) as the job starts, once afterok says they are final."""
+    return [
+        f"{link_tree_command(source, destination)} >/dev/null || "
+        f"{{ echo {shlex.quote(f'hpcfleet: cannot stage {source} as {destination}')} >&2; "
+        "exit 1; }"
+        for source, destination in links
+    ]
+
+
 def render_job_body(
     request: JobRequest,
     *,
@@ -67,6 +79,7 @@ def render_job_body(
     if modules:
         lines.append("module load " + " ".join(shlex.quote(m) for m in modules))
     lines.extend(render_exports(request.env))
+    lines.extend(render_input_links(request.link_inputs))
     lines.append(f"cd {shlex.quote(request.workdir)} || exit 1")
     lines.append('case "${HPCFLEET_ARRAY_INDEX:-0}" in')
     for index, task in enumerate(request.tasks):

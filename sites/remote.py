@@ -86,6 +86,32 @@ def link_command(target: str, link: str) -> str:
     return "{} && mkdir -p -- {} && ln -sfn -- {} {}".format(OWNER_ONLY, *quoted)
 
 
+# $1 the tree to mirror, $2 where; the old $2 (a tree, or an old symlink) goes first.
+_LINK_TREE = (
+    f'{OWNER_ONLY}; rm -rf -- "$2" && mkdir -p -- "$(dirname -- "$2")" || exit 1; '
+    'if cp -al -- "$1" "$2" 2>/dev/null; then echo hard-linked; '
+    'else rm -rf -- "$2" && cp -a -- "$1" "$2" && echo copied; fi'
+)
+LINK_TREE_WAYS = ("hard-linked", "copied")
+
+
+def link_tree_command(source: str, destination: str) -> str:
+    """Make `destination` a real directory tree with the files of `source`: hard links
+    when both are on one filesystem (`cp -al`, no data copied), else a copy. A job
+    then sees real directories that `find`, `os.walk` and `rglob` traverse (a symlink
+    to a directory they do not enter). Parser: `parse_link_tree`."""
+    return shell_command(_LINK_TREE, source, destination)
+
+
+def parse_link_tree(returncode: int, stdout: str, stderr: str) -> str:
+    """How the tree was made: "hard-linked" or "copied"; else `BadRemoteOutput`."""
+    check_exit(returncode, stdout, stderr)
+    way = stdout.strip()
+    if way not in LINK_TREE_WAYS:
+        raise BadRemoteOutput(f"the link-tree command printed {way[:80]!r}")
+    return way
+
+
 def remove_tree_command(path: str) -> str:
     """Remove `path` and everything under it. Parser: `check_exit`."""
     return f"rm -rf -- {shlex.quote(path)}"

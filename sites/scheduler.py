@@ -32,9 +32,14 @@ class JobResources:
     nodes: int = 1
     cpus: int = 1
     gpus: int = 0  # per node
-    mem_mb: int | None = None
+    mem_mb: int | None = None  # 0: all of each node's memory
     time_seconds: int = 3600
     partition: str | None = None
+    qos: str | None = None  # None: the site's
+    exclusive: bool = False
+    constraint: str | None = None
+    extra_flags: tuple[str, ...] = ()  # the stage's own; they win over the site's
+    array_parallelism: int | None = None  # at most this many array tasks at once
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class JobRequest:
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
     exclude_nodes: tuple[str, ...] = ()
+    # (outputs of a needed stage, its input dir): made a tree of hard links when the job
+    # starts, for a job queued behind that stage (afterok) on the same site.
+    link_inputs: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_array(self) -> bool:

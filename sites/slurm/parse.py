@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from registry.states import JobState
@@ -107,8 +108,11 @@ def parse_exit_code(text: str) -> int | None:
 
 
 def parse_wait_status(text: str) -> int | None:
-    """squeue's exit_code, a raw wait(2) status ("768" = exit 3, "9" = signal 9)."""
+    """squeue's exit_code: a raw wait(2) status before SLURM 23.02 ("768" = exit 3,
+    "9" = signal 9), "CODE:SIGNAL" since ("3:0", "0:9")."""
     text = text.strip()
+    if ":" in text:
+        return parse_exit_code(text)
     if not text.isdigit():
         return None
     status = int(text)
@@ -171,10 +175,12 @@ def same_job_name(a: str, b: str) -> bool:
 # -- job ids and arrays ------------------------------------------------------------------
 
 _ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]*)\]$")
+_INDEX_RANGE = re.compile(r"^(?P<first>\d+)(?:-(?P<last>\d+)(?::(?P<step>\d+))?)?$")
 
 
 def expand_task_ids(job_id: str) -> list[str]:
-    """Expand "123_[0-2,5%2]" into "123_0", "123_1", "123_2", "123_5".
+    """Expand "123_[0-2,5%2]" into "123_0", "123_1", "123_2", "123_5", and a strided
+    "123_[1-9:4]" into "123_1", "123_5", "123_9".
 
     sacct and squeue show the not-yet-started tasks of an array as one such row (the
     "%2" is the array's throttle). Other ids come back unchanged.
@@ -185,11 +191,14 @@ def expand_task_ids(job_id: str) -> list[str]:
     base, spec = match.group("base"), match.group("spec").split("%", 1)[0]
     ids: list[str] = []
     for part in spec.split(","):
-        first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
+        index_range = _INDEX_RANGE.match(part.strip())
+        if not index_range or index_range.group("step") == "0":
             log.warning("unreadable array range %r in %r", part, job_id)
             continue
-        ids.extend(f"{base}_{i}" for i in range(int(first), int(last or first) + 1))
+        first = int(index_range.group("first"))
+        last = int(index_range.group("last") or first)
+        step = int(index_range.group("step") or 1)
+        ids.extend(f"{base}_{i}" for i in range(first, last + 1, step))
     return ids
 
 
@@ -286,13 +295,19 @@ def _rows(stdout: str, n_fields: int, delimiter: str = "|") -> Iterator[list[str
 def parse_sacct(stdout: str) -> dict[str, JobStatus]:
     """`sacct --noheader --parsable2 --format=<SACCT_FIELDS>` -> status per task id.
 
-    Job steps ("123.batch") are skipped; a pending array range row becomes one PENDING
-    entry per task. GPU-hours = allocated GPUs × elapsed hours.
+    A pending array range row becomes one PENDING entry per task. GPU-hours = allocated
+    GPUs × elapsed hours. Job steps ("123.batch", "123.0") only count for one thing: a
+    FAILED job with a step that ran out of memory is OUT_OF_MEMORY (how an OOM under
+    `srun` looks on most sites: the step is OUT_OF_MEMORY, the allocation FAILED).
     """
     result: dict[str, JobStatus] = {}
+    oom_steps: dict[str, list[str]] = {}
     for row in _rows(stdout, len(SACCT_FIELDS)):
         job_id, state_text, exit_code, start, end, elapsed, tres, nodes, reason, name = row
         if "." in job_id:
+            parent, _, step = job_id.partition(".")
+            if job_state(state_text) is JobState.OUT_OF_MEMORY:
+                oom_steps.setdefault(parent, []).append(step)
             continue
         state = job_state(state_text)
         seconds = parse_seconds(elapsed)
@@ -310,7 +325,18 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
                 node=_node(nodes),
                 reason=_reason(state_text, state, reason),
             )
-    return result
+    return _with_oom_steps(result, oom_steps)
+
+
+def _with_oom_steps(
+    statuses: dict[str, JobStatus], oom_steps: dict[str, list[str]]
+) -> dict[str, JobStatus]:
+    for job_id, steps in oom_steps.items():
+        status = statuses.get(job_id)
+        if status is not None and status.state is JobState.FAILED:
+            reason = f"{status.reason} (step {', '.join(steps)} OUT_OF_MEMORY)"
+            statuses[job_id] = replace(status, state=JobState.OUT_OF_MEMORY, reason=reason)
+    return statuses
 
 
 def accounting_disabled(output: str) -> bool:

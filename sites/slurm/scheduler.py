@@ -28,8 +28,9 @@ import shlex
 from collections.abc import Iterable, Sequence
 
 from registry.site import Environment, SlurmSettings
-from sites.errors import SchedulerError
+from sites.errors import SchedulerError, SubmitLimitReached
 from sites.scheduler import JobRequest, JobStatus
+from sites.slurm.limits import submit_limit
 from sites.slurm.parse import (
     SACCT_FIELDS,
     SLURM_STATES,
@@ -79,7 +80,8 @@ log = logging.getLogger(__name__)
 # Epoch seconds in every time field (no guessing at the cluster's time zone), and
 # array index lists never cut short (SLURM's default limit is 64 characters).
 _ENV = "SLURM_TIME_FORMAT=%s SLURM_BITSTR_LEN=0"
-_SACCT = f"{_ENV} sacct --noheader --parsable2 --allocations"
+# Job steps too (no --allocations): an OOM under srun shows only on its step.
+_SACCT = f"{_ENV} sacct --noheader --parsable2"
 _SACCT_FORMAT = "--format=" + ",".join(SACCT_FIELDS)
 # How far back find_by_name looks. sacct rejects "now-10min": units are spelled out.
 FIND_WINDOW = "now-30days"
@@ -115,7 +117,7 @@ def submit_command(request: JobRequest) -> str:
 
 
 def status_command(job_ids: Iterable[str]) -> str:
-    """ONE sacct call for all jobs; `--allocations` hides job steps, not array tasks."""
+    """ONE sacct call for all jobs, their steps included (`parse_sacct` reads them)."""
     return f"{_SACCT} --jobs={_job_list(job_ids)} {_SACCT_FORMAT}"
 
 
@@ -213,9 +215,13 @@ def is_unknown_job(result: CommandResult) -> bool:
 
 
 def scheduler_error(site: str, action: str, result: CommandResult) -> SchedulerError:
-    """A failed SLURM command as a `SchedulerError`, transient when a retry can help."""
+    """A failed SLURM command as a `SchedulerError`, transient when a retry can help;
+    a submission over a job submit limit is `SubmitLimitReached`."""
     output = (result.stderr.strip() or result.stdout.strip()).splitlines()
     detail = output[-1] if output else "no error output"
+    limit = submit_limit(result.stderr + "\n" + result.stdout) if action == "sbatch" else None
+    if limit is not None:
+        return SubmitLimitReached(site, f"{action} refused: {limit}: {detail}", limit)
     return SchedulerError(
         site,
         f"{action} failed (exit {result.returncode}): {detail}",

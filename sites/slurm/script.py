@@ -48,7 +48,8 @@ def escape_filename_pattern(path: str) -> str:
 
 
 def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str, str]]:
-    """(option, value) pairs of the header, values not yet quoted.
+    """(option, value) pairs of the header, values not yet quoted; an empty value
+    renders as a bare flag (`--exclusive`).
 
     Order is fixed so the rendered script is stable (golden files pin it).
     """
@@ -58,17 +59,23 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
     if slurm.account:
         options.append(("--account", slurm.account))
     options.append(("--partition", partition))
-    if slurm.qos:
-        options.append(("--qos", slurm.qos))
+    qos = resources.qos or slurm.qos
+    if qos:
+        options.append(("--qos", qos))
     options.append(("--time", format_walltime(resources.time_seconds)))
     options.append(("--nodes", str(resources.nodes)))
     options.append(("--cpus-per-task", str(resources.cpus)))
     if resources.mem_mb is not None:
-        options.append(("--mem", format_memory(resources.mem_mb)))
+        # --mem=0 is SLURM's "all the memory of each node".
+        options.append(("--mem", format_memory(resources.mem_mb) if resources.mem_mb else "0"))
     if resources.gpus > 0:
         options.append(("--gres", f"gpu:{resources.gpus}"))
+    if resources.exclusive:
+        options.append(("--exclusive", ""))
+    if resources.constraint:
+        options.append(("--constraint", resources.constraint))
     if request.is_array:
-        options.append(("--array", f"0-{len(request.tasks) - 1}"))
+        options.append(("--array", array_range(len(request.tasks), resources.array_parallelism)))
     if request.after_ok:
         options.append(("--dependency", "afterok:" + ":".join(request.after_ok)))
         # Without this a job whose dependency failed stays PENDING forever
@@ -85,14 +92,57 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
     return options
 
 
+def array_range(count: int, parallelism: int | None) -> str:
+    """`0-N`, or `0-N%K` to let at most K tasks run at once."""
+    return f"0-{count - 1}" + (f"%{parallelism}" if parallelism else "")
+
+
 def render_sbatch_header(request: JobRequest, slurm: SlurmSettings) -> list[str]:
-    """The `#SBATCH` lines: our options, then the site's extra flags (which win)."""
+    """The `#SBATCH` lines: our options, the site's extra flags, then the stage's.
+
+    One line per option: the stage's own extra flag replaces ours of the same option,
+    and a site-wide flag is left out when the job already gives that option (a stage's
+    `mem` wins over a site's `--mem=0`; `--mem-per-cpu` counts as `--mem`).
+    """
+    stage_flags = list(request.resources.extra_flags)
+    stage_names = {flag_option(f) for f in stage_flags}
+    options = [
+        (o, v) for o, v in sbatch_options(request, slurm) if flag_option(o) not in stage_names
+    ]
+    given = stage_names | {flag_option(o) for o, _ in options}
+    site_flags = [f for f in slurm.extra_flags if flag_option(f) not in given]
     lines = []
-    for option, value in sbatch_options(request, slurm):
-        lines.append(f"#SBATCH {option}={sbatch_quote(value, option.lstrip('-'))}")
+    for option, value in options:
+        quoted = f"={sbatch_quote(value, option.lstrip('-'))}" if value else ""
+        lines.append(f"#SBATCH {option}{quoted}")
     # Each extra flag is one argument, e.g. "--constraint=gpu" or "--exclusive".
-    lines.extend(f"#SBATCH {sbatch_quote(flag, 'extra_flags')}" for flag in slurm.extra_flags)
+    lines.extend(f"#SBATCH {sbatch_quote(flag, 'extra_flags')}" for flag in site_flags)
+    lines.extend(f"#SBATCH {sbatch_quote(flag, 'resources.extra_flags')}" for flag in stage_flags)
     return lines
+
+
+# sbatch's one-letter options, by the long name that the header uses.
+_SHORT_OPTIONS = {
+    "-A": "--account",
+    "-C": "--constraint",
+    "-G": "--gpus",
+    "-N": "--nodes",
+    "-c": "--cpus-per-task",
+    "-p": "--partition",
+    "-q": "--qos",
+    "-t": "--time",
+}
+# Options sbatch refuses together count as one.
+_SAME_OPTION = {"--mem-per-cpu": "--mem", "--mem-per-gpu": "--mem"}
+
+
+def flag_option(flag: str) -> str:
+    """The option an sbatch argument sets: "--mem=0" -> "--mem", "-pdev" -> "--partition"."""
+    if flag.startswith("--"):
+        name = flag.split("=", 1)[0]
+    else:
+        name = _SHORT_OPTIONS.get(flag[:2], flag[:2])
+    return _SAME_OPTION.get(name, name)
 
 
 def render_sbatch(request: JobRequest, slurm: SlurmSettings, environment: Environment) -> str:

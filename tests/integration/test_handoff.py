@@ -105,15 +105,21 @@ def test_100_mib_relayed_without_a_store_byte_exact(tmp_path: Path) -> None:
     assert received(target, "train") == digests
 
 
-def test_same_site_is_linked_not_copied(tmp_path: Path) -> None:
+def test_same_site_is_hard_linked_not_copied(tmp_path: Path) -> None:
     site_a, _ = drivers(tmp_path, None)
     source, target = (
         StageLayout(site_a.workdir, "r1", "train"),
         StageLayout(site_a.workdir, "r1", "eval"),
     )
-    produce(site_a, source, 1)
-    assert stage_input(site_a, source, site_a, target) == "linked (same site)"
-    assert Path(target.input_of("train")).is_symlink()
+    digests = produce(site_a, source, 1)
+    assert stage_input(site_a, source, site_a, target) == "hard-linked (same site)"
+    staged = Path(target.input_of("train"))
+    assert staged.is_dir() and not staged.is_symlink()  # a real directory, as across sites
+    assert received(target, "train") == digests
+    for path in staged.rglob("*"):
+        if path.is_file():
+            original = Path(source.outputs) / path.relative_to(staged)
+            assert path.stat().st_ino == original.stat().st_ino  # no data copied
 
 
 def test_missing_profile_is_a_clear_non_transient_error(aws_env: S3Server) -> None:

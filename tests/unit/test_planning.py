@@ -67,7 +67,7 @@ def test_require_gpus_picks_a_fitting_partition() -> None:
 
 def test_require_labels() -> None:
     plan = plan_run(spec({"require": {"labels": {"country": "FI"}}}), SITES, "cuni")["s"]
-    assert plan.sites == ("lumi",) and plan.partitions["lumi"] is None
+    assert plan.sites == ("lumi",) and plan.partitions["lumi"] == "small"  # the default
 
 
 def test_nothing_fits() -> None:

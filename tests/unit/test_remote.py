@@ -167,3 +167,31 @@ def test_s3_scripts_pass_paths_as_dot_slash_so_none_reads_as_an_option_or_stdin(
     script = render_download("dest", {"-": "https://example.invalid/x"})
 
     assert "-o ./- " in script
+
+
+def test_link_tree_is_real_directories_of_hard_links_or_a_copy(tmp_path: Path) -> None:
+    source = tmp_path / "out $(touch pwned)"
+    (source / "deep").mkdir(parents=True)
+    (source / "deep" / "model.txt").write_text("w")
+    target = tmp_path / "inputs" / "train"
+    result = subprocess.run(
+        ["sh", "-c", f"umask 022; {remote.link_tree_command(str(source), str(target))}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert remote.parse_link_tree(result.returncode, result.stdout, result.stderr) == (
+        "hard-linked"
+    )
+    staged = target / "deep" / "model.txt"
+    assert (
+        not target.is_symlink()
+        and staged.stat().st_ino == (source / "deep" / "model.txt").stat().st_ino
+    )
+    assert (tmp_path / "inputs").stat().st_mode & 0o777 == 0o700
+    assert not (tmp_path / "pwned").exists()
+    assert remote.parse_link_tree(0, "copied\n", "") == "copied"
+    with pytest.raises(remote.BadRemoteOutput):
+        remote.parse_link_tree(0, "linked to /etc\n", "")
+    with pytest.raises(remote.RemoteCommandFailed):
+        remote.parse_link_tree(1, "", "cp: cannot stat 'x': No such file or directory\n")
