@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,9 +147,8 @@ def read_certificate_file(path: Path) -> SshCertificate:
 
 
 def _fingerprint(cert: SshCertificate) -> str:
-    from sites.ssh.hostkeys import sha256_fingerprint
-
-    return f"{cert.signature_key_type} {sha256_fingerprint(cert.signature_key)}"
+    digest = base64.b64encode(hashlib.sha256(cert.signature_key).digest()).decode()
+    return f"{cert.signature_key_type} SHA256:{digest.rstrip('=')}"
 
 
 def _string(value: bytes) -> bytes:

@@ -139,15 +139,22 @@ def start_transport(
 
 
 def open_route(
-    site: str, route: SshRoute, pinned_host_key: str | None, options: ConnectOptions
+    site: str,
+    route: SshRoute,
+    pinned_host_keys: str | Sequence[str] | None,
+    options: ConnectOptions,
+    host_cas: Sequence[str] = (),
 ) -> list[paramiko.Transport]:
     """Connect, verify and authenticate every hop; the target's transport is last.
-    On failure every hop opened so far is closed again."""
+    Pinned keys are the target's; a host CA is trusted for every hop (a site's login
+    and jump hosts are usually signed by the same CA). On failure every hop opened so
+    far is closed again."""
     transports: list[paramiko.Transport] = []
     try:
         for index, endpoint in enumerate(route.hops):
             is_target = index == len(route.hops) - 1
-            expected = expected_host_keys(endpoint, pinned_host_key if is_target else None)
+            pinned = pinned_host_keys if is_target else None
+            expected = expected_host_keys(endpoint, pinned, host_cas)
             transport = _connect_hop(site, endpoint, expected, transports, options)
             transports.append(transport)
             authenticate(site, transport, endpoint)
@@ -241,12 +248,13 @@ def _connect_hop(
             # The server has no key of the expected type(s): a changed key. Learn what it
             # offers, so that the refusal can show both fingerprints.
             offered = _offered_key(endpoint, previous, options)
-            message = host_key_message(site, endpoint, expected, offered, "CHANGED")
+            verdict = "CHANGED" if expected.keys else "NOT TRUSTED"
+            message = host_key_message(site, endpoint, expected, offered, verdict)
             raise HostKeyRejected(site, message) from None
         try:
-            check_host_key(
-                site, endpoint, expected, HostKey.from_pkey(transport.get_remote_server_key())
-            )
+            server_key = transport.get_remote_server_key()
+            certificate = server_key.public_blob.key_blob if server_key.public_blob else None
+            check_host_key(site, endpoint, expected, HostKey.from_pkey(server_key), certificate)
         except BaseException:
             transport.close()
             raise
