@@ -12,13 +12,12 @@ import shlex
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paramiko
 from paramiko.ssh_exception import IncompatiblePeer, PartialAuthentication
 
-from sites.errors import HostKeyRejected, SiteUnreachable
+from sites.errors import CredentialsExpired, HostKeyRejected, SiteUnreachable
 from sites.ssh.config import SshEndpoint, SshRoute
 from sites.ssh.errors import ssh_errors
 from sites.ssh.hostkeys import (
@@ -28,6 +27,7 @@ from sites.ssh.hostkeys import (
     expected_host_keys,
     host_key_message,
 )
+from sites.ssh.identities import candidate_keys
 
 log = logging.getLogger(__name__)
 # What a transport runs over: a TCP socket, a channel of the previous hop, a ProxyCommand.
@@ -38,8 +38,6 @@ Carrier = socket.socket | paramiko.Channel | paramiko.ProxyCommand
 # ciphers stay as fallbacks for servers without it.
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
-# Default identity files tried (after the agent), as OpenSSH does.
-_DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 @dataclass(frozen=True)
@@ -195,11 +193,14 @@ def fetch_host_key(
 
 def authenticate(site: str, transport: paramiko.Transport, endpoint: SshEndpoint) -> None:
     """Public-key authentication with the endpoint's identity files, or else the agent
-    and then the default key files. Raises a non-transient `SiteUnreachable` naming
-    user@host and every key tried (by path or fingerprint; never the key itself)."""
-    tried: list[str] = []
+    and then the default key files, each with its user certificate first. Raises a
+    non-transient `SiteUnreachable` naming user@host and every key tried (by path or
+    fingerprint; never the key itself), or `CredentialsExpired` (transient) when the
+    only thing missing is a certificate that has expired."""
+    candidates = candidate_keys(endpoint)
+    tried = candidates.tried
     with ssh_errors(site, f"authenticating as {endpoint.address}"):
-        for description, key in _candidate_keys(endpoint, tried):
+        for description, key in candidates.keys:
             try:
                 transport.auth_publickey(endpoint.user, key)
             except PartialAuthentication as exc:
@@ -222,6 +223,9 @@ def authenticate(site: str, transport: paramiko.Transport, endpoint: SshEndpoint
             if transport.is_authenticated():
                 log.debug("site %s: logged in to %s with %s", site, endpoint.address, description)
                 return
+    expired = candidates.latest_expired()
+    if expired is not None and expired.certificate.expires is not None:
+        raise CredentialsExpired(site, expired.certificate.expires, str(expired.path))
     raise SiteUnreachable(
         site,
         f"authentication failed for {endpoint.address}; tried: "
@@ -287,61 +291,6 @@ def _dial(
         src_addr=("127.0.0.1", 0),
         timeout=options.connect_timeout,
     )
-
-
-def _candidate_keys(endpoint: SshEndpoint, tried: list[str]) -> list[tuple[str, paramiko.PKey]]:
-    """Keys to offer, each with a description safe to show. Keys that cannot be loaded
-    are recorded in `tried` with the reason."""
-    if endpoint.identity_files:
-        keys = [k for path in endpoint.identity_files if (k := _load_key(path, tried))]
-        return keys or _agent_keys(endpoint, tried)
-    return _agent_keys(endpoint, tried) + [
-        k for name in _DEFAULT_IDENTITIES if (k := _load_key(Path(name).expanduser(), None))
-    ]
-
-
-def _load_key(path: Path, tried: list[str] | None) -> tuple[str, paramiko.PKey] | None:
-    description = f"identity file {path}"
-    try:
-        return description, paramiko.PKey.from_path(path)
-    except (paramiko.PasswordRequiredException, TypeError):
-        # paramiko 5 lets cryptography's TypeError ("password-protected") through.
-        reason = "encrypted; load it into the ssh-agent or use a key without passphrase"
-    except FileNotFoundError:
-        reason = "not found"
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        reason = f"unreadable: {type(exc).__name__}"
-    if tried is not None:
-        tried.append(f"{description} ({reason})")
-    return None
-
-
-def _agent_keys(endpoint: SshEndpoint, tried: list[str]) -> list[tuple[str, paramiko.PKey]]:
-    if endpoint.identity_agent == "none":
-        return []
-    try:
-        keys = _agent(endpoint.identity_agent).get_keys()
-    except (paramiko.SSHException, OSError):
-        keys = ()
-    if not keys:
-        where = endpoint.identity_agent or "$SSH_AUTH_SOCK"
-        tried.append(f"ssh-agent at {where} (not running or holds no keys)")
-    return [(f"ssh-agent key {k.fingerprint}", k) for k in keys]
-
-
-def _agent(socket_path: str | None) -> paramiko.agent.AgentSSH:
-    """The agent at `socket_path` (IdentityAgent), or the one $SSH_AUTH_SOCK names."""
-    if socket_path is None:
-        return paramiko.Agent()
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        connection.connect(socket_path)
-    except OSError:
-        connection.close()
-        raise
-    agent = paramiko.agent.AgentSSH()
-    agent._connect(connection)  # type: ignore[attr-defined]  # no public way to name it
-    return agent
 
 
 def _prefer(available: Sequence[str], first: tuple[str, ...]) -> list[str]:

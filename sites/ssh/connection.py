@@ -17,7 +17,7 @@ from pathlib import Path
 import paramiko
 
 from registry.site import SshSettings
-from sites.errors import SiteError, SiteUnreachable
+from sites.errors import CredentialsExpired, SiteError, SiteUnreachable
 from sites.ssh.config import SshRoute, load_ssh_config, resolve_route
 from sites.ssh.connect import ConnectOptions, close_transports, open_route
 from sites.ssh.errors import translate_ssh_error
@@ -150,7 +150,9 @@ class SshConnection:
                 )
             except SiteError as exc:
                 slow = time.monotonic() - started + delay > self.options.connect_timeout
-                if not exc.transient or attempt == RECONNECT_ATTEMPTS or slow:
+                # Expired credentials come back only when a person renews them.
+                renewal = isinstance(exc, CredentialsExpired)
+                if not exc.transient or renewal or attempt == RECONNECT_ATTEMPTS or slow:
                     raise
                 log.info(
                     "site %s: connection attempt %d failed (%s); retrying in %.2f s",

@@ -1,0 +1,239 @@
+"""Certificates against a real sshd: a host certificate (`HostCertificate`) checked
+against `ssh.host_ca`, and a short-lived user certificate (`TrustedUserCAKeys`, no
+authorized_keys at all) that expires during the test and is then renewed.
+
+The sshd is this test's own (own port on 127.0.0.1, own temporary config), not the
+shared sandbox's.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from registry.site import SshSettings
+from sites.errors import CredentialsExpired, HostKeyRejected, SiteUnreachable
+from sites.ssh.certificates import read_certificate_file
+from sites.ssh.transport import ConnectionPool, SshTransport
+
+SSHD = Path("/usr/sbin/sshd")
+SIGN = ("ssh-keygen", "-q", "-s")
+PRINCIPALS = "127.0.0.1,login01.test"  # what the host certificate is valid for
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not SSHD.exists() or shutil.which("ssh-keygen") is None, reason="needs sshd, ssh-keygen"
+    ),
+]
+
+
+@dataclass(frozen=True)
+class CertSshd:
+    port: int
+    user: str
+    directory: Path
+    host_ca: str  # "ssh-ed25519 AAAA..." of the CA that signed the host certificate
+    host_key: str  # the plain host key
+    user_ca: Path
+    user_key: Path
+
+    def sign_user(self, validity: str) -> Path:
+        """A certificate for the user's key, valid for `validity` (ssh-keygen -V)."""
+        subprocess.run(
+            [
+                *SIGN,
+                str(self.user_ca),
+                "-I",
+                "test-user",
+                "-n",
+                self.user,
+                "-V",
+                validity,
+                self.pub,
+            ],
+            check=True,
+        )
+        return Path(f"{self.user_key}-cert.pub")
+
+    @property
+    def pub(self) -> str:
+        return f"{self.user_key}.pub"
+
+    def settings(self, **overrides: object) -> SshSettings:
+        fields: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "identity_file": str(self.user_key),
+            "certificate_file": f"{self.user_key}-cert.pub",
+            "host_ca": self.host_ca,
+        }
+        fields.update(overrides)
+        return SshSettings.model_validate(fields)
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _await_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited at start: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"sshd did not listen on {port}: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def cert_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertSshd]:
+    directory = tmp_path_factory.mktemp("cert-sshd")
+    host_ca, user_ca = _keygen(directory / "host_ca"), _keygen(directory / "user_ca")
+    host_key, user_key = _keygen(directory / "host_key"), _keygen(directory / "id_ed25519")
+    subprocess.run(
+        [
+            *SIGN,
+            str(host_ca),
+            "-I",
+            "h",
+            "-h",
+            "-n",
+            PRINCIPALS,
+            "-V",
+            "-5m:+1h",
+            f"{host_key}.pub",
+        ],
+        check=True,
+    )
+    port, user = _free_port(), getpass.getuser()
+    config = directory / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"HostCertificate {host_key}-cert.pub\nTrustedUserCAKeys {user_ca}.pub\n"
+        f"AuthorizedKeysFile none\nAllowUsers {user}\nPermitRootLogin prohibit-password\n"
+        f"PidFile {directory}/sshd.pid\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\n"
+    )
+    log = directory / "sshd.log"
+    process = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)])
+    try:
+        _await_port(port, process, log)
+        yield CertSshd(
+            port,
+            user,
+            directory,
+            Path(f"{host_ca}.pub").read_text().strip(),
+            " ".join(Path(f"{host_key}.pub").read_text().split()[:2]),
+            user_ca,
+            user_key,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def pool() -> Iterator[ConnectionPool]:
+    connections = ConnectionPool()
+    yield connections
+    connections.close_all()
+
+
+def run(settings: SshSettings, pool: ConnectionPool) -> str:
+    with SshTransport("leonardo", settings, pool=pool) as transport:
+        return transport.run("echo logged-in", timeout=20).stdout.strip()
+
+
+def test_a_user_certificate_logs_in_where_no_key_is_authorized(
+    cert_sshd: CertSshd, pool: ConnectionPool
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+
+    assert run(cert_sshd.settings(), pool) == "logged-in"
+
+
+def test_without_the_certificate_the_same_key_is_refused(
+    cert_sshd: CertSshd, pool: ConnectionPool
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+    settings = cert_sshd.settings(certificate_file=None)
+    Path(f"{cert_sshd.user_key}-cert.pub").rename(cert_sshd.directory / "aside-cert.pub")
+    try:
+        with pytest.raises(SiteUnreachable, match="authentication failed") as caught:
+            run(settings, pool)
+    finally:
+        (cert_sshd.directory / "aside-cert.pub").rename(f"{cert_sshd.user_key}-cert.pub")
+
+    assert not isinstance(caught.value, CredentialsExpired)
+
+
+def test_a_host_certificate_of_another_ca_is_refused(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+    other_ca = Path(f"{_keygen(tmp_path / 'other_ca')}.pub").read_text()
+
+    with pytest.raises(HostKeyRejected, match="signed by an unknown CA"):
+        run(cert_sshd.settings(host_ca=other_ca), pool)
+
+
+def test_a_host_certificate_for_another_name_is_refused(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+    config = tmp_path / "ssh_config"
+    # The certificate names 127.0.0.1 and login01.test, not login02.test.
+    config.write_text("Host leo\n  HostName 127.0.0.1\n  HostKeyAlias login02.test\n")
+    settings = cert_sshd.settings(host="leo")
+
+    transport = SshTransport("leonardo", settings, ssh_config_path=config, pool=pool)
+    with pytest.raises(HostKeyRejected, match=r"'login02\.test' is not among its principals"):
+        transport.run("true")
+
+
+def test_pinned_plain_keys_still_work_next_to_a_ca(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+    other = Path(f"{_keygen(tmp_path / 'other_host')}.pub").read_text()
+    settings = cert_sshd.settings(host_ca=None, host_keys=[other, cert_sshd.host_key])
+
+    assert run(settings, pool) == "logged-in"
+
+
+def test_an_expired_certificate_waits_for_renewal_and_then_logs_in(
+    cert_sshd: CertSshd, pool: ConnectionPool
+) -> None:
+    cert = cert_sshd.sign_user("-1m:+12s")
+    expires = read_certificate_file(cert).valid_before
+    assert run(cert_sshd.settings(), pool) == "logged-in"
+    pool.close_all()  # the next command needs a new login
+    time.sleep(max(0.0, expires - time.time() + 1))
+
+    with pytest.raises(CredentialsExpired) as caught:
+        run(cert_sshd.settings(), pool)
+    assert caught.value.transient
+    assert "credentials for site leonardo expired at" in str(caught.value)
+    assert "step ssh login" in str(caught.value)
+
+    cert_sshd.sign_user("-1m:+1h")  # what `step ssh login` does
+    assert run(cert_sshd.settings(), pool) == "logged-in"
