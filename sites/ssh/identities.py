@@ -91,6 +91,21 @@ def user_certificates(endpoint: SshEndpoint) -> tuple[list[UserCertificate], lis
     return readable, problems
 
 
+def certificate_checks(endpoint: SshEndpoint, now: datetime) -> list[tuple[bool, str]]:
+    """(ok, `PATH: valid until T (N h left)`) for each user certificate of `endpoint`,
+    for `site check`; an expired or unreadable one is not ok."""
+    readable, problems = user_certificates(endpoint)
+    checks = [(False, problem) for problem in problems]
+    for user_cert in readable:
+        expires = user_cert.certificate.expires
+        if expires is None:
+            checks.append((True, f"{user_cert.path}: valid forever"))
+        else:
+            words = expires_in_words(expires, now)
+            checks.append((expires > now, f"{user_cert.path}: {words}"))
+    return checks
+
+
 def _valid_certificates(endpoint: SshEndpoint, found: Candidates) -> list[UserCertificate]:
     readable, problems = user_certificates(endpoint)
     found.tried += problems

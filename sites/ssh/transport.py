@@ -40,7 +40,7 @@ from sites.ssh.connection import SshConnection, resolve_site_route
 from sites.ssh.errors import ssh_errors
 from sites.transport import CommandResult, TransferLimits
 
-__all__ = ["ConnectionPool", "SshTransport", "fetch_host_key"]
+__all__ = ["ConnectionPool", "SshTransport", "certificate_checks", "fetch_host_key"]
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,18 @@ def fetch_host_key(
     route = resolve_site_route(site, settings, ssh_config_path)
     key = _fetch_host_key(site, route, ConnectOptions(connect_timeout=connect_timeout))
     return key.line, key.fingerprint
+
+
+def certificate_checks(
+    site: str, settings: SshSettings, *, ssh_config_path: Path | None = None
+) -> list[tuple[bool, str]]:
+    """(ok, detail) per user certificate of the site's login (see `identities`)."""
+    from datetime import UTC, datetime
+
+    from sites.ssh.identities import certificate_checks as checks_of
+
+    route = resolve_site_route(site, settings, ssh_config_path)
+    return checks_of(route.target, datetime.now(UTC))
 
 
 @contextmanager

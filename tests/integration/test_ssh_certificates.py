@@ -22,7 +22,7 @@ import pytest
 from registry.site import SshSettings
 from sites.errors import CredentialsExpired, HostKeyRejected, SiteUnreachable
 from sites.ssh.certificates import read_certificate_file
-from sites.ssh.transport import ConnectionPool, SshTransport
+from sites.ssh.transport import ConnectionPool, SshTransport, certificate_checks
 
 SSHD = Path("/usr/sbin/sshd")
 SIGN = ("ssh-keygen", "-q", "-s")
@@ -169,6 +169,16 @@ def test_a_user_certificate_logs_in_where_no_key_is_authorized(
     cert_sshd.sign_user("-1m:+1h")
 
     assert run(cert_sshd.settings(), pool) == "logged-in"
+
+
+def test_site_check_shows_the_certificate_line(cert_sshd: CertSshd) -> None:
+    cert_sshd.sign_user("-1m:+2h")
+
+    ((ok, detail),) = certificate_checks("leonardo", cert_sshd.settings())
+
+    assert ok
+    assert detail.startswith(f"{cert_sshd.user_key}-cert.pub: valid until ")
+    assert detail.endswith("(2 h left)")
 
 
 def test_without_the_certificate_the_same_key_is_refused(

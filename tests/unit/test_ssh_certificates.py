@@ -183,3 +183,21 @@ def test_several_pinned_keys_each_open_the_door(keys: dict[str, Path]) -> None:
             expected,
             HostKey.from_line(Path(f"{keys['ca']}.pub").read_text()),
         )
+
+
+def test_site_check_says_how_long_each_user_certificate_is_valid(keys: dict[str, Path]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sites.ssh.identities import certificate_checks
+
+    cert_file = sign(keys["ca"], keys["host"], principals="me", validity="-1m:+12h", host=False)
+    expires = read_certificate_file(cert_file).expires
+    assert expires is not None
+    user = SshEndpoint("leo", "leo", 22, "me", (), (), certificate_files=(cert_file,))
+
+    ((ok, detail),) = certificate_checks(user, expires - timedelta(hours=11, minutes=50))
+    ((late, late_detail),) = certificate_checks(user, expires + timedelta(seconds=1))
+
+    assert ok and detail == f"{cert_file}: valid until {expires:%Y-%m-%d %H:%M} UTC (12 h left)"
+    assert not late and late_detail == f"{cert_file}: expired at {expires:%Y-%m-%d %H:%M} UTC"
+    assert certificate_checks(user, datetime.now(UTC))[0][0]
