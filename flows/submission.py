@@ -21,6 +21,7 @@ from functools import partial
 
 from flows import staging
 from flows.context import RunContext
+from flows.credentials import renewal_wait
 from flows.jobs import build_request, job_name
 from flows.retry import with_retries
 from flows.tasks import PlannedTask
@@ -28,7 +29,7 @@ from registry.records import JobRecord
 from registry.states import JobState
 from registry.store import now
 from sites.driver import SiteDriver
-from sites.errors import SiteError
+from sites.errors import CredentialsExpired, SiteError
 from sites.scheduler import JobRequest
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def _request(
     """The attempt's job on `site`, its directories prepared."""
     driver, layout = ctx.driver(site), ctx.layout(site, name)
     with_retries(
-        partial(staging.prepare_dirs, driver, layout, attempt), f"preparing {name} on {site}"
+        partial(staging.prepare_dirs, driver, layout, attempt),
+        f"preparing {name} on {site}",
+        renewal=renewal_wait(ctx, name),
     )
     share = [(t.index, t.value) for t in tasks if t.index is not None and t.value is not None]
     return build_request(
@@ -121,7 +124,13 @@ def _submit_recorded(
             ]
         )
     try:
-        base = submit_once(driver, request)
+        # Expired credentials: wait for their renewal (the login failed: nothing was sent).
+        base = with_retries(
+            partial(submit_once, driver, request),
+            f"submitting {name} to {site}",
+            max_wait=0,
+            renewal=renewal_wait(ctx, name),
+        )
     except SiteError as exc:
         return [
             ctx.store.update_job(
@@ -189,7 +198,9 @@ def _submit_with_retries(driver: SiteDriver, request: JobRequest) -> str:
         try:
             return driver.scheduler.submit(request)
         except SiteError as exc:
-            if not exc.transient or attempt == SUBMIT_TRIES:
+            # A first login refused for expired credentials sent nothing: the caller waits.
+            first_login = attempt == 1 and isinstance(exc, CredentialsExpired)
+            if not exc.transient or attempt == SUBMIT_TRIES or first_login:
                 raise
             log.warning("submitting to %s failed (%s); retrying in %.0f s", driver.name, exc, delay)
         time.sleep(delay)
