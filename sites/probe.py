@@ -167,6 +167,16 @@ def _queue_depth(driver: SiteDriver) -> int | None:
     return remote.parse_queue_depth(result.returncode, result.stdout, result.stderr)
 
 
+def trust_site_keys(site: Site) -> list[tuple[str, str, str]]:
+    """(host key line, SHA256 fingerprint, address) of every login node behind the
+    site's host name, fetched without logging in (`site trust`)."""
+    if site.ssh is None:
+        raise SiteError(site.name, "has no 'ssh:' section: there is no host key to trust")
+    from sites.ssh.transport import fetch_host_keys
+
+    return fetch_host_keys(site.name, site.ssh)
+
+
 def trust_site(site: Site) -> tuple[str, str]:
     """The server's host key line and its SHA256 fingerprint, fetched without logging in."""
     if site.ssh is None:

@@ -21,8 +21,16 @@ import pytest
 
 from registry.site import SshSettings
 from sites.errors import CredentialsExpired, HostKeyRejected, SiteUnreachable
+from sites.ssh import transport as transport_module
 from sites.ssh.certificates import read_certificate_file
-from sites.ssh.transport import ConnectionPool, SshTransport, certificate_checks
+from sites.ssh.resolved import render_resolved
+from sites.ssh.transport import (
+    ConnectionPool,
+    SshTransport,
+    certificate_checks,
+    fetch_host_keys,
+    resolved_connection,
+)
 
 SSHD = Path("/usr/sbin/sshd")
 SIGN = ("ssh-keygen", "-q", "-s")
@@ -91,17 +99,41 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _await_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def _await_port(listen: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"sshd exited at start: {log.read_text()}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((listen, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
     pytest.fail(f"sshd did not listen on {port}: {log.read_text()}")
+
+
+def start_sshd(directory: Path, listen: str, port: int, extra: str) -> subprocess.Popen[bytes]:
+    """This test's own sshd (never the shared sandbox's), key logins for this user only."""
+    config = directory / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress {listen}\nAllowUsers {getpass.getuser()}\n{extra}"
+        f"PermitRootLogin prohibit-password\nPidFile {directory}/sshd.pid\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nUseDNS no\n"
+    )
+    log = directory / "sshd.log"
+    process = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)])
+    try:
+        _await_port(listen, port, process, log)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -124,22 +156,18 @@ def cert_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertSshd]:
         ],
         check=True,
     )
-    port, user = _free_port(), getpass.getuser()
-    config = directory / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-        f"HostCertificate {host_key}-cert.pub\nTrustedUserCAKeys {user_ca}.pub\n"
-        f"AuthorizedKeysFile none\nAllowUsers {user}\nPermitRootLogin prohibit-password\n"
-        f"PidFile {directory}/sshd.pid\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\n"
+    port = _free_port()
+    process = start_sshd(
+        directory,
+        "127.0.0.1",
+        port,
+        f"HostKey {host_key}\nHostCertificate {host_key}-cert.pub\n"
+        f"TrustedUserCAKeys {user_ca}.pub\nAuthorizedKeysFile none\n",
     )
-    log = directory / "sshd.log"
-    process = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)])
     try:
-        _await_port(port, process, log)
         yield CertSshd(
             port,
-            user,
+            getpass.getuser(),
             directory,
             Path(f"{host_ca}.pub").read_text().strip(),
             " ".join(Path(f"{host_key}.pub").read_text().split()[:2]),
@@ -147,8 +175,27 @@ def cert_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertSshd]:
             user_key,
         )
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def second_login_node(
+    cert_sshd: CertSshd, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Another login node behind the same name (127.0.0.2, same port), with its own host
+    key and no certificate; returns that key's line."""
+    directory = tmp_path_factory.mktemp("login02")
+    host_key = _keygen(directory / "host_key")
+    process = start_sshd(
+        directory,
+        "127.0.0.2",
+        cert_sshd.port,
+        f"HostKey {host_key}\nTrustedUserCAKeys {cert_sshd.user_ca}.pub\nAuthorizedKeysFile none\n",
+    )
+    try:
+        yield " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+    finally:
+        _stop(process)
 
 
 @pytest.fixture
@@ -247,3 +294,47 @@ def test_an_expired_certificate_waits_for_renewal_and_then_logs_in(
 
     cert_sshd.sign_user("-1m:+1h")  # what `step ssh login` does
     assert run(cert_sshd.settings(), pool) == "logged-in"
+
+
+def test_site_trust_pins_the_key_of_every_login_node_behind_the_name(
+    cert_sshd: CertSshd,
+    second_login_node: str,
+    pool: ConnectionPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+    # Round-robin DNS, as for Leonardo's login01..07: one name, several nodes.
+    nodes = {"login.test": ["127.0.0.1", "127.0.0.2"]}
+    monkeypatch.setattr(transport_module, "_addresses", lambda site, name, port: nodes[name])
+
+    found = fetch_host_keys("leonardo", cert_sshd.settings(host="login.test", host_ca=None))
+
+    assert {(line, address) for line, _, address in found} == {
+        (cert_sshd.host_key, "127.0.0.1"),
+        (second_login_node, "127.0.0.2"),
+    }
+    pinned = [line for line, _, _ in found]
+    for node in nodes["login.test"]:
+        settings = cert_sshd.settings(host=node, host_ca=None, host_keys=pinned)
+        assert run(settings, pool) == "logged-in"
+
+
+def test_a_login_node_without_a_certificate_is_refused_under_a_ca_alone(
+    cert_sshd: CertSshd, second_login_node: str, pool: ConnectionPool
+) -> None:
+    cert_sshd.sign_user("-1m:+1h")
+
+    with pytest.raises(HostKeyRejected, match="NOT TRUSTED"):
+        run(cert_sshd.settings(host="127.0.0.2"), pool)
+
+
+def test_the_resolved_connection_names_certificate_chain_and_policy(cert_sshd: CertSshd) -> None:
+    cert_sshd.sign_user("-1m:+2h")
+
+    resolved = resolved_connection("leonardo", cert_sshd.settings())
+    text = render_resolved(resolved)
+
+    assert resolved["hostname"] == "127.0.0.1" and resolved["port"] == cert_sshd.port
+    assert f"certificatefile {cert_sshd.user_key}-cert.pub (valid until " in text
+    assert "hostkey ca ssh-ed25519 SHA256:" in text
+    assert resolved["hostkeypolicy"]["known_hosts"] is None

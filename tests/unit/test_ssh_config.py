@@ -360,3 +360,29 @@ def test_certificate_file_and_identity_agent_come_from_the_config(tmp_path: Path
 
     assert target.certificate_files == (Path("~/.ssh/jdoe-cert.pub").expanduser(),)
     assert target.identity_agent == f"{tmp_path}/me.sock"
+
+
+def test_the_resolved_view_shows_the_jump_chain_and_host_key_policy() -> None:
+    from datetime import UTC, datetime
+
+    from sites.ssh.resolved import render_resolved, resolved_connection
+
+    config = OpenSshConfig.from_text(
+        "Host leonardo\n  HostName login.leonardo.cineca.it\n  User jdoe\n  ProxyJump inner\n"
+        "Host inner\n  HostName inner.cineca.it\n  ProxyJump gate@outer.cineca.it:2022\n"
+    )
+    host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM8HrxlyUhlcatX7YGh93FKQ/6xRO5BG/GaJ0zb0j2ZG"
+    settings = SshSettings(host="leonardo", host_keys=[host_key])
+    route = resolve_route(settings, config, local_user="me")
+
+    text = render_resolved(resolved_connection(settings, route, datetime.now(UTC)))
+
+    assert text.splitlines()[:4] == [
+        "host leonardo",
+        "hostname login.leonardo.cineca.it",
+        "port 22",
+        "user jdoe",
+    ]
+    assert "proxyjump gate@outer.cineca.it:2022,me@inner.cineca.it:22" in text
+    assert "identityfile ~/.ssh/id_ed25519 (default)" in text
+    assert "hostkey pinned ssh-ed25519 SHA256:9jmBY6qYu7558MZRTZhiOVkOaq9Ew1SwoUiTkPEhzOU" in text
