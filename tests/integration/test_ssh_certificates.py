@@ -112,11 +112,14 @@ def _await_port(listen: str, port: int, process: subprocess.Popen[bytes], log: P
     pytest.fail(f"sshd did not listen on {port}: {log.read_text()}")
 
 
-def start_sshd(directory: Path, listen: str, port: int, extra: str) -> subprocess.Popen[bytes]:
-    """This test's own sshd (never the shared sandbox's), key logins for this user only."""
+def start_sshd(
+    directory: Path, listen: str, port: int, extra: str, user: str | None = None
+) -> subprocess.Popen[bytes]:
+    """This test's own sshd (never the shared sandbox's), key logins for `user` only
+    (default: whoever runs the test)."""
     config = directory / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress {listen}\nAllowUsers {getpass.getuser()}\n{extra}"
+        f"Port {port}\nListenAddress {listen}\nAllowUsers {user or getpass.getuser()}\n{extra}"
         f"PermitRootLogin prohibit-password\nPidFile {directory}/sshd.pid\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "StrictModes no\nUseDNS no\n"
