@@ -114,13 +114,20 @@ class OpenSshConfig:
         self._includes: dict[str, list[ConfigLine]] = {}
 
     @classmethod
-    def from_text(cls, text: str, *, name: str = "<config>", **kwargs: object) -> OpenSshConfig:
-        return cls(parse_config(text, name), **kwargs)  # type: ignore[arg-type]
+    def from_text(
+        cls,
+        text: str,
+        *,
+        name: str = "<config>",
+        ssh_dir: Path | None = None,
+        run_exec: ExecRunner | None = None,
+    ) -> OpenSshConfig:
+        return cls(parse_config(text, name), ssh_dir=ssh_dir, run_exec=run_exec)
 
     @classmethod
-    def from_path(cls, path: Path, **kwargs: object) -> OpenSshConfig:
+    def from_path(cls, path: Path, *, ssh_dir: Path | None = None) -> OpenSshConfig:
         path = Path(path).expanduser()
-        return cls.from_text(path.read_text(), name=str(path), **kwargs)
+        return cls.from_text(path.read_text(), name=str(path), ssh_dir=ssh_dir)
 
     def lookup(
         self,

@@ -141,7 +141,11 @@ def _keys_of_certificates(
 def _with_certificate(
     description: str, key: paramiko.PKey, user_cert: UserCertificate
 ) -> tuple[str, paramiko.PKey]:
-    certified = copy.copy(key)  # load_certificate changes the key it is called on
+    # load_certificate changes the key it is called on; the plain key is offered after.
+    if isinstance(key, paramiko.AgentKey):  # copy.copy recurses in its __getattr__
+        certified: paramiko.PKey = paramiko.AgentKey(key.agent, key.blob, key.comment)
+    else:
+        certified = copy.copy(key)
     certified.load_certificate(str(user_cert.path))
     until = user_cert.certificate.expires
     valid = f", valid until {until:%Y-%m-%d %H:%M} UTC" if until else ""

@@ -341,3 +341,81 @@ def test_the_resolved_connection_names_certificate_chain_and_policy(cert_sshd: C
     assert f"certificatefile {cert_sshd.user_key}-cert.pub (valid until " in text
     assert "hostkey ca ssh-ed25519 SHA256:" in text
     assert resolved["hostkeypolicy"]["known_hosts"] is None
+
+
+# ----------------------------------------------------- ~/.ssh/config features, for real
+
+
+def test_a_proxycommand_carries_the_connection(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    if shutil.which("socat") is None:
+        pytest.skip("needs socat")
+    cert_sshd.sign_user("-1m:+1h")
+    marker = tmp_path / "proxy-ran"
+    proxy = tmp_path / "proxy.sh"
+    proxy.write_text(f'#!/bin/sh\necho "$@" > {marker}\nexec socat - "TCP:$1:$2"\n')
+    proxy.chmod(0o755)
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host leo\n  HostName 127.0.0.1\n  Port {cert_sshd.port}\n  ProxyCommand {proxy} %h %p\n"
+    )
+    settings = cert_sshd.settings(host="leo", port=None)
+
+    with SshTransport("leonardo", settings, ssh_config_path=config, pool=pool) as transport:
+        assert transport.run("echo via-proxy").stdout.strip() == "via-proxy"
+    assert marker.read_text().split() == ["127.0.0.1", str(cert_sshd.port)]
+
+
+def test_a_jump_host_with_its_own_jump_host(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    """target -> ProxyJump inner -> ProxyJump outer, all this sshd (its CA signed the
+    host certificate for 127.0.0.1; KEY-cert.pub logs in on every hop)."""
+    cert_sshd.sign_user("-1m:+1h")
+    config = tmp_path / "ssh_config"
+    port = cert_sshd.port
+    config.write_text(
+        f"Host leo\n  HostName 127.0.0.1\n  Port {port}\n  ProxyJump inner\n"
+        f"Host inner\n  HostName 127.0.0.1\n  Port {port}\n  ProxyJump outer\n"
+        f"Host outer\n  HostName 127.0.0.1\n  Port {port}\n"
+    )
+    settings = cert_sshd.settings(host="leo", port=None)
+
+    with SshTransport("leonardo", settings, ssh_config_path=config, pool=pool) as transport:
+        assert len(transport._connection.route.hops) == 3
+        assert transport.run("echo three-hops").stdout.strip() == "three-hops"
+
+
+def test_identity_agent_names_the_agent_socket(
+    cert_sshd: CertSshd, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    if shutil.which("ssh-agent") is None:
+        pytest.skip("needs ssh-agent")
+    cert_sshd.sign_user("-1m:+1h")
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        _await_socket(socket_path)
+        key_alone = tmp_path / "agent_key"  # without its -cert.pub: only the key in the agent
+        key_alone.write_bytes(cert_sshd.user_key.read_bytes())
+        key_alone.chmod(0o600)
+        env = {"SSH_AUTH_SOCK": str(socket_path), "PATH": "/usr/bin:/bin"}
+        subprocess.run(["ssh-add", "-q", str(key_alone)], env=env, check=True)
+        config = tmp_path / "ssh_config"
+        config.write_text(f"Host leo\n  HostName 127.0.0.1\n  IdentityAgent {socket_path}\n")
+        settings = cert_sshd.settings(host="leo", identity_file=None)
+
+        with SshTransport("leonardo", settings, ssh_config_path=config, pool=pool) as transport:
+            assert transport.run("echo agent").stdout.strip() == "agent"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def _await_socket(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"ssh-agent did not create {path}")
+        time.sleep(0.05)
