@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from registry import sshnames
 from registry.common import Duration, Identifier, StrictModel, Walltime
@@ -22,43 +22,6 @@ _HOST_KEY_TYPES = (
     "ecdsa-sha2-nistp384",
     "ecdsa-sha2-nistp521",
 )
-
-
-class SshSettings(StrictModel):
-    """How to log in. `host` may be an alias of ~/.ssh/config; then the other fields
-    left unset come from there."""
-
-    host: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    user: str | None = None
-    identity_file: str | None = None
-    proxy_jump: list[str] = []
-    host_key: str | None = None
-    known_hosts: str | None = None
-    host_keys: list[str] = []  # several pinned keys (round-robin login nodes)
-    host_ca: str | None = None  # trust host certificates signed by this CA
-    certificate_file: str | None = None  # a (short-lived) user certificate
-
-    @field_validator("host", "user", "proxy_jump")
-    @classmethod
-    def _names_openssh_accepts(cls, value: object, info: ValidationInfo) -> object:
-        """These reach the `Match exec` lines of ~/.ssh/config: see registry.sshnames."""
-        return sshnames.check_field(str(info.field_name), value)
-
-    @field_validator("host_key")
-    @classmethod
-    def _host_key_is_public_key_line(cls, value: str | None) -> str | None:
-        return None if value is None else public_key_line(value, check_blob=False)
-
-    @field_validator("host_ca")
-    @classmethod
-    def _host_ca_is_public_key_line(cls, value: str | None) -> str | None:
-        return None if value is None else public_key_line(value)
-
-    @field_validator("host_keys")
-    @classmethod
-    def _host_keys_are_public_key_lines(cls, value: list[str]) -> list[str]:
-        return [public_key_line(line) for line in value]
 
 
 def public_key_line(value: str, *, check_blob: bool = True) -> str:
@@ -86,6 +49,38 @@ def public_key_line(value: str, *, check_blob: bool = True) -> str:
         raise ValueError(f"the base64 part is not an {parts[0]} public key")
     return " ".join(parts[:2])
 
+
+class SshSettings(StrictModel):
+    """How to log in. `host` may be an alias of ~/.ssh/config; then the other fields
+    left unset come from there."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    proxy_jump: list[str] = []
+    host_key: str | None = None
+    known_hosts: str | None = None
+    # Several pinned keys (round-robin login nodes each have their own).
+    host_keys: list[Annotated[str, AfterValidator(public_key_line)]] = []
+    host_ca: str | None = None  # trust host certificates signed by this CA
+    certificate_file: str | None = None  # a (short-lived) user certificate
+
+    @field_validator("host", "user", "proxy_jump")
+    @classmethod
+    def _names_openssh_accepts(cls, value: object, info: ValidationInfo) -> object:
+        """These reach the `Match exec` lines of ~/.ssh/config: see registry.sshnames."""
+        return sshnames.check_field(str(info.field_name), value)
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key_is_public_key_line(cls, value: str | None) -> str | None:
+        return None if value is None else public_key_line(value, check_blob=False)
+
+    @field_validator("host_ca")
+    @classmethod
+    def _host_ca_is_public_key_line(cls, value: str | None) -> str | None:
+        return None if value is None else public_key_line(value)
 
 class Partition(StrictModel):
     name: Annotated[str, Field(min_length=1)]

@@ -386,3 +386,44 @@ def test_the_resolved_view_shows_the_jump_chain_and_host_key_policy() -> None:
     assert "proxyjump gate@outer.cineca.it:2022,me@inner.cineca.it:22" in text
     assert "identityfile ~/.ssh/id_ed25519 (default)" in text
     assert "hostkey pinned ssh-ed25519 SHA256:9jmBY6qYu7558MZRTZhiOVkOaq9Ew1SwoUiTkPEhzOU" in text
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM8HrxlyUhlcatX7YGh93FKQ/6xRO5BG/GaJ0zb0j2ZG"
+
+
+@pytest.mark.parametrize(
+    ("ssh", "field", "says"),
+    [
+        ({"host_keys": [ED25519, "ssh-ed25519 AAAA"]}, "ssh.host_keys[1]", "not an ssh-ed25519"),
+        ({"host_keys": ["ssh-ed25519 not-base64!"]}, "ssh.host_keys[0]", "not valid base64"),
+        ({"host_ca": "ssh-rsa " + ED25519.split()[1]}, "ssh.host_ca", "not an ssh-rsa"),
+        ({"host_ca": "-----BEGIN OPENSSH PRIVATE KEY-----"}, "ssh.host_ca", "private key"),
+    ],
+)
+def test_site_add_refuses_host_keys_that_do_not_parse(
+    ssh: dict[str, object], field: str, says: str
+) -> None:
+    document = {
+        "name": "leonardo",
+        "partner": "cineca",
+        "scheduler": "slurm",
+        "ssh": {"host": "login.leonardo.cineca.it", **ssh},
+        "slurm": {"partitions": [{"name": "boost_usr_prod"}]},
+    }
+
+    with pytest.raises(DocumentError, match=says) as caught:
+        validate_document(document, Site, source="leonardo.yaml")
+
+    assert caught.value.field == field
+
+
+def test_the_certificate_fields_are_accepted_and_comments_dropped() -> None:
+    settings = SshSettings(
+        host="leonardo",
+        host_keys=[f"{ED25519} login01", ED25519],
+        host_ca=f"{ED25519} smallstep CA",
+        certificate_file="~/.ssh/id_ed25519-cert.pub",
+    )
+
+    assert settings.host_keys == [ED25519, ED25519]
+    assert settings.host_ca == ED25519
