@@ -30,6 +30,10 @@ class CertificateRejected(ValueError):
     """A certificate that must not be trusted; the message says why."""
 
 
+class UnknownAuthority(CertificateRejected):
+    """Signed by no trusted CA: OpenSSH then judges the plain key instead."""
+
+
 @dataclass(frozen=True)
 class SshCertificate:
     """The fields of an OpenSSH certificate that decide whether to trust it."""
@@ -114,7 +118,7 @@ def check_host_certificate(
     if cert.kind != HOST_CERTIFICATE:
         raise CertificateRejected("it is a user certificate, not a host certificate")
     if cert.signature_key not in authorities:
-        raise CertificateRejected(f"it is signed by an unknown CA ({_fingerprint(cert)})")
+        raise UnknownAuthority(f"it is signed by an unknown CA ({_fingerprint(cert)})")
     if not cert.signature_valid():
         raise CertificateRejected("its signature does not verify with the CA key")
     if host not in cert.principals:

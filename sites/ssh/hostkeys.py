@@ -27,6 +27,7 @@ from sites.errors import HostKeyRejected
 from sites.ssh.certificates import (
     CERT_SUFFIX,
     CertificateRejected,
+    UnknownAuthority,
     check_host_certificate,
     parse_certificate,
 )
@@ -172,26 +173,32 @@ def check_host_key(
     certificate: bytes | None = None,
 ) -> None:
     """Raise `HostKeyRejected` unless `offered` is one of the expected keys, or comes
-    with a `certificate` that a trusted host CA signed for this host."""
+    with a `certificate` that a trusted host CA signed for this host. As in OpenSSH, a
+    certificate of an unknown CA leaves the plain key to be judged; one of a trusted CA
+    that is invalid (expired, other principals) is refused."""
+    problem = None
     if certificate is not None and expected.authorities:
         try:
             cert = parse_certificate(certificate)
-            check_host_certificate(
-                cert,
-                [ca.blob for ca in expected.authorities],
-                endpoint.host_key_alias or endpoint.hostname,
-            )
+            name = endpoint.host_key_alias or endpoint.hostname
+            check_host_certificate(cert, [ca.blob for ca in expected.authorities], name)
+        except UnknownAuthority as exc:
+            problem = str(exc)
         except CertificateRejected as exc:
             message = host_key_message(site, endpoint, expected, offered, "NOT TRUSTED")
             raise HostKeyRejected(site, f"{message}. Its host certificate: {exc}") from None
-        if offered not in expected.revoked:
-            return
+        else:
+            if offered not in expected.revoked:
+                return
     if offered in expected.keys:
         return
     verdict = (
         "REVOKED" if offered in expected.revoked else "CHANGED" if expected.keys else "UNKNOWN"
     )
-    raise HostKeyRejected(site, host_key_message(site, endpoint, expected, offered, verdict))
+    message = host_key_message(site, endpoint, expected, offered, verdict)
+    if problem:
+        message += f". Its host certificate: {problem}"
+    raise HostKeyRejected(site, message)
 
 
 def host_key_message(

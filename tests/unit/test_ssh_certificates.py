@@ -201,3 +201,20 @@ def test_site_check_says_how_long_each_user_certificate_is_valid(keys: dict[str,
     assert ok and detail == f"{cert_file}: valid until {expires:%Y-%m-%d %H:%M} UTC (12 h left)"
     assert not late and late_detail == f"{cert_file}: expired at {expires:%Y-%m-%d %H:%M} UTC"
     assert certificate_checks(user, datetime.now(UTC))[0][0]
+
+
+def test_a_certificate_of_an_unknown_ca_leaves_the_pinned_plain_key_to_decide(
+    keys: dict[str, Path],
+) -> None:
+    cert_file = sign(keys["other_ca"], keys["host"], principals="login01", validity="-1m:+1h")
+    plain_line = Path(f"{keys['host']}.pub").read_text()
+    ca_line = Path(f"{keys['ca']}.pub").read_text()
+    plain = HostKey.from_line(plain_line)
+    host = endpoint("login01")
+
+    pinned = expected_host_keys(host, [plain_line], [ca_line])
+    check_host_key("leonardo", host, pinned, plain, blob(cert_file))  # as OpenSSH: plain key
+
+    ca_only = expected_host_keys(host, None, [ca_line])
+    with pytest.raises(HostKeyRejected, match=r"UNKNOWN.*signed by an unknown CA"):
+        check_host_key("leonardo", host, ca_only, plain, blob(cert_file))
