@@ -143,10 +143,8 @@ def trust(
 def _with_pinned_keys(site: Site, lines: list[str]) -> Site:
     """One key: `host_key`, as before; several (round-robin login nodes): `host_keys`."""
     assert site.ssh is not None
-    keys = {"host_key": lines[0], "host_keys": []} if len(lines) == 1 else {
-        "host_key": None,
-        "host_keys": lines,
-    }
+    several = len(lines) > 1
+    keys = {"host_key": None if several else lines[0], "host_keys": lines if several else []}
     pinned = site.model_copy(update={"ssh": site.ssh.model_copy(update=keys)})
     return Site.model_validate(pinned.model_dump())
 

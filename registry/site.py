@@ -82,6 +82,7 @@ class SshSettings(StrictModel):
     def _host_ca_is_public_key_line(cls, value: str | None) -> str | None:
         return None if value is None else public_key_line(value)
 
+
 class Partition(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     gpus_per_node: Annotated[int, Field(ge=0)] = 0
