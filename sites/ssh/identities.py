@@ -80,14 +80,16 @@ def certificate_files(endpoint: SshEndpoint) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def user_certificates(endpoint: SshEndpoint) -> tuple[list[UserCertificate], list[str]]:
-    """The endpoint's readable user certificates, and a note for each unreadable one."""
+def user_certificates(
+    endpoint: SshEndpoint,
+) -> tuple[list[UserCertificate], list[tuple[Path, str]]]:
+    """The endpoint's readable user certificates, and (path, why) for unreadable ones."""
     readable, problems = [], []
     for path in certificate_files(endpoint):
         try:
             readable.append(UserCertificate(path, read_certificate_file(path)))
         except (OSError, CertificateRejected) as exc:
-            problems.append(f"certificate {path} ({_reason(exc)})")
+            problems.append((path, _reason(exc)))
     return readable, problems
 
 
@@ -95,7 +97,7 @@ def certificate_checks(endpoint: SshEndpoint, now: datetime) -> list[tuple[bool,
     """(ok, `PATH: valid until T (N h left)`) for each user certificate of `endpoint`,
     for `site check`; an expired or unreadable one is not ok."""
     readable, problems = user_certificates(endpoint)
-    checks = [(False, problem) for problem in problems]
+    checks = [(False, f"{path}: {reason}") for path, reason in problems]
     for user_cert in readable:
         expires = user_cert.certificate.expires
         if expires is None:
@@ -108,7 +110,7 @@ def certificate_checks(endpoint: SshEndpoint, now: datetime) -> list[tuple[bool,
 
 def _valid_certificates(endpoint: SshEndpoint, found: Candidates) -> list[UserCertificate]:
     readable, problems = user_certificates(endpoint)
-    found.tried += problems
+    found.tried += [f"certificate {path} ({reason})" for path, reason in problems]
     valid = []
     for user_cert in readable:
         try:

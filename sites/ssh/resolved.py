@@ -36,7 +36,7 @@ def resolved_connection(settings: SshSettings, route: SshRoute, now: datetime) -
             }
             for c in certificates
         ]
-        + [{"path": problem, "valid_until": None, "state": "unreadable"} for problem in problems],
+        + [{"path": str(path), "valid_until": None, "state": why} for path, why in problems],
         "identityagent": target.identity_agent or "$SSH_AUTH_SOCK",
         "proxyjump": [_hop(hop) for hop in route.jumps],
         "proxycommand": route.hops[0].proxy_command,
