@@ -6,7 +6,8 @@ OpenSSH's rules instead, and `tests/unit/test_ssh_config_oracle.py` compares it 
 `ssh -G` on the configs under `tests/data/ssh_config/`:
 
 - the first value obtained for a keyword wins; `IdentityFile` and `CertificateFile`
-  accumulate; `ProxyJump` and `ProxyCommand` exclude each other (first one wins);
+  accumulate; `ProxyJump` and `ProxyCommand` exclude each other (first one wins, but
+  `ProxyJump none` leaves room for a ProxyCommand);
 - `Host` patterns match the name as given, case-sensitively; `Match host` patterns
   are lower-cased; `!` negates; `Include` globs, relative to ~/.ssh, and an `Include`
   inside a block that does not apply contributes nothing;
@@ -82,10 +83,11 @@ class HostConfig:
             if line.args and line.args[0] not in known:  # OpenSSH skips duplicates too
                 known.append(line.args[0])
             return
-        if line.keyword in ("proxyjump", "proxycommand") and (
-            "proxyjump" in self.values or "proxycommand" in self.values
-        ):
+        if line.keyword == "proxyjump" and "proxycommand" in self.values:
             return
+        jump = self.get("proxyjump")
+        if line.keyword == "proxycommand" and jump is not None and jump.lower() != "none":
+            return  # (`ProxyJump none` does not hide a later ProxyCommand: ssh -G says so)
         value = (line.raw,) if line.keyword in _RAW_VALUED else line.args
         self.values.setdefault(line.keyword, value)
 

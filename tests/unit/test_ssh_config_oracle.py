@@ -89,7 +89,8 @@ def hpcfleet_view(
     optional = {
         "certificatefile": entry.all("certificatefile"),
         "proxyjump": [",".join(jump_specs(entry))],
-        "proxycommand": [entry.get("proxycommand") or ""],
+        # As written (ssh -G does not expand it); not at all when `none` or jumped over.
+        "proxycommand": [entry.get("proxycommand") or "" if target.proxy_command else ""],
         "identityagent": [target.identity_agent or ""],
     }
     view.update({key: values for key, values in optional.items() if any(values)})
