@@ -8,12 +8,14 @@
 Every `SshTransport` for the same site and settings in this process shares ONE
 `SshConnection` (the `ConnectionPool`), which carries at most `max_channels` channels
 at a time; callers beyond that wait. The connection closes when the last transport
-using it is closed. Host keys are verified against `host_key` or `known_hosts` and
-never added automatically; `fetch_host_key` reads a server's key for `site trust`.
+using it is closed. Host keys are verified against `host_key`/`host_keys`, `host_ca` or
+`known_hosts` and never added automatically; `fetch_host_keys` reads the keys of every
+login node behind the host name for `site trust`.
 
-Pieces (this package): `config` (resolve ~/.ssh/config), `hostkeys` (verification,
-fingerprints), `connect` (sockets, hops, authentication), `connection` (sharing,
-reconnects), `channel` (channel I/O), `transfer` (put/get), `errors` (error mapping).
+Pieces (this package): `config_file` + `config` (resolve ~/.ssh/config), `hostkeys` and
+`certificates` (verification, fingerprints), `identities` (keys and user certificates),
+`connect` (sockets, hops, authentication), `connection` (sharing, reconnects), `channel`
+(channel I/O), `transfer` (put/get), `errors` (error mapping).
 """
 
 from __future__ import annotations
