@@ -175,12 +175,3 @@ def trust_site_keys(site: Site) -> list[tuple[str, str, str]]:
     from sites.ssh.transport import fetch_host_keys
 
     return fetch_host_keys(site.name, site.ssh)
-
-
-def trust_site(site: Site) -> tuple[str, str]:
-    """The server's host key line and its SHA256 fingerprint, fetched without logging in."""
-    if site.ssh is None:
-        raise SiteError(site.name, "has no 'ssh:' section: there is no host key to trust")
-    from sites.ssh.transport import fetch_host_key
-
-    return fetch_host_key(site.name, site.ssh)
