@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flows import staging
 from flows.context import RunContext
+from flows.credentials import renewal_wait
 from flows.metrics import (
     ARRAY_VALUE_TAG,
     MetricPoint,
@@ -50,6 +51,7 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
                     staging.fetch_attempt, ctx.driver(site), ctx.layout(site, stage), attempt, local
                 ),
                 f"fetching logs of {stage} from {site}",
+                renewal=renewal_wait(ctx, stage),
             )
         except SiteError as exc:
             log.warning(

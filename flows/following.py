@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from flows.context import RunContext
+from flows.credentials import FollowingWait
 from flows.ledger import with_estimated_gpu_hours
 from flows.watcher import SiteWatcher
 from registry.records import JobRecord
@@ -42,9 +43,11 @@ def follow(ctx: RunContext, jobs: list[JobRecord]) -> list[JobRecord]:
         watcher.track([job.scheduler_id or ""])
     lost_after = {j.id: time.monotonic() + LOST_AFTER_SECONDS for j in live.values()}
     cancelling = False
+    expired = FollowingWait(ctx)
     try:
         while live:
             _wait_for_changes(watchers, live)
+            expired.update(watchers, live.values(), lost_after, LOST_AFTER_SECONDS)
             if not cancelling and ctx.cancel_requested():
                 cancelling = True
                 cancel_live(ctx, list(live.values()))

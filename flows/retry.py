@@ -2,7 +2,8 @@
 
 1. `with_retries` rides out a site's bad minutes during any step of a run (staging,
    checking outputs): it retries an operation while its error says a retry can help
-   (`transient`), with exponential backoff, up to a deadline.
+   (`transient`), with exponential backoff, up to a deadline; expired credentials
+   are waited out without one (`flows.credentials`).
 2. The stage retry policy decides, once every job of a stage's attempt is final, what
    the next attempt runs (`next_tasks`), which nodes it avoids (`failed_nodes`) and,
    when nothing is left to try, why the stage failed (`failure_reason`). These are
@@ -19,11 +20,13 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from flows.credentials import RenewalWait, await_renewal
 from flows.tasks import PlannedTask
 from registry.errors import HpcfleetError
 from registry.records import JobRecord
 from registry.runspec import Stage
 from registry.states import JobState
+from sites.errors import CredentialsExpired
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,12 +45,20 @@ def with_retries(
     max_wait: float = MAX_WAIT_SECONDS,
     first_delay: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
+    renewal: RenewalWait | None = None,
 ) -> T:
-    """`operation()`, retried on transient HpcfleetErrors until `max_wait` has passed."""
+    """`operation()`, retried on transient HpcfleetErrors until `max_wait` has passed.
+    Expired credentials are waited out with no deadline (`flows.credentials`), shown
+    and ended early through `renewal`."""
     waited, delay = 0.0, first_delay
+    wait, expired = renewal or RenewalWait(), False
     while True:
         try:
-            return operation()
+            result = operation()
+        except CredentialsExpired as exc:
+            await_renewal(exc, wait, first=not expired, sleep=sleep)
+            expired = True
+            continue
         except HpcfleetError as exc:
             if not exc.transient or waited + delay > max_wait:
                 raise
@@ -55,6 +66,10 @@ def with_retries(
             sleep(delay)
             waited += delay
             delay = min(delay * 2, 60.0)
+            continue
+        if expired:
+            wait.note(None)
+        return result
 
 
 def jobs_by_task(history: Sequence[JobRecord]) -> dict[TaskKey, list[JobRecord]]:

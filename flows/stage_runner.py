@@ -25,6 +25,7 @@ from flows import staging
 from flows.chains import afterok_ids
 from flows.collect import collect_attempt, record_outputs
 from flows.context import RunContext, StageProgress
+from flows.credentials import renewal_wait
 from flows.following import cancel_live, follow
 from flows.retry import cancelled_tasks, failed_nodes, failure_reason, next_tasks, with_retries
 from flows.submission import reattach, submit_tasks
@@ -32,7 +33,7 @@ from flows.tasks import PlannedTask, initial_tasks
 from registry.records import JobRecord
 from registry.states import JobState, RunState
 from registry.store import now
-from sites.errors import SiteError
+from sites.errors import CredentialsExpired, SiteError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def _run_stage(ctx: RunContext, name: str) -> RunState:
     try:
         return _drive(ctx, name, record.attempt, chain)
     except SiteError as exc:
+        if isinstance(exc, CredentialsExpired) and ctx.cancel_requested():
+            return _finish(ctx, name, RunState.CANCELLED, "cancelled")  # while waiting
         log.error("stage %s of run %s failed: %s", name, ctx.run_id, exc)
         return _finish(ctx, name, RunState.FAILED, str(exc))
 
@@ -98,7 +101,11 @@ def _drive(
         return _follow_attempts(
             ctx, name, last_attempt, _reattach_attempt(ctx, name, last_attempt, history), chain
         )
-    with_retries(lambda: _prepare_inputs(ctx, name), f"staging inputs of {name}")
+    with_retries(
+        lambda: _prepare_inputs(ctx, name),
+        f"staging inputs of {name}",
+        renewal=renewal_wait(ctx, name),
+    )
     stage = ctx.spec.stage(name)
     tasks = initial_tasks(plan) if last_attempt == 0 else next_tasks(stage, history)
     if not tasks:
@@ -184,6 +191,7 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
                 staging.missing_outputs, ctx.driver(site), ctx.layout(site, name), stage.outputs
             ),
             f"checking the outputs of {name} on {site}",
+            renewal=renewal_wait(ctx, name),
         )
         if missing:
             return _finish(
@@ -193,7 +201,11 @@ def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
                 f"declared outputs missing on {site}: {', '.join(missing)}",
             )
     if stage.outputs:
-        with_retries(lambda: record_outputs(ctx, name), f"recording the outputs of {name}")
+        with_retries(
+            lambda: record_outputs(ctx, name),
+            f"recording the outputs of {name}",
+            renewal=renewal_wait(ctx, name),
+        )
     return _finish(ctx, name, RunState.COMPLETED, None)
 
 

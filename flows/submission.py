@@ -22,6 +22,7 @@ from functools import partial
 
 from flows import staging
 from flows.context import RunContext
+from flows.credentials import RenewalWait, renewal_wait
 from flows.jobs import build_request, job_name
 from flows.retry import with_retries
 from flows.tasks import PlannedTask
@@ -29,7 +30,7 @@ from registry.records import JobRecord
 from registry.states import JobState
 from registry.store import now
 from sites.driver import SiteDriver
-from sites.errors import SiteError, SubmitLimitReached
+from sites.errors import CredentialsExpired, SiteError, SubmitLimitReached
 from sites.scheduler import JobRequest
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def _request(
     """The attempt's job on `site`, its directories prepared."""
     driver, layout = ctx.driver(site), ctx.layout(site, name)
     with_retries(
-        partial(staging.prepare_dirs, driver, layout, attempt), f"preparing {name} on {site}"
+        partial(staging.prepare_dirs, driver, layout, attempt),
+        f"preparing {name} on {site}",
+        renewal=renewal_wait(ctx, name),
     )
     share = [(t.index, t.value) for t in tasks if t.index is not None and t.value is not None]
     request = build_request(
@@ -135,7 +138,9 @@ def _submit_recorded(
             ]
         )
     try:
-        base = submit_when_room(ctx, driver, request, [row.id for row in rows])
+        base = submit_when_room(
+            ctx, driver, request, [row.id for row in rows], renewal=renewal_wait(ctx, name)
+        )
     except SiteError as exc:
         return [
             ctx.store.update_job(
@@ -176,15 +181,26 @@ def respect_queue_limit(ctx: RunContext, driver: SiteDriver, new_jobs: int) -> N
 
 
 def submit_when_room(
-    ctx: RunContext, driver: SiteDriver, request: JobRequest, job_ids: Sequence[int]
+    ctx: RunContext,
+    driver: SiteDriver,
+    request: JobRequest,
+    job_ids: Sequence[int],
+    *,
+    renewal: RenewalWait | None = None,
 ) -> str:
     """Submit; while the site refuses only because the user's QOS or association job
     submit limit is reached, the jobs wait (their reason says so, for `run watch`) and
-    are submitted again each poll interval until the queue has room."""
+    are submitted again each poll interval until the queue has room. Expired credentials
+    are waited out through `renewal` (the login failed: nothing was sent)."""
     noted = False
     while True:
         try:
-            return submit_once(driver, request)
+            return with_retries(
+                partial(submit_once, driver, request),
+                f"submitting {request.name} to {driver.name}",
+                max_wait=0,
+                renewal=renewal,
+            )
         except SubmitLimitReached as exc:
             if ctx.cancel_requested():
                 raise
@@ -228,7 +244,9 @@ def _submit_with_retries(driver: SiteDriver, request: JobRequest) -> str:
         try:
             return driver.scheduler.submit(request)
         except SiteError as exc:
-            if not exc.transient or attempt == SUBMIT_TRIES:
+            # A first login refused for expired credentials sent nothing: the caller waits.
+            first_login = attempt == 1 and isinstance(exc, CredentialsExpired)
+            if not exc.transient or attempt == SUBMIT_TRIES or first_login:
                 raise
             log.warning("submitting to %s failed (%s); retrying in %.0f s", driver.name, exc, delay)
         time.sleep(delay)

@@ -72,9 +72,18 @@ def _probe_text(probe: ProbeRecord | None) -> str:
 
 
 @site_app.command("show")
-def show(name: str, json: JsonOption = False) -> None:
-    """Show one site's document."""
+def show(
+    name: str,
+    json: JsonOption = False,
+    resolved: Annotated[
+        bool, typer.Option("--resolved", help="The effective SSH connection, like `ssh -G`.")
+    ] = False,
+) -> None:
+    """Show one site's document (or, with --resolved, the SSH connection it makes)."""
     record = open_store().get_site(name)
+    if resolved:
+        _show_resolved(record.site, json)
+        return
     if json:
         print_json(record.site.model_dump(mode="json"))
         return
@@ -85,6 +94,20 @@ def show(name: str, json: JsonOption = False) -> None:
             record.site.model_dump(mode="json", exclude_none=True), sort_keys=False
         ).rstrip()
     )
+
+
+def _show_resolved(site: Site, json: bool) -> None:
+    from sites.errors import SiteError
+    from sites.ssh.resolved import render_resolved
+    from sites.ssh.transport import resolved_connection
+
+    if site.ssh is None:
+        raise SiteError(site.name, "has no 'ssh:' section: it runs on this machine")
+    connection = resolved_connection(site.name, site.ssh)
+    if json:
+        print_json(connection)
+    else:
+        out.print(render_resolved(connection), markup=False, highlight=False)
 
 
 @site_app.command("remove")
@@ -101,23 +124,35 @@ def trust(
     yes: Annotated[bool, typer.Option("--yes", help="Pin without asking.")] = False,
     as_partner: AsOption = None,
 ) -> None:
-    """Show the server's host key fingerprint and pin it in the site document."""
-    from sites.probe import trust_site
+    """Show the host key fingerprint of every login node behind the site's host name
+    and pin them (several: `ssh.host_keys`) in the site document."""
+    from sites.probe import trust_site_keys
 
     store = open_store()
     actor = acting_partner(store, as_partner)
     site = store.get_site(name).site
-    key_line, fingerprint = trust_site(site)
-    out.print(f"site {name}: host key {key_line.split()[0]} {fingerprint}")
-    if site.ssh is not None and site.ssh.host_key == key_line:
+    found = trust_site_keys(site)
+    for key_line, fingerprint, address in found:
+        out.print(f"site {name}: host key {key_line.split()[0]} {fingerprint} ({address})")
+    assert site.ssh is not None
+    lines = [key_line for key_line, _, _ in found]
+    if set(lines) <= {site.ssh.host_key, *site.ssh.host_keys}:
         out.print("already pinned")
         return
-    if not yes and not typer.confirm("Pin this host key?", default=False):
+    question = "Pin this host key?" if len(lines) == 1 else f"Pin these {len(lines)} host keys?"
+    if not yes and not typer.confirm(question, default=False):
         raise typer.Exit(1)
+    store.put_site(_with_pinned_keys(site, lines), actor)
+    out.print(f"pinned {', '.join(fp for _, fp, _ in found)} for site {name}")
+
+
+def _with_pinned_keys(site: Site, lines: list[str]) -> Site:
+    """One key: `host_key`, as before; several (round-robin login nodes): `host_keys`."""
     assert site.ssh is not None
-    pinned = site.model_copy(update={"ssh": site.ssh.model_copy(update={"host_key": key_line})})
-    store.put_site(Site.model_validate(pinned.model_dump()), actor)
-    out.print(f"pinned {fingerprint} for site {name}")
+    several = len(lines) > 1
+    keys = {"host_key": None if several else lines[0], "host_keys": lines if several else []}
+    pinned = site.model_copy(update={"ssh": site.ssh.model_copy(update=keys)})
+    return Site.model_validate(pinned.model_dump())
 
 
 @site_app.command("usage")

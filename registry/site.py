@@ -31,6 +31,32 @@ _HOST_KEY_TYPES = (
 )
 
 
+def public_key_line(value: str, *, check_blob: bool = True) -> str:
+    """`TYPE BASE64` of a public key line (comment dropped); with `check_blob`, only if
+    the base64 part is a key of that type (`host_key` predates the check)."""
+    import base64
+    import binascii
+
+    parts = value.split()
+    if "PRIVATE KEY" in value:
+        raise ValueError("looks like private key material; give the public host key")
+    if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
+        raise ValueError(
+            "must be a public host key line such as 'ssh-ed25519 AAAAC3Nza...' "
+            f"(key types: {', '.join(_HOST_KEY_TYPES)})"
+        )
+    if not check_blob:
+        return " ".join(parts[:2])
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        raise ValueError(f"the {parts[0]} key is not valid base64") from None
+    name = parts[0].encode()
+    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
+        raise ValueError(f"the base64 part is not an {parts[0]} public key")
+    return " ".join(parts[:2])
+
+
 class SshSettings(StrictModel):
     """How to log in. `host` may be an alias of ~/.ssh/config; then the other fields
     left unset come from there."""
@@ -42,6 +68,10 @@ class SshSettings(StrictModel):
     proxy_jump: list[str] = []
     host_key: str | None = None
     known_hosts: str | None = None
+    # Several pinned keys (round-robin login nodes each have their own).
+    host_keys: list[Annotated[str, AfterValidator(public_key_line)]] = []
+    host_ca: str | None = None  # trust host certificates signed by this CA
+    certificate_file: str | None = None  # a (short-lived) user certificate
 
     @field_validator("host", "user", "proxy_jump")
     @classmethod
@@ -52,17 +82,12 @@ class SshSettings(StrictModel):
     @field_validator("host_key")
     @classmethod
     def _host_key_is_public_key_line(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = value.split()
-        if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
-            raise ValueError(
-                "must be a public host key line such as 'ssh-ed25519 AAAAC3Nza...' "
-                f"(key types: {', '.join(_HOST_KEY_TYPES)})"
-            )
-        if "PRIVATE KEY" in value:
-            raise ValueError("looks like private key material; give the public host key")
-        return " ".join(parts[:2])
+        return None if value is None else public_key_line(value, check_blob=False)
+
+    @field_validator("host_ca")
+    @classmethod
+    def _host_ca_is_public_key_line(cls, value: str | None) -> str | None:
+        return None if value is None else public_key_line(value)
 
 
 class QosLimit(StrictModel):

@@ -4,7 +4,8 @@ subprocess) are translated into these at the boundary that calls the backend.
     HpcfleetError (registry.errors)
     └── SiteError                     a site-side operation failed
         ├── SiteUnreachable           exit 4; cannot log in / connection lost (transient)
-        │   └── HostKeyRejected       the server's host key is unknown or changed (not transient)
+        │   ├── HostKeyRejected       the server's host key is unknown or changed (not transient)
+        │   └── CredentialsExpired    the user certificate expired: wait for its renewal (transient)
         ├── CommandFailed             a command on the site exited non-zero
         ├── SchedulerError            the scheduler refused or failed (transient if it timed out)
         │   └── SubmitLimitReached    the user's QOS/association job submit limit is reached
@@ -14,6 +15,8 @@ subprocess) are translated into these at the boundary that calls the backend.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from registry.errors import HpcfleetError
 
@@ -40,6 +43,28 @@ class HostKeyRejected(SiteUnreachable):
 
     def __init__(self, site: str, message: str) -> None:
         super().__init__(site, message, transient=False)
+
+
+class CredentialsExpired(SiteUnreachable):
+    """The short-lived user certificate for a site has expired (Leonardo: 12 h, CSCS:
+    24 h). Transient, and with no time limit: whoever renews it (`step ssh login`)
+    lets every waiting stage continue; nothing fails or is resubmitted meanwhile."""
+
+    RENEW_HINT = "renew them, e.g. `step ssh login`"
+
+    def __init__(self, site: str, expired_at: datetime, certificate: str = "") -> None:
+        super().__init__(site, "", transient=True)
+        where = f" (certificate {certificate})" if certificate else ""
+        self.message = (
+            f"credentials for site {site} expired at {expired_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"{where}: {self.RENEW_HINT}"
+        )
+        self.args = (self.message,)
+        self.expired_at = expired_at
+        self.certificate = certificate
+
+    def __reduce__(self) -> tuple[type[CredentialsExpired], tuple[str, datetime, str]]:
+        return (type(self), (self.site, self.expired_at, self.certificate))
 
 
 class CommandFailed(SiteError):

@@ -68,6 +68,7 @@ def probe_site(site: Site, pool: DriverPool) -> ProbeResult:
         if site.ssh is not None:
             result.checks.append(Check("login", True, f"{site.ssh.user or ''}@{site.ssh.host}"))
             result.checks.append(Check("host key", True, "matches the pinned key"))
+            result.checks.extend(_certificate_checks(site))
         result.checks.extend(_workdir_checks(driver))
         if site.scheduler == "slurm":
             result.checks.extend(_slurm_checks(driver))
@@ -81,6 +82,15 @@ def probe_site(site: Site, pool: DriverPool) -> ProbeResult:
     except SiteError as exc:
         result.checks.append(Check("probe", False, str(exc)))
     return result
+
+
+def _certificate_checks(site: Site) -> list[Check]:
+    """`certificate valid until T (N h left)` for each short-lived user certificate."""
+    from sites.ssh.transport import certificate_checks
+
+    assert site.ssh is not None
+    checks = certificate_checks(site.name, site.ssh)
+    return [Check("certificate", ok, detail) for ok, detail in checks]
 
 
 def _slots(site: Site) -> int:
@@ -157,10 +167,11 @@ def _queue_depth(driver: SiteDriver) -> int | None:
     return remote.parse_queue_depth(result.returncode, result.stdout, result.stderr)
 
 
-def trust_site(site: Site) -> tuple[str, str]:
-    """The server's host key line and its SHA256 fingerprint, fetched without logging in."""
+def trust_site_keys(site: Site) -> list[tuple[str, str, str]]:
+    """(host key line, SHA256 fingerprint, address) of every login node behind the
+    site's host name, fetched without logging in (`site trust`)."""
     if site.ssh is None:
         raise SiteError(site.name, "has no 'ssh:' section: there is no host key to trust")
-    from sites.ssh.transport import fetch_host_key
+    from sites.ssh.transport import fetch_host_keys
 
-    return fetch_host_key(site.name, site.ssh)
+    return fetch_host_keys(site.name, site.ssh)

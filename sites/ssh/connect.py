@@ -8,16 +8,16 @@ channel of the hop before it. Every hop's host key is checked before authenticat
 from __future__ import annotations
 
 import logging
+import shlex
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paramiko
 from paramiko.ssh_exception import IncompatiblePeer, PartialAuthentication
 
-from sites.errors import HostKeyRejected, SiteUnreachable
+from sites.errors import CredentialsExpired, HostKeyRejected, SiteUnreachable
 from sites.ssh.config import SshEndpoint, SshRoute
 from sites.ssh.errors import ssh_errors
 from sites.ssh.hostkeys import (
@@ -27,16 +27,17 @@ from sites.ssh.hostkeys import (
     expected_host_keys,
     host_key_message,
 )
+from sites.ssh.identities import candidate_keys
 
 log = logging.getLogger(__name__)
+# What a transport runs over: a TCP socket, a channel of the previous hop, a ProxyCommand.
+Carrier = socket.socket | paramiko.Channel | paramiko.ProxyCommand
 
 # AES-GCM first: it needs no separate MAC pass, which more than doubles paramiko's
 # throughput (measured: 256 MiB upload 2.1 s -> 1.0 s on loopback). The other
 # ciphers stay as fallbacks for servers without it.
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
-# Default identity files tried (after the agent), as OpenSSH does.
-_DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def open_socket(endpoint: SshEndpoint, options: ConnectOptions) -> socket.socket
 
 
 def start_transport(
-    channel_or_socket: socket.socket | paramiko.Channel,
+    channel_or_socket: Carrier,
     options: ConnectOptions,
     host_key_algorithms: list[str] | None = None,
 ) -> RekeySafeTransport:
@@ -136,15 +137,22 @@ def start_transport(
 
 
 def open_route(
-    site: str, route: SshRoute, pinned_host_key: str | None, options: ConnectOptions
+    site: str,
+    route: SshRoute,
+    pinned_host_keys: str | Sequence[str] | None,
+    options: ConnectOptions,
+    host_cas: Sequence[str] = (),
 ) -> list[paramiko.Transport]:
     """Connect, verify and authenticate every hop; the target's transport is last.
-    On failure every hop opened so far is closed again."""
+    Pinned keys are the target's; a host CA is trusted for every hop (a site's login
+    and jump hosts are usually signed by the same CA). On failure every hop opened so
+    far is closed again."""
     transports: list[paramiko.Transport] = []
     try:
         for index, endpoint in enumerate(route.hops):
             is_target = index == len(route.hops) - 1
-            expected = expected_host_keys(endpoint, pinned_host_key if is_target else None)
+            pinned = pinned_host_keys if is_target else None
+            expected = expected_host_keys(endpoint, pinned, host_cas)
             transport = _connect_hop(site, endpoint, expected, transports, options)
             transports.append(transport)
             authenticate(site, transport, endpoint)
@@ -185,11 +193,14 @@ def fetch_host_key(
 
 def authenticate(site: str, transport: paramiko.Transport, endpoint: SshEndpoint) -> None:
     """Public-key authentication with the endpoint's identity files, or else the agent
-    and then the default key files. Raises a non-transient `SiteUnreachable` naming
-    user@host and every key tried (by path or fingerprint; never the key itself)."""
-    tried: list[str] = []
+    and then the default key files, each with its user certificate first. Raises a
+    non-transient `SiteUnreachable` naming user@host and every key tried (by path or
+    fingerprint; never the key itself), or `CredentialsExpired` (transient) when the
+    only thing missing is a certificate that has expired."""
+    candidates = candidate_keys(endpoint)
+    tried = candidates.tried
     with ssh_errors(site, f"authenticating as {endpoint.address}"):
-        for description, key in _candidate_keys(endpoint, tried):
+        for description, key in candidates.keys:
             try:
                 transport.auth_publickey(endpoint.user, key)
             except PartialAuthentication as exc:
@@ -212,6 +223,9 @@ def authenticate(site: str, transport: paramiko.Transport, endpoint: SshEndpoint
             if transport.is_authenticated():
                 log.debug("site %s: logged in to %s with %s", site, endpoint.address, description)
                 return
+    expired = candidates.latest_expired()
+    if expired is not None and expired.certificate.expires is not None:
+        raise CredentialsExpired(site, expired.certificate.expires, str(expired.path))
     raise SiteUnreachable(
         site,
         f"authentication failed for {endpoint.address}; tried: "
@@ -238,12 +252,13 @@ def _connect_hop(
             # The server has no key of the expected type(s): a changed key. Learn what it
             # offers, so that the refusal can show both fingerprints.
             offered = _offered_key(endpoint, previous, options)
-            message = host_key_message(site, endpoint, expected, offered, "CHANGED")
+            verdict = "CHANGED" if expected.keys else "NOT TRUSTED"
+            message = host_key_message(site, endpoint, expected, offered, verdict)
             raise HostKeyRejected(site, message) from None
         try:
-            check_host_key(
-                site, endpoint, expected, HostKey.from_pkey(transport.get_remote_server_key())
-            )
+            server_key = transport.get_remote_server_key()
+            certificate = server_key.public_blob.key_blob if server_key.public_blob else None
+            check_host_key(site, endpoint, expected, HostKey.from_pkey(server_key), certificate)
         except BaseException:
             transport.close()
             raise
@@ -262,7 +277,12 @@ def _offered_key(
 
 def _dial(
     endpoint: SshEndpoint, previous: list[paramiko.Transport], options: ConnectOptions
-) -> socket.socket | paramiko.Channel:
+) -> Carrier:
+    if not previous and endpoint.proxy_command:
+        # Tokens in the command were shell-quoted when it was resolved; `shlex.join`
+        # only carries the whole line to /bin/sh as one argument (paramiko splits it).
+        command = ["/bin/sh", "-c", f"exec {endpoint.proxy_command}"]
+        return paramiko.ProxyCommand(shlex.join(command))
     if not previous:
         return open_socket(endpoint, options)
     return previous[-1].open_channel(
@@ -271,43 +291,6 @@ def _dial(
         src_addr=("127.0.0.1", 0),
         timeout=options.connect_timeout,
     )
-
-
-def _candidate_keys(endpoint: SshEndpoint, tried: list[str]) -> list[tuple[str, paramiko.PKey]]:
-    """Keys to offer, each with a description safe to show. Keys that cannot be loaded
-    are recorded in `tried` with the reason."""
-    if endpoint.identity_files:
-        keys = [k for path in endpoint.identity_files if (k := _load_key(path, tried))]
-        return keys or _agent_keys(tried)
-    return _agent_keys(tried) + [
-        k for name in _DEFAULT_IDENTITIES if (k := _load_key(Path(name).expanduser(), None))
-    ]
-
-
-def _load_key(path: Path, tried: list[str] | None) -> tuple[str, paramiko.PKey] | None:
-    description = f"identity file {path}"
-    try:
-        return description, paramiko.PKey.from_path(path)
-    except (paramiko.PasswordRequiredException, TypeError):
-        # paramiko 5 lets cryptography's TypeError ("password-protected") through.
-        reason = "encrypted; load it into the ssh-agent or use a key without passphrase"
-    except FileNotFoundError:
-        reason = "not found"
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        reason = f"unreadable: {type(exc).__name__}"
-    if tried is not None:
-        tried.append(f"{description} ({reason})")
-    return None
-
-
-def _agent_keys(tried: list[str]) -> list[tuple[str, paramiko.PKey]]:
-    try:
-        keys = paramiko.Agent().get_keys()
-    except paramiko.SSHException:
-        keys = ()
-    if not keys:
-        tried.append("ssh-agent (not running or holds no keys)")
-    return [(f"ssh-agent key {k.fingerprint}", k) for k in keys]
 
 
 def _prefer(available: Sequence[str], first: tuple[str, ...]) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import paramiko
 
 from registry.site import SshSettings
-from sites.errors import SiteError, SiteUnreachable
+from sites.errors import CredentialsExpired, SiteError, SiteUnreachable
 from sites.ssh.config import SshRoute, load_ssh_config, resolve_route
 from sites.ssh.connect import ConnectOptions, close_transports, open_route
 from sites.ssh.errors import translate_ssh_error
@@ -141,10 +141,18 @@ class SshConnection:
         delay = RECONNECT_DELAY
         for attempt in range(1, RECONNECT_ATTEMPTS + 1):
             try:
-                transports = open_route(self.site, route, self.settings.host_key, self.options)
+                transports = open_route(
+                    self.site,
+                    route,
+                    pinned_host_keys(self.settings),
+                    self.options,
+                    [self.settings.host_ca] if self.settings.host_ca else [],
+                )
             except SiteError as exc:
                 slow = time.monotonic() - started + delay > self.options.connect_timeout
-                if not exc.transient or attempt == RECONNECT_ATTEMPTS or slow:
+                # Expired credentials come back only when a person renews them.
+                renewal = isinstance(exc, CredentialsExpired)
+                if not exc.transient or renewal or attempt == RECONNECT_ATTEMPTS or slow:
                     raise
                 log.info(
                     "site %s: connection attempt %d failed (%s); retrying in %.2f s",
@@ -159,6 +167,11 @@ class SshConnection:
             log.debug("site %s: connected to %s", self.site, route.target.address)
             return transports
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pinned_host_keys(settings: SshSettings) -> list[str]:
+    """Every key pinned for the site: `host_key` and `host_keys`."""
+    return ([settings.host_key] if settings.host_key else []) + list(settings.host_keys)
 
 
 def resolve_site_route(site: str, settings: SshSettings, ssh_config_path: Path | None) -> SshRoute:

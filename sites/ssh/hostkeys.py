@@ -1,9 +1,14 @@
-"""Host key verification: a pinned key or a known_hosts file, never trust on first use.
+"""Host key verification: pinned keys, a host CA or a known_hosts file, never trust on
+first use.
 
 The check runs after the key exchange and before authentication, so nothing (not even
-the user name's proof) reaches a server whose key is unknown or changed. Fingerprints
-are printed the way OpenSSH prints them (`SHA256:` + unpadded base64), so a user can
-compare them with `ssh-keygen -lf` or with what the site's admins publish.
+the user name's proof) reaches a server whose key is unknown or changed. A site may pin
+several keys (`host_keys`: round-robin login nodes each have their own) and may trust a
+host CA (`host_ca`, or `@cert-authority` lines of known_hosts): then a server's host
+certificate is accepted when `certificates.check_host_certificate` accepts it. A
+certificate signed by no trusted CA is judged by its plain key, as OpenSSH does.
+Fingerprints are printed the way OpenSSH prints them (`SHA256:` + unpadded base64), so
+a user can compare them with `ssh-keygen -lf` or with what the site's admins publish.
 """
 
 from __future__ import annotations
@@ -13,11 +18,19 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import paramiko
 
 from sites.errors import HostKeyRejected
+from sites.ssh.certificates import (
+    CERT_SUFFIX,
+    CertificateRejected,
+    UnknownAuthority,
+    check_host_certificate,
+    parse_certificate,
+)
 from sites.ssh.config import SshEndpoint
 
 # Host key algorithms that prove possession of a key of each type. OpenSSH >= 8.8 no
@@ -80,18 +93,24 @@ class ExpectedHostKeys:
     keys: tuple[HostKey, ...]
     source: str
     revoked: tuple[HostKey, ...] = ()
+    authorities: tuple[HostKey, ...] = ()  # host CAs
 
     def algorithms(self) -> list[str]:
-        """Host key algorithms to offer so the server proves one of `keys`, in the
-        preference order of paramiko. Empty when nothing is known (offer everything)."""
+        """Host key algorithms to offer so the server proves one of `keys` (or shows a
+        certificate, first, when a CA is trusted), in the preference order of paramiko.
+        Empty when nothing is known (offer everything)."""
         wanted = {alg for k in self.keys for alg in _ALGORITHMS_FOR_KEY_TYPE.get(k.key_type, ())}
-        return [alg for alg in HOST_KEY_ALGORITHMS if alg in wanted]
+        plain = [alg for alg in HOST_KEY_ALGORITHMS if alg in wanted]
+        if not self.authorities:
+            return plain
+        return [alg + CERT_SUFFIX for alg in HOST_KEY_ALGORITHMS] + plain
 
     def describe_expected(self) -> str:
-        if not self.keys:
+        shown = [f"{k.key_type} {k.fingerprint}" for k in self.keys]
+        shown += [f"a certificate signed by CA {k.fingerprint}" for k in self.authorities]
+        if not shown:
             return f"none known ({self.source})"
-        shown = ", ".join(f"{k.key_type} {k.fingerprint}" for k in self.keys)
-        return f"{shown} ({self.source})"
+        return f"{' or '.join(shown)} ({self.source})"
 
 
 def sha256_fingerprint(blob: bytes) -> str:
@@ -100,13 +119,29 @@ def sha256_fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
-def expected_host_keys(endpoint: SshEndpoint, pinned: str | None) -> ExpectedHostKeys:
-    """What `endpoint` must present: the pinned key if any, else its known_hosts entries."""
-    if pinned:
-        return ExpectedHostKeys((HostKey.from_line(pinned),), "pinned host_key")
+def expected_host_keys(
+    endpoint: SshEndpoint,
+    pinned: str | Sequence[str] | None,
+    authorities: Sequence[str] = (),
+) -> ExpectedHostKeys:
+    """What `endpoint` must present: a pinned key or a certificate of a pinned CA if any
+    is given, else what its known_hosts files say (keys and `@cert-authority` lines)."""
+    pinned_lines = [pinned] if isinstance(pinned, str) else list(pinned or ())
+    cas = tuple(HostKey.from_line(line) for line in authorities)
+    if pinned_lines or cas:
+        keys = tuple(dict.fromkeys(HostKey.from_line(line) for line in pinned_lines))
+        what = " and ".join(
+            name for name, given in (("host keys", keys), ("host CA", cas)) if given
+        )
+        return ExpectedHostKeys(keys, f"pinned {what}", authorities=cas)
+    return _known_hosts_expectation(endpoint)
+
+
+def _known_hosts_expectation(endpoint: SshEndpoint) -> ExpectedHostKeys:
     name = endpoint.known_hosts_name
     keys: list[HostKey] = []
     revoked: list[HostKey] = []
+    cas: list[HostKey] = []
     readable = []
     for path in endpoint.known_hosts_files:
         try:
@@ -117,23 +152,53 @@ def expected_host_keys(endpoint: SshEndpoint, pinned: str | None) -> ExpectedHos
         accepted, refused = known_hosts_keys(text, name)
         keys += [k for k in accepted if k not in keys]
         revoked += refused
+        cas += [k for k in known_hosts_authorities(text, name) if k not in cas]
     files = ", ".join(readable) if readable else "no known_hosts file found"
     source = f"known_hosts entry for {name!r} in {files}"
-    if not keys:
+    if not keys and not cas:
         source = f"no pinned host_key and no entry for {name!r} in {files}"
-    return ExpectedHostKeys(tuple(k for k in keys if k not in revoked), source, tuple(revoked))
+    return ExpectedHostKeys(
+        tuple(k for k in keys if k not in revoked),
+        source,
+        tuple(revoked),
+        tuple(k for k in cas if k not in revoked),
+    )
 
 
 def check_host_key(
-    site: str, endpoint: SshEndpoint, expected: ExpectedHostKeys, offered: HostKey
+    site: str,
+    endpoint: SshEndpoint,
+    expected: ExpectedHostKeys,
+    offered: HostKey,
+    certificate: bytes | None = None,
 ) -> None:
-    """Raise `HostKeyRejected` unless `offered` is one of the expected keys."""
+    """Raise `HostKeyRejected` unless `offered` is one of the expected keys, or comes
+    with a `certificate` that a trusted host CA signed for this host. As in OpenSSH, a
+    certificate of an unknown CA leaves the plain key to be judged; one of a trusted CA
+    that is invalid (expired, other principals) is refused."""
+    problem = None
+    if certificate is not None and expected.authorities:
+        try:
+            cert = parse_certificate(certificate)
+            name = endpoint.host_key_alias or endpoint.hostname
+            check_host_certificate(cert, [ca.blob for ca in expected.authorities], name)
+        except UnknownAuthority as exc:
+            problem = str(exc)
+        except CertificateRejected as exc:
+            message = host_key_message(site, endpoint, expected, offered, "NOT TRUSTED")
+            raise HostKeyRejected(site, f"{message}. Its host certificate: {exc}") from None
+        else:
+            if offered not in expected.revoked:
+                return
     if offered in expected.keys:
         return
     verdict = (
         "REVOKED" if offered in expected.revoked else "CHANGED" if expected.keys else "UNKNOWN"
     )
-    raise HostKeyRejected(site, host_key_message(site, endpoint, expected, offered, verdict))
+    message = host_key_message(site, endpoint, expected, offered, verdict)
+    if problem:
+        message += f". Its host certificate: {problem}"
+    raise HostKeyRejected(site, message)
 
 
 def host_key_message(
@@ -174,6 +239,20 @@ def known_hosts_keys(text: str, name: str) -> tuple[list[HostKey], list[HostKey]
             continue
         (revoked if marker else accepted).append(key)
     return accepted, revoked
+
+
+def known_hosts_authorities(text: str, name: str) -> list[HostKey]:
+    """The `@cert-authority` keys of known_hosts `text` that apply to host `name`."""
+    authorities = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "@cert-authority" or not _host_matches(fields[1], name):
+            continue
+        try:
+            authorities.append(HostKey.from_line(f"{fields[2]} {fields[3]}"))
+        except ValueError:
+            continue
+    return authorities
 
 
 def _host_matches(patterns: str, name: str) -> bool:

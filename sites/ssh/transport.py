@@ -8,23 +8,27 @@
 Every `SshTransport` for the same site and settings in this process shares ONE
 `SshConnection` (the `ConnectionPool`), which carries at most `max_channels` channels
 at a time; callers beyond that wait. The connection closes when the last transport
-using it is closed. Host keys are verified against `host_key` or `known_hosts` and
-never added automatically; `fetch_host_key` reads a server's key for `site trust`.
+using it is closed. Host keys are verified against `host_key`/`host_keys`, `host_ca` or
+`known_hosts` and never added automatically; `fetch_host_keys` reads the keys of every
+login node behind the host name for `site trust`.
 
-Pieces (this package): `config` (resolve ~/.ssh/config), `hostkeys` (verification,
-fingerprints), `connect` (sockets, hops, authentication), `connection` (sharing,
-reconnects), `channel` (channel I/O), `transfer` (put/get), `errors` (error mapping).
+Pieces (this package): `config_file` + `config` (resolve ~/.ssh/config), `hostkeys` and
+`certificates` (verification, fingerprints), `identities` (keys and user certificates),
+`connect` (sockets, hops, authentication), `connection` (sharing, reconnects), `channel`
+(channel I/O), `transfer` (put/get), `errors` (error mapping).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from registry.site import SshSettings
 from sites.errors import SiteError, SiteUnreachable
@@ -34,13 +38,21 @@ from sites.ssh.channel import (
     read_all,
     send_all,
 )
+from sites.ssh.config import SshRoute
 from sites.ssh.connect import ConnectOptions
 from sites.ssh.connect import fetch_host_key as _fetch_host_key
 from sites.ssh.connection import SshConnection, resolve_site_route
 from sites.ssh.errors import ssh_errors
 from sites.transport import CommandResult, TransferLimits
 
-__all__ = ["ConnectionPool", "SshTransport", "fetch_host_key"]
+__all__ = [
+    "ConnectionPool",
+    "SshTransport",
+    "certificate_checks",
+    "fetch_host_key",
+    "fetch_host_keys",
+    "resolved_connection",
+]
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,67 @@ def fetch_host_key(
     route = resolve_site_route(site, settings, ssh_config_path)
     key = _fetch_host_key(site, route, ConnectOptions(connect_timeout=connect_timeout))
     return key.line, key.fingerprint
+
+
+def fetch_host_keys(
+    site: str,
+    settings: SshSettings,
+    *,
+    ssh_config_path: Path | None = None,
+    connect_timeout: float = 10,
+) -> list[tuple[str, str, str]]:
+    """Every distinct host key behind the site's host name, as (line, fingerprint,
+    address): a round-robin name (Leonardo's login01..07) resolves to several login
+    nodes, each with its own key. Through a ProxyJump or ProxyCommand the name is
+    resolved on the far side: then there is the one key `fetch_host_key` reads."""
+    route = resolve_site_route(site, settings, ssh_config_path)
+    options = ConnectOptions(connect_timeout=connect_timeout)
+    target = route.target
+    if route.jumps or target.proxy_command:
+        key = _fetch_host_key(site, route, options)
+        return [(key.line, key.fingerprint, target.hostname)]
+    found: dict[str, tuple[str, str, str]] = {}
+    failures: list[SiteUnreachable] = []
+    for address in _addresses(site, target.hostname, target.port):
+        try:
+            key = _fetch_host_key(site, SshRoute(replace(target, hostname=address)), options)
+        except SiteUnreachable as exc:  # one node down must not hide the others' keys
+            failures.append(exc)
+            continue
+        found.setdefault(key.line, (key.line, key.fingerprint, address))
+    if not found and failures:
+        raise failures[0]
+    return list(found.values())
+
+
+def resolved_connection(
+    site: str, settings: SshSettings, *, ssh_config_path: Path | None = None
+) -> dict[str, Any]:
+    """`site show --resolved`: the effective connection (see `sites.ssh.resolved`)."""
+    from datetime import UTC, datetime
+
+    from sites.ssh.resolved import resolved_connection as describe
+
+    route = resolve_site_route(site, settings, ssh_config_path)
+    return describe(settings, route, datetime.now(UTC))
+
+
+def _addresses(site: str, hostname: str, port: int) -> list[str]:
+    with ssh_errors(site, f"resolving {hostname}"):
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def certificate_checks(
+    site: str, settings: SshSettings, *, ssh_config_path: Path | None = None
+) -> list[tuple[bool, str]]:
+    """(ok, detail) per user certificate of the site's login (see `identities`)."""
+    from datetime import UTC, datetime
+
+    from sites.ssh.identities import certificate_checks as checks_of
+
+    route = resolve_site_route(site, settings, ssh_config_path)
+    return checks_of(route.target, datetime.now(UTC))
 
 
 @contextmanager

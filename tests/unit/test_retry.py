@@ -3,8 +3,11 @@ stage retry policy (which tasks run again, where, and why a stage failed)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from flows.credentials import RenewalWait
 from flows.retry import (
     cancelled_tasks,
     failed_nodes,
@@ -16,7 +19,7 @@ from flows.tasks import PlannedTask
 from registry.records import JobRecord
 from registry.runspec import Stage
 from registry.states import JobState
-from sites.errors import SiteError, SiteUnreachable
+from sites.errors import CredentialsExpired, SiteError, SiteUnreachable
 
 
 def test_transient_errors_are_retried_until_success() -> None:
@@ -152,3 +155,51 @@ def test_the_next_attempt_avoids_nodes_where_tasks_failed() -> None:
 def test_cancelled_tasks_are_those_to_submit_again_after_a_chain_retry() -> None:
     jobs = [job(JobState.CANCELLED, index=0), job(JobState.COMPLETED, index=1)]
     assert cancelled_tasks(jobs) == [PlannedTask("site-a", 0, "v0")]
+
+
+# --------------------------------------------------------------- expired credentials
+
+
+def _expired(site: str = "leonardo") -> CredentialsExpired:
+    return CredentialsExpired(site, datetime(2026, 12, 1, 21, 0, tzinfo=UTC))
+
+
+def test_expired_credentials_are_waited_for_past_the_deadline_then_it_continues() -> None:
+    sleeps: list[float] = []
+    notes: list[str | None] = []
+    calls: list[int] = []
+
+    def login() -> str:
+        calls.append(1)
+        if len(calls) <= 40:  # 40 polls of 30 s: far beyond the 5-minute deadline
+            raise _expired()
+        return "ok"
+
+    result = with_retries(
+        login, "staging", max_wait=300, sleep=sleeps.append, renewal=RenewalWait(notes.append)
+    )
+
+    assert result == "ok"
+    assert sum(sleeps) > 300
+    assert notes == [
+        "credentials for site leonardo expired at 2026-12-01 21:00:00 UTC: "
+        "renew them, e.g. `step ssh login`",
+        None,  # the state text is cleared once the login works again
+    ]
+
+
+def test_cancelling_the_run_ends_the_wait_for_credentials() -> None:
+    sleeps: list[float] = []
+
+    def login() -> None:
+        raise _expired()
+
+    cancelled = iter([False, False, True])
+    with pytest.raises(CredentialsExpired):
+        with_retries(
+            login,
+            "staging",
+            sleep=sleeps.append,
+            renewal=RenewalWait(cancelled=lambda: next(cancelled)),
+        )
+    assert len(sleeps) == 2

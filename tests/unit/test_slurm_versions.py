@@ -175,7 +175,7 @@ def test_a_stage_over_its_submit_limit_waits_and_resubmits() -> None:
     from flows.submission import submit_when_room
     from tests.helpers import local_site
 
-    site = local_site("lumi", "csc", policy={"min_poll_interval": "0.01s"})
+    site = local_site("lumi", "csc", policy={"min_poll_interval": "0.1s"})
     scheduler, store = _Scheduler(refusals=2), _Store()
     driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler)
     ctx = SimpleNamespace(store=store, cancel_requested=lambda: False)
