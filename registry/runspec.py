@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from registry.common import Identifier, MemoryMiB, StrictModel, Walltime
+from registry.residency import Residency
 
 StageKind = Literal["data", "train", "eval", "other"]
 Scalar = str | int | float | bool
@@ -94,6 +95,8 @@ class Stage(StrictModel):
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     resumable: bool = False
     max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
+    residency: Residency | None = None  # where the outputs may live (registry.residency)
+    declassifies: bool = False  # outputs are free of the residency of the inputs
 
     @field_validator("command", mode="before")
     @classmethod
@@ -211,6 +214,9 @@ class RunSpec(StrictModel):
     def order(self) -> list[str]:
         """Stage names in an order where every stage comes after the ones it needs."""
         return list(self._order)
+
+    def ordered_stages(self) -> list[Stage]:
+        return [self.stage(name) for name in self._order]
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
