@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flows import staging
 from flows.context import RunContext
+from flows.lineage import remember_outputs
 from flows.metrics import MetricPoint, parse_metrics
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
@@ -105,6 +106,7 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
     declared = ctx.spec.stage(stage).outputs
     for site in ctx.plans[stage].sites:
         entries = staging.manifest(ctx.driver(site), ctx.layout(site, stage).outputs, declared)
+        remember_outputs(ctx, stage, site, entries)
         document = {
             "run_id": ctx.run_id,
             "stage": stage,

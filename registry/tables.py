@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -97,6 +98,8 @@ class RunRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     orchestrator: Mapped[str | None] = mapped_column(String(200))  # host:pid driving it
     heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # site name -> the site document the run was driven with (see RunRecord)
+    site_documents: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RunFileRow(Base):
@@ -156,3 +159,28 @@ class MilestoneRow(Base):
     owner: Mapped[str] = mapped_column(ForeignKey("partners.id"))
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ManifestRow(Base):
+    """One file of a stage's outputs on one site: path, size and sha256, as hashed when
+    the outputs were collected. Lineage and provenance read these; data never lands here."""
+
+    __tablename__ = "manifests"
+    __table_args__ = (Index("ix_manifests_run_stage", "run_id", "stage"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    stage: Mapped[str] = mapped_column(String(63))
+    site: Mapped[str] = mapped_column(String(63))
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LaunchFactsRow(Base):
+    """What the launching machine knew of a run's spec: its git commit and dirty flag."""
+
+    __tablename__ = "launch_facts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)

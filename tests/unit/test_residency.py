@@ -105,11 +105,10 @@ def test_a_stage_declaring_residency_is_bound_by_it_itself() -> None:
 
 
 def test_handoff_refuses_a_non_compliant_target_or_object_store() -> None:
-    rules = output_rules(
-        spec({"name": "p", "site": "cz", "residency": {"countries": ["CZ"]}}).ordered_stages()
-    )["p"]
-    check_handoff("t", "p", rules, CZ, CZ)
+    restricted = spec({"name": "p", "site": "cz", "residency": {"countries": ["CZ"]}})
+    rules = output_rules(restricted.ordered_stages())["p"]
+    check_handoff("t", "p", rules, CZ)
     with pytest.raises(ResidencyRefused, match="target site fi"):
-        check_handoff("t", "p", rules, FI, None)
+        check_handoff("t", "p", rules, FI)
     with pytest.raises(ResidencyRefused, match="object store of us"):
-        check_handoff("t", "p", rules, CZ, US)
+        check_handoff("t", "p", rules, US, "the object store of")
