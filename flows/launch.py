@@ -16,6 +16,8 @@ from flows.ledger import (
     today_utc,
 )
 from flows.planning import StagePlan, fit, plan_run, spread
+from flows.source_facts import launch_facts
+from registry import manifests
 from registry.errors import AccessDenied, DocumentError
 from registry.loading import load_document
 from registry.records import RunRecord, StageRecord
@@ -100,7 +102,9 @@ def launch(
         raise AllocationExceeded(
             f"{spec_path}: {warnings[0]} (launched without --strict, it would run with a warning)"
         )
-    return Launched(store.create_run(run_id or new_run_id(), spec, partner, files), warnings)
+    run = store.create_run(run_id or new_run_id(), spec, partner, files)
+    manifests.put_launch_facts(store, run.run_id, launch_facts(spec_path))
+    return Launched(run, warnings)
 
 
 def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, SiteUsage]:
