@@ -15,6 +15,7 @@ output of the stage that made it. Data never goes into the crate: manifests do.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from datetime import datetime
 from hashlib import sha256
@@ -23,12 +24,17 @@ from typing import Any
 
 import yaml
 
-from flows.provenance import RunFacts
+from flows.context import RunContext
+from flows.provenance import RunFacts, gather, metrics_from
 from flows.redaction import masked_env, public_env
+from registry.errors import HpcfleetError
 from registry.records import JobRecord
 from registry.site import Site
 from registry.states import JobState, RunState
 
+log = logging.getLogger(__name__)
+
+MAX_ARTIFACT_BYTES = 20 * 1024 * 1024
 RO_CRATE_VERSION = "1.1"  # what the Workflow Run Crate 0.5 profile builds on
 PROFILES = {
     "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",
@@ -459,3 +465,30 @@ def _single_values(entity: dict[str, Any]) -> dict[str, Any]:
         else:
             cleaned[key] = value
     return cleaned
+
+
+def log_crate(ctx: RunContext) -> None:
+    """Attach the run's crate, zipped, to its MLflow parent run (`provenance/`).
+
+    Manifests, not data, so it stays small; one above `MAX_ARTIFACT_BYTES` is left out
+    with a warning. A crate that cannot be written never fails the run.
+    """
+    try:
+        facts = gather(
+            ctx.store, ctx.run_id, driver_for=ctx.drivers.get, metrics=metrics_from(ctx.tracker)
+        )
+        path = write_crate(facts, ctx.scratch / "provenance" / f"{ctx.run_id}-ro-crate.zip")
+        size = path.stat().st_size
+        if size > MAX_ARTIFACT_BYTES:
+            log.warning(
+                "provenance crate of run %s is %d bytes (cap %d): not attached to MLflow; "
+                "write it with 'hpcfleet run provenance %s'",
+                ctx.run_id,
+                size,
+                MAX_ARTIFACT_BYTES,
+                ctx.run_id,
+            )
+            return
+        ctx.tracker.log_artifact(ctx.parent_mlflow_id, path, "provenance")
+    except (HpcfleetError, OSError, ValueError) as exc:
+        log.warning("provenance crate of run %s not attached to MLflow: %s", ctx.run_id, exc)

@@ -9,12 +9,10 @@ digest), with a note; the crate is still written.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from flows.jobs import build_request
@@ -72,7 +70,6 @@ def gather(
     *,
     driver_for: DriverFor | None = None,
     metrics: MetricsReader | None = None,
-    image_cache: Path | None = None,
 ) -> RunFacts:
     """Everything the crate of `run_id` says; sites are asked only through `driver_for`."""
     run = store.get_run(run_id)
@@ -108,7 +105,7 @@ def gather(
             facts.notes.append(f"metrics unavailable: {exc}")
     if driver_for is not None:
         for site in sites.values():
-            _ask_site(facts, site, driver_for, image_cache)
+            _ask_site(facts, site, driver_for, store)
     return facts
 
 
@@ -124,14 +121,14 @@ def metrics_from(tracker: Tracker) -> MetricsReader:
     return read
 
 
-def _ask_site(facts: RunFacts, site: Site, driver_for: DriverFor, cache: Path | None) -> None:
+def _ask_site(facts: RunFacts, site: Site, driver_for: DriverFor, store: Store) -> None:
     try:
         driver = driver_for(site)
         for key, script in _scripts(facts, driver).items():
             facts.scripts[key] = script
         container = site.environment.container
         if container is not None:
-            facts.images[site.name] = image_facts(driver, container.image, cache)
+            facts.images[site.name] = image_facts(driver, container.image, store)
     except HpcfleetError as exc:
         facts.notes.append(f"site {site.name}: scripts and image digest unavailable: {exc}")
 
@@ -191,40 +188,20 @@ def parse_image_digest(returncode: int, stdout: str, stderr: str) -> str | None:
     return digest.lower()
 
 
-def image_facts(driver: SiteDriver, path: str, cache: Path | None) -> ImageFacts:
-    """The image's size, mtime and sha256: hashed on the site once, then cached locally
-    by site, path, size and mtime (an image is gigabytes; hashing it per crate is not)."""
+def image_facts(driver: SiteDriver, path: str, store: Store) -> ImageFacts:
+    """The image's size, mtime and sha256: hashed on the site once, then kept in the
+    store by site, path, size and mtime (an image is gigabytes; hashing it per crate
+    is not an option)."""
     result = driver.transport.run(image_stat_command(path))
     stat = parse_image_stat(result.returncode, result.stdout, result.stderr)
     if stat is None:
         return ImageFacts(path)
     size, mtime = stat
-    key = f"{driver.name}|{path}|{size}|{mtime}"
-    known = _read_cache(cache)
-    if key not in known:
+    known = manifests.image_digest(store, driver.name, path, size, mtime)
+    if known is None:
         result = driver.transport.run(image_digest_command(path))
-        digest = parse_image_digest(result.returncode, result.stdout, result.stderr)
-        if digest is None:
+        known = parse_image_digest(result.returncode, result.stdout, result.stderr)
+        if known is None:
             return ImageFacts(path, size, mtime)
-        known[key] = digest
-        _write_cache(cache, known)
-    return ImageFacts(path, size, mtime, known[key])
-
-
-def _read_cache(cache: Path | None) -> dict[str, str]:
-    if cache is None or not cache.is_file():
-        return {}
-    try:
-        loaded = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-
-
-def _write_cache(cache: Path | None, known: dict[str, str]) -> None:
-    if cache is None:
-        return
-    cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = cache.with_suffix(".tmp")
-    partial.write_text(json.dumps(known, indent=1, sort_keys=True))
-    partial.replace(cache)
+        manifests.put_image_digest(store, driver.name, path, size, mtime, known)
+    return ImageFacts(path, size, mtime, known)

@@ -16,6 +16,7 @@ from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
 from registry.records import JobRecord, RunRecord, StageRecord
+from registry.residency import output_residency
 from registry.states import JobState, RunState
 from registry.store import Store, now
 
@@ -201,6 +202,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
+    residency = output_residency(run.spec)
     if json:
         data = _run_dict(run)
         data["stages"] = [
@@ -212,6 +214,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
                 "attempt": s.attempt,
                 "reason": s.reason,
                 "choice": s.choice,
+                "residency": residency[s.name],
                 "jobs": [
                     j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
                 ],
@@ -226,6 +229,8 @@ def show(run_id: str, json: JsonOption = False) -> None:
             display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")
         if stage.reason:
             display.out.print(f"  reason: {stage.reason}")
+        if residency[stage.name]:
+            display.out.print(f"  outputs stay within: {'; '.join(residency[stage.name])}")
     if run.reason:
         display.out.print(f"run: {run.reason}")
 

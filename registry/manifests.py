@@ -1,5 +1,5 @@
 """Stored output manifests: what each stage produced on each site (path, size, sha256),
-and the launch facts of a run (the spec's git commit).
+the launch facts of a run (the spec's git commit), and container image digests.
 
 Written when a stage's outputs are hashed for collection; read by `hpcfleet lineage`
 and the provenance crate. Only manifests are stored, never data, and at most
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, or_, select
 
 from registry.store import Store
-from registry.tables import LaunchFactsRow, ManifestRow
+from registry.tables import ImageDigestRow, LaunchFactsRow, ManifestRow
 
 MAX_ENTRIES = 10_000
 
@@ -109,3 +109,16 @@ def launch_facts(store: Store, run_id: str) -> dict[str, Any]:
     with store._session() as s:
         row = s.get(LaunchFactsRow, run_id)
         return dict(row.facts) if row is not None else {}
+
+
+def image_digest(store: Store, site: str, path: str, size: int, mtime: int) -> str | None:
+    with store._session() as s:
+        row = s.get(ImageDigestRow, (site, path, size, mtime))
+        return row.sha256 if row is not None else None
+
+
+def put_image_digest(
+    store: Store, site: str, path: str, size: int, mtime: int, sha256: str
+) -> None:
+    with store._session() as s:
+        s.merge(ImageDigestRow(site=site, path=path, size=size, mtime=mtime, sha256=sha256))

@@ -105,6 +105,10 @@ class StageLike(Protocol):
     def declassifies(self) -> bool: ...
 
 
+class SpecLike(Protocol):
+    def ordered_stages(self) -> Sequence[StageLike]: ...
+
+
 def output_rules(ordered: Sequence[StageLike]) -> dict[str, tuple[BoundRule, ...]]:
     """The rules that bind each stage's outputs; `ordered` lists needs before users."""
     found: dict[str, tuple[BoundRule, ...]] = {}
@@ -126,6 +130,14 @@ def _read_rules(
     stage: StageLike, outputs: Mapping[str, tuple[BoundRule, ...]]
 ) -> tuple[BoundRule, ...]:
     return tuple(bound for need in stage.needs for bound in outputs[need])
+
+
+def output_residency(spec: SpecLike) -> dict[str, list[str]]:
+    """Each stage's output residency as sentences (for `run show` and the crate)."""
+    return {
+        name: [bound.describe() for bound in rules]
+        for name, rules in output_rules(spec.ordered_stages()).items()
+    }
 
 
 def violations(rules: Iterable[BoundRule], site: Site) -> list[BoundRule]:

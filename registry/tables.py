@@ -184,3 +184,15 @@ class LaunchFactsRow(Base):
     __tablename__ = "launch_facts"
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ImageDigestRow(Base):
+    """A container image's sha256, hashed once on its site; a new size or mtime is a new
+    image."""
+
+    __tablename__ = "image_digests"
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mtime: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))

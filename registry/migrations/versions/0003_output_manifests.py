@@ -1,6 +1,7 @@
 """Output manifests: path, size and sha256 of every file a stage produced, per site, so
 that `hpcfleet lineage` and the provenance crate can answer what made a file; and the
-facts of a launch that only the launching machine knows (the spec's git commit).
+facts of a launch that only the launching machine knows (the spec's git commit); and
+container image digests, hashed once on a site and kept by path, size and mtime.
 
 Revision ID: 0003
 Revises: 0002
@@ -44,9 +45,19 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], ["runs.run_id"]),
         sa.PrimaryKeyConstraint("run_id"),
     )
+    op.create_table(
+        "image_digests",
+        sa.Column("site", sa.String(length=63), nullable=False),
+        sa.Column("path", sa.String(length=1000), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("mtime", sa.BigInteger(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("site", "path", "size", "mtime"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("image_digests")
     op.drop_table("launch_facts")
     op.drop_index(op.f("ix_manifests_sha256"), table_name="manifests")
     op.drop_index("ix_manifests_run_stage", table_name="manifests")
