@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from flows.planning import plan_run
-from flows.residency import ResidencyRefused, check_handoff
+from flows.residency import ResidencyRefused, check_handoff, guard_handoff
+from registry.records import SiteRecord
 from registry.residency import EU_COUNTRIES, Residency, output_rules, placement_rules
 from registry.runspec import RunSpec
+from registry.site import S3Store, Site, Storage
+from registry.store import now
 from tests.helpers import local_site
 
 CZ = local_site("cz", "cuni", labels={"country": "CZ"})
@@ -112,3 +116,33 @@ def test_handoff_refuses_a_non_compliant_target_or_object_store() -> None:
         check_handoff("t", "p", rules, FI)
     with pytest.raises(ResidencyRefused, match="object store of us"):
         check_handoff("t", "p", rules, US, "the object store of")
+
+
+class _Sites:
+    """The registry as a stub: the current documents of the sites."""
+
+    def __init__(self, sites: dict[str, Site]) -> None:
+        self.sites = sites
+
+    def get_site(self, name: str) -> SiteRecord:
+        return SiteRecord(site=self.sites[name], created=now(), updated=now())
+
+
+def test_guard_judges_sites_as_registered_now_and_the_object_store_too() -> None:
+    s = spec(
+        {"name": "prepare", "site": "cz", "residency": {"countries": ["CZ"]}},
+        {"name": "train", "site": "cz2", "needs": ["prepare"]},
+    )
+    with_s3 = CZ.model_copy(update={"storage": Storage(s3=S3Store(bucket="data"))})
+    cz2 = local_site("cz2", "cuni", labels={"country": "CZ"})
+    ctx: Any = SimpleNamespace(spec=s, sites={"cz": with_s3, "cz2": cz2},
+                               store=_Sites({"cz": with_s3, "cz2": cz2}))
+    guard_handoff(ctx, "train", "prepare", "cz", "cz2")
+    # The source's owner moved its object store abroad: staging through it is refused.
+    ctx.store = _Sites({"cz": with_s3.model_copy(update={"labels": {"country": "US"}}),
+                        "cz2": cz2})
+    with pytest.raises(ResidencyRefused, match="object store of cz"):
+        guard_handoff(ctx, "train", "prepare", "cz", "cz2")
+    ctx.store = _Sites({"cz": with_s3, "cz2": cz2.model_copy(update={"labels": {}})})
+    with pytest.raises(ResidencyRefused, match="target site cz2 \\(country not labelled\\)"):
+        guard_handoff(ctx, "train", "prepare", "cz", "cz2")
