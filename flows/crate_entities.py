@@ -9,6 +9,7 @@ from typing import Any
 
 from flows.provenance import RunFacts
 from flows.redaction import public_env
+from flows.source_facts import hpcfleet_version
 from registry.records import JobRecord
 from registry.site import Site
 from registry.states import JobState, RunState
@@ -51,7 +52,7 @@ def context_entities(facts: RunFacts, staged: dict[str, dict[str, Any]]) -> list
             "@id": "#hpcfleet-runspec",
             "@type": "ComputerLanguage",
             "name": "hpcfleet run spec",
-            "version": facts.launch.get("hpcfleet_version", "unknown"),
+            "version": facts.launch.get("hpcfleet_version") or hpcfleet_version(),
         }
     )
     entities.append(
@@ -59,7 +60,7 @@ def context_entities(facts: RunFacts, staged: dict[str, dict[str, Any]]) -> list
             "@id": "#hpcfleet",
             "@type": "SoftwareApplication",
             "name": "hpcfleet",
-            "version": facts.launch.get("hpcfleet_version", "unknown"),
+            "version": facts.launch.get("hpcfleet_version") or hpcfleet_version(),
         }
     )
     entities.append(_partner(facts))
