@@ -72,19 +72,28 @@ def test_crate_of_a_two_cluster_run_lists_both_sites_jobs_and_matching_checksums
     finally:
         pool.close()
     assert validate_offline(crate).passed
-    graph = {e["@id"]: e for e in json.loads((crate / "ro-crate-metadata.json").read_text())["@graph"]}
+    graph = {
+        e["@id"]: e for e in json.loads((crate / "ro-crate-metadata.json").read_text())["@graph"]
+    }
     job_ids = {}
     for job in store.jobs(run_id):
         action = graph[f"#job-{job.id}"]
-        values = {graph[p["@id"]]["name"]: graph[p["@id"]]["value"] for p in action["additionalProperty"]}
+        values = {
+            graph[p["@id"]]["name"]: graph[p["@id"]]["value"] for p in action["additionalProperty"]
+        }
         job_ids[job.site] = values["scheduler job id"]
         assert values["nodes"] and action["location"] == {"@id": f"#site-{job.site}"}
     accounted = {
-        site: slurm_sandbox.run_on(site, f"sacct -n -X -P -j {job_id} --format=JobID").stdout.split()
+        site: slurm_sandbox.run_on(
+            site, f"sacct -n -X -P -j {job_id} --format=JobID"
+        ).stdout.split()
         for site, job_id in job_ids.items()
     }
     assert accounted == {site: [job_id] for site, job_id in job_ids.items()}
-    for stage, site, path in (("prepare", "site-a", "data/x.txt"), ("evaluate", "site-b", "score.txt")):
+    for stage, site, path in (
+        ("prepare", "site-a", "data/x.txt"),
+        ("evaluate", "site-b", "score.txt"),
+    ):
         manifest = json.loads((crate / "manifests" / stage / f"{site}.json").read_text())
         [entry] = [f for f in manifest["files"] if f["path"] == path]
         on_site = slurm_sandbox.run_on(

@@ -45,8 +45,13 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
             "ssh": {"host": "127.0.0.1", "port": 1, "identity_file": str(identity)},
             "slurm": {"partitions": [{"name": "cpu"}]},
             "environment": {"env": env},
-            "storage": {"s3": {"endpoint": f"https://key:{CANARY}@s3.example.org",
-                               "bucket": "bucket", "profile": f"profile-{CANARY}"}},
+            "storage": {
+                "s3": {
+                    "endpoint": f"https://key:{CANARY}@s3.example.org",
+                    "bucket": "bucket",
+                    "profile": f"profile-{CANARY}",
+                }
+            },
         }
     )
     store.put_site(slurm, "cuni")

@@ -30,9 +30,10 @@ def test_image_digest_is_computed_once_and_cached_by_size_and_mtime(tmp_path: Pa
         os.utime(image, (1_700_000_000, 1_700_000_000))
         assert image_facts(driver, str(image), store).sha256 == first.sha256
         os.utime(image, (1_700_000_100, 1_700_000_100))
-        assert image_facts(driver, str(image), store).sha256 == hashlib.sha256(
-            b"other image"
-        ).hexdigest()
+        assert (
+            image_facts(driver, str(image), store).sha256
+            == hashlib.sha256(b"other image").hexdigest()
+        )
         assert image_facts(driver, str(tmp_path / "missing.sif"), store).sha256 is None
     finally:
         pool.close()

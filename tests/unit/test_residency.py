@@ -135,12 +135,12 @@ def test_guard_judges_sites_as_registered_now_and_the_object_store_too() -> None
     )
     with_s3 = CZ.model_copy(update={"storage": Storage(s3=S3Store(bucket="data"))})
     cz2 = local_site("cz2", "cuni", labels={"country": "CZ"})
-    ctx: Any = SimpleNamespace(spec=s, sites={"cz": with_s3, "cz2": cz2},
-                               store=_Sites({"cz": with_s3, "cz2": cz2}))
+    ctx: Any = SimpleNamespace(
+        spec=s, sites={"cz": with_s3, "cz2": cz2}, store=_Sites({"cz": with_s3, "cz2": cz2})
+    )
     guard_handoff(ctx, "train", "prepare", "cz", "cz2")
     # The source's owner moved its object store abroad: staging through it is refused.
-    ctx.store = _Sites({"cz": with_s3.model_copy(update={"labels": {"country": "US"}}),
-                        "cz2": cz2})
+    ctx.store = _Sites({"cz": with_s3.model_copy(update={"labels": {"country": "US"}}), "cz2": cz2})
     with pytest.raises(ResidencyRefused, match="object store of cz"):
         guard_handoff(ctx, "train", "prepare", "cz", "cz2")
     ctx.store = _Sites({"cz": with_s3, "cz2": cz2.model_copy(update={"labels": {}})})

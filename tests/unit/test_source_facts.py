@@ -10,9 +10,10 @@ from flows.source_facts import git_facts, launch_facts
 
 def git(directory: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@example.org",
-         *args],
-        check=True, capture_output=True, text=True,
+        ["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 
