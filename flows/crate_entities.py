@@ -230,11 +230,8 @@ def job_id(job: JobRecord) -> str:
     return f"#job-{job.id}"
 
 
-def _job_action(
-    facts: RunFacts, job: JobRecord, staged: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    identifier = job_id(job)
-    stage = facts.run.spec.stage(job.stage)
+def _job_values(facts: RunFacts, job: JobRecord) -> dict[str, Any]:
+    """Where and how the job ran, as (name, value) properties of its action."""
     values: dict[str, Any] = {
         "site": job.site,
         "partition": facts.partitions.get((job.stage, job.site)) or "default",
@@ -248,30 +245,35 @@ def _job_action(
     if job.exit_code is not None:
         values["exit code"] = job.exit_code
     if job.array_value is not None:
-        values[stage.array_key or "array value"] = job.array_value
+        values[facts.run.spec.stage(job.stage).array_key or "array value"] = job.array_value
     for key, value in sorted(facts.metrics.get(job.mlflow_run_id or "", {}).items()):
         values[f"metric {key}"] = value
+    return values
+
+
+def _job_action(
+    facts: RunFacts, job: JobRecord, staged: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    identifier = job_id(job)
     properties = [
         _property(f"{identifier}-{i}", name, value)
-        for i, (name, value) in enumerate(values.items())
+        for i, (name, value) in enumerate(_job_values(facts, job).items())
     ]
-    inputs = [ref(p) for need in stage.needs for p in staged if p.startswith(f"manifests/{need}/")]
-    script = script_path(job.stage, job.attempt, job.site)
+    needs = facts.run.spec.stage(job.stage).needs
+    reads = [ref(p) for need in needs for p in staged if p.startswith(f"manifests/{need}/")]
+    script, made = script_path(job.stage, job.attempt, job.site), manifest_path(job.stage, job.site)
+    cell = f"[{job.array_value}]" if job.array_value is not None else ""
     action: dict[str, Any] = {
         "@id": identifier,
         "@type": "CreateAction",
-        "name": f"{job.stage}"
-        + (f"[{job.array_value}]" if job.array_value is not None else "")
-        + f" attempt {job.attempt} on {job.site}",
+        "name": f"{job.stage}{cell} attempt {job.attempt} on {job.site}",
         "description": f"job {job.job_name} ({job.scheduler_id or 'not submitted'}) on "
         f"{job.site}: {job.state.value}",
         "instrument": ref(f"#stage-{job.stage}"),
         "agent": ref(f"#partner-{facts.partner.id}"),
         "location": ref(f"#site-{job.site}"),
-        "object": inputs + ([ref(script)] if script in staged else []),
-        "result": [ref(manifest_path(job.stage, job.site))]
-        if manifest_path(job.stage, job.site) in staged and job.state is JobState.COMPLETED
-        else [],
+        "object": reads + ([ref(script)] if script in staged else []),
+        "result": [ref(made)] if made in staged and job.state is JobState.COMPLETED else [],
         "actionStatus": f"http://schema.org/{STATUS.get(job.state, 'FailedActionStatus')}",
         "additionalProperty": [ref(p["@id"]) for p in properties],
     }
