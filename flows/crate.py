@@ -204,5 +204,8 @@ def log_crate(ctx: RunContext) -> None:
             )
             return
         ctx.tracker.log_artifact(ctx.parent_mlflow_id, path, "provenance")
-    except (HpcfleetError, OSError, ValueError) as exc:
+    except (HpcfleetError, OSError) as exc:
         log.warning("provenance crate of run %s not attached to MLflow: %s", ctx.run_id, exc)
+    except Exception:
+        # A fault in writing the record of a run must not undo the run's verdict.
+        log.exception("provenance crate of run %s could not be written", ctx.run_id)

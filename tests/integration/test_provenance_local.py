@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from flows.crate import write_crate
 from flows.engine import EngineConfig, execute_run
@@ -189,6 +190,14 @@ def test_crate_as_zip(finished: tuple[Store, EngineConfig, str], tmp_path: Path)
     crate = crate_of(store, config, run_id, tmp_path / "run.zip")
     with zipfile.ZipFile(crate) as archive:
         assert "ro-crate-metadata.json" in archive.namelist()
+    # The engine attached the same crate to the MLflow parent run when the run ended.
+    parent = store.get_run(run_id).mlflow_run_id or ""
+    client = MlflowClient(config.tracking_uri)
+    [artifact] = client.list_artifacts(parent, "provenance")
+    assert artifact.path == f"provenance/{run_id}-ro-crate.zip"
+    local = Path(client.download_artifacts(parent, artifact.path, str(tmp_path)))
+    with zipfile.ZipFile(local) as archive:
+        assert "manifests/evaluate/site-b.json" in archive.namelist()
 
 
 def test_handoff_refuses_restricted_data_after_site_labels_change(tmp_path: Path) -> None:
