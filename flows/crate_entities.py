@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from flows.provenance import RunFacts
-from flows.redaction import public_env
+from flows.redaction import public_env, redact_text
 from flows.source_facts import hpcfleet_version
 from registry.records import JobRecord
 from registry.site import Site
@@ -151,7 +151,9 @@ def _stages(facts: RunFacts) -> list[dict[str, Any]]:
                 "@id": f"#stage-{stage.name}",
                 "@type": "SoftwareApplication",
                 "name": stage.name,
-                "description": " ".join(stage.command) if stage.command else "bash script",
+                "description": redact_text(" ".join(stage.command))
+                if stage.command
+                else "bash script",
                 "additionalProperty": [ref(p["@id"]) for p in properties],
             }
         )
@@ -209,7 +211,8 @@ def _run_action(facts: RunFacts, staged: dict[str, dict[str, Any]]) -> list[dict
         "@id": f"#run-{run.run_id}",
         "@type": "CreateAction",
         "name": f"hpcfleet run {run.run_id}",
-        "description": f"state {run.state.value}" + (f": {run.reason}" if run.reason else ""),
+        "description": f"state {run.state.value}"
+        + (f": {redact_text(run.reason)}" if run.reason else ""),
         "instrument": ref("run.yaml"),
         "agent": ref(f"#partner-{facts.partner.id}"),
         "object": [ref(f"#value-{name}") for name in run.spec.params]
@@ -284,7 +287,7 @@ def _job_action(
         env = public_env(facts.sites[job.site].environment.env)
         action["environment"] = [ref(f"#site-{job.site}-env-{name}") for name in sorted(env)]
     if job.state is JobState.FAILED and job.reason:
-        action["error"] = job.reason[:500]
+        action["error"] = redact_text(job.reason)[:500]  # a job's last words may quote a URL
     return [*properties, single_values(action)]
 
 

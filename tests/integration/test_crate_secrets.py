@@ -66,7 +66,9 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
     run_id = launch(store, write_yaml(tmp_path / "run.yaml", spec), "cuni").run.run_id
     for stage, site in (("a", "site-a"), ("b", "hpc")):
         store.update_stage(run_id, stage, sites=[site])
-        store.add_jobs([_job(run_id, stage, site)])
+        [job] = store.add_jobs([_job(run_id, stage, site)])
+    # A failed job's last words quote a URL with its password.
+    store.update_job(job.id, state=JobState.FAILED, reason=f"fetch https://u:{CANARY}@h/x: 401")
     manifests.put_outputs(store, run_id, "a", "site-a", 1, {"out.txt": (3, "0" * 64)})
 
     pool = DriverPool(tmp_path / "sites")
@@ -87,6 +89,7 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
     written = "".join(p.read_text(errors="replace") for p in crate.rglob("*") if p.is_file())
     assert CANARY not in written
     assert "reader:***@mirror.example.org" in written and "/scratch/hf" in written
+    assert "fetch https://u:***@h/x: 401" in written
 
 
 def _job(run_id: str, stage: str, site: str) -> dict[str, Any]:
