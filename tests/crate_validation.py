@@ -1,9 +1,10 @@
 """Validating a crate with `rocrate-validator` without network access.
 
 The validator resolves the crate's JSON-LD `@context` over HTTP, through its
-requests-cache. We seed a cache with the RO-Crate contexts from local files and run the validator with
-`--offline --cache-path`; where we may (root), inside a network namespace with no
-network at all (`unshare -n`), so that a fetch we did not foresee fails the test.
+requests-cache. We seed a cache with the RO-Crate contexts made from local files and
+run the validator with `--offline --cache-path`; where we may (root), inside a network
+namespace with no network at all (`unshare -n`), so that a fetch we did not foresee
+fails the test.
 """
 
 from __future__ import annotations
@@ -20,15 +21,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parent / "data" / "rocrate"
-# URL -> local file. The 1.1 context is a stand-in (see its "description"): the rocrate
-# package ships only the 1.3 context, and these machines have no network.
-CONTEXTS = {
-    "https://w3id.org/ro/crate/1.1/context": DATA / "ro-crate-1.1-context.jsonld",
-    "https://w3id.org/ro/crate/1.3/context": Path(
-        str(resources.files("rocrate").joinpath("data/ro-crate.jsonld"))
-    ),
+ROCRATE_13 = "https://w3id.org/ro/crate/1.3/context"
+ROCRATE_11 = "https://w3id.org/ro/crate/1.1/context"
+# The four terms whose IRIs changed between the RO-Crate 1.1 and 1.3 contexts (the
+# IRIs the validator's Workflow RO-Crate and Workflow Run Crate shapes check).
+TERMS_11 = {
+    "ComputationalWorkflow": "https://bioschemas.org/ComputationalWorkflow",
+    "FormalParameter": "https://bioschemas.org/FormalParameter",
+    "input": "https://bioschemas.org/ComputationalWorkflow#input",
+    "output": "https://bioschemas.org/ComputationalWorkflow#output",
 }
+
+
+def context_documents() -> dict[str, bytes]:
+    """URL -> JSON-LD document. The `rocrate` package ships the 1.3 context; the 1.1
+    context is a stand-in made from it with the 1.1 IRIs of `TERMS_11` (these machines
+    have no network to fetch the published one)."""
+    shipped = resources.files("rocrate").joinpath("data/ro-crate.jsonld").read_bytes()
+    stand_in = json.loads(shipped)
+    stand_in["@id"] = ROCRATE_11
+    stand_in["version"] = "1.1 (offline stand-in)"
+    stand_in["@context"].update(TERMS_11)
+    return {ROCRATE_13: shipped, ROCRATE_11: json.dumps(stand_in).encode()}
+
+
 ACCEPT = "application/ld+json, application/json, */*;q=0.1"  # what the validator sends
 PROFILE = "workflow-run-crate-0.5"
 VALIDATOR = Path(sys.executable).with_name("rocrate-validator")
@@ -47,9 +63,11 @@ def seed_cache(cache_name: Path) -> None:
     from requests_cache import CachedSession
     from urllib3 import HTTPResponse
 
+    documents = context_documents()
+
     class LocalContexts(BaseAdapter):
         def send(self, request: Any, **kwargs: Any) -> Any:
-            body = CONTEXTS[request.url].read_bytes()
+            body = documents[request.url]
             raw = HTTPResponse(
                 body=io.BytesIO(body),
                 status=200,
@@ -70,7 +88,7 @@ def seed_cache(cache_name: Path) -> None:
         allowable_codes=(200, 302, 404),
     )
     session.mount("https://w3id.org/", LocalContexts())
-    for url in CONTEXTS:
+    for url in documents:
         session.get(url, headers={"Accept": ACCEPT}, allow_redirects=True).raise_for_status()
     session.close()
 
