@@ -13,6 +13,7 @@ from pathlib import Path
 from flows import staging
 from flows.context import RunContext
 from flows.credentials import renewal_wait
+from flows.lineage import remember_outputs
 from flows.metrics import (
     ARRAY_VALUE_TAG,
     MetricPoint,
@@ -130,6 +131,7 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
     declared = ctx.spec.stage(stage).outputs
     for site in ctx.plans[stage].sites:
         entries = staging.manifest(ctx.driver(site), ctx.layout(site, stage).outputs, declared)
+        remember_outputs(ctx, stage, site, entries)
         document = {
             "run_id": ctx.run_id,
             "stage": stage,

@@ -16,6 +16,7 @@ from pathlib import Path
 from flows.chains import awaited_needs, chainable_stages
 from flows.context import RunContext
 from flows.control.liveness import HEARTBEAT_SECONDS, orchestrator_alive, orchestrator_id
+from flows.crate import log_crate
 from flows.launch import plans_for
 from flows.metrics import MetricPoint
 from flows.planning import placement_refusal, recorded_sites
@@ -270,8 +271,10 @@ def conclude(ctx: RunContext) -> RunRecord:
     gpu_hours = sum(job.gpu_hours for job in ctx.store.jobs(ctx.run_id))
     ctx.tracker.log_metrics(ctx.parent_mlflow_id, [MetricPoint("gpu_hours", gpu_hours)])
     ctx.tracker.set_tags(ctx.parent_mlflow_id, {"hpcfleet.state": state.value})
+    ended = ctx.store.update_run(ctx.run_id, state=state, reason=reason, ended=now())
+    log_crate(ctx)  # after the final state, which the crate records
     ctx.tracker.finish(ctx.parent_mlflow_id, MLFLOW_STATUS[state.value])
-    return ctx.store.update_run(ctx.run_id, state=state, reason=reason, ended=now())
+    return ended
 
 
 def execute_run(config: EngineConfig, run_id: str, *, force: bool = False) -> RunRecord:

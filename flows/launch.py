@@ -25,6 +25,8 @@ from flows.planning import (
     recorded_sites,
     spread,
 )
+from flows.source_facts import launch_facts
+from registry import manifests
 from registry.errors import AccessDenied, DocumentError
 from registry.loading import load_document
 from registry.records import RunRecord, StageRecord
@@ -130,6 +132,7 @@ def launch(
     """Validate and store a run from its spec file; nothing is stored on error."""
     checked = check_launch(store, spec_path, partner, strict=strict)
     run = store.create_run(run_id or new_run_id(), checked.spec, partner, checked.files)
+    manifests.put_launch_facts(store, run.run_id, launch_facts(spec_path))
     return Launched(run, checked.warnings)
 
 

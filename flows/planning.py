@@ -23,9 +23,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from flows.placement import Placement, place
+from flows.residency import keep_resident
 from registry.access import may_launch_on
 from registry.errors import AccessDenied, DocumentError
 from registry.records import ProbeRecord
+from registry.residency import BoundRule, placement_rules
 from registry.runspec import RunSpec, Stage
 from registry.site import Site
 
@@ -60,6 +62,7 @@ def plan_run(
     it, the granted total ranks the sites.
     """
     by_name = {s.name: s for s in sites}
+    residency = placement_rules(spec.ordered_stages())
     plans: dict[str, StagePlan] = {}
     for index, stage in enumerate(spec.stages):
         field_name = f"stages[{index}].site"
@@ -71,6 +74,7 @@ def plan_run(
             source=source,
             field=field_name,
             remaining=remaining or {},
+            residency=residency[stage.name],
         )
     return plans
 
@@ -84,6 +88,7 @@ def plan_stage(
     source: str,
     field: str,
     remaining: Mapping[str, float] | None = None,
+    residency: Sequence[BoundRule] = (),
 ) -> StagePlan:
     selector = stage.site
     if selector.require is None:
@@ -109,8 +114,8 @@ def plan_stage(
         shared = [s for s in sites.values() if may_launch_on(partner, s)]
         why = f"require {selector.require.model_dump(exclude_defaults=True)}"
 
+    shared, refusals = keep_resident(stage.name, residency, shared, source=source, field=field)
     fitting: list[tuple[Site, Placement]] = []
-    refusals: list[str] = []
     for site in shared:
         label_problem = _label_problem(stage, site)
         placement, problem = (None, label_problem) if label_problem else place(stage, site)

@@ -27,6 +27,7 @@ from flows.collect import collect_attempt, record_outputs
 from flows.context import RunContext, StageProgress
 from flows.credentials import renewal_wait
 from flows.following import cancel_live, follow
+from flows.residency import guard_handoff
 from flows.retry import cancelled_tasks, failed_nodes, failure_reason, next_tasks, with_retries
 from flows.submission import reattach, submit_tasks
 from flows.tasks import PlannedTask, initial_tasks
@@ -224,6 +225,7 @@ def _prepare_inputs(ctx: RunContext, name: str) -> None:
         staging.upload_files(driver, layout, ctx.files)
         for needed in stage.needs:
             for source_site in ctx.plans[needed].sites:
+                guard_handoff(ctx, name, needed, source_site, site)
                 how = staging.stage_input(
                     ctx.driver(source_site), ctx.layout(source_site, needed), driver, layout
                 )

@@ -16,7 +16,7 @@ import click
 import typer
 
 from flows.engine_env import configure_engines
-from hpcfleet import cli_misc, cli_runs, cli_server, cli_sites
+from hpcfleet import cli_misc, cli_provenance, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
 
@@ -36,6 +36,8 @@ app.add_typer(cli_server.db_app, name="db")
 app.command("schema")(cli_misc.schema)
 app.command("dashboard")(cli_misc.dashboard)
 app.command("demo")(cli_misc.demo)
+cli_runs.run_app.command("provenance")(cli_provenance.provenance)
+app.command("lineage")(cli_provenance.lineage)
 
 
 @app.callback()

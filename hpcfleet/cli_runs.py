@@ -15,6 +15,7 @@ from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
 from registry.records import JobRecord, RunRecord, StageRecord
+from registry.residency import output_residency
 from registry.states import RunState
 from registry.store import Store
 
@@ -217,6 +218,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
+    residency = output_residency(run.spec)
     if json:
         data = _run_dict(run)
         data["stages"] = [
@@ -228,6 +230,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
                 "attempt": s.attempt,
                 "reason": s.reason,
                 "choice": s.choice,
+                "residency": residency[s.name],
                 "jobs": [
                     j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
                 ],
@@ -242,6 +245,8 @@ def show(run_id: str, json: JsonOption = False) -> None:
             display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")
         if stage.reason:
             display.out.print(f"  reason: {stage.reason}")
+        if residency[stage.name]:
+            display.out.print(f"  outputs stay within: {'; '.join(residency[stage.name])}")
     if run.reason:
         display.out.print(f"run: {run.reason}")
 

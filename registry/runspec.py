@@ -35,6 +35,7 @@ from registry.common import (
     parse_memory,
 )
 from registry.env_secrets import check_env
+from registry.residency import Residency
 
 StageKind = Literal["data", "train", "eval", "other"]
 # Bounds that keep a stored spec cheap to read and to plan (docs in the module docstring).
@@ -166,6 +167,8 @@ class Stage(StrictModel):
     resumable: bool = False
     max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
     array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
+    residency: Residency | None = None  # where the outputs may live (registry.residency)
+    declassifies: bool = False  # outputs are free of the residency of the inputs
 
     @field_validator("command", mode="before")
     @classmethod
@@ -295,6 +298,9 @@ class RunSpec(StrictModel):
     def order(self) -> list[str]:
         """Stage names in an order where every stage comes after the ones it needs."""
         return list(self._order)
+
+    def ordered_stages(self) -> list[Stage]:
+        return [self.stage(name) for name in self._order]
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -158,3 +159,40 @@ class MilestoneRow(Base):
     owner: Mapped[str] = mapped_column(ForeignKey("partners.id"))
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ManifestRow(Base):
+    """One file of a stage's outputs on one site: path, size and sha256, as hashed when
+    the outputs were collected. Lineage and provenance read these; data never lands here."""
+
+    __tablename__ = "manifests"
+    __table_args__ = (Index("ix_manifests_run_stage", "run_id", "stage"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    stage: Mapped[str] = mapped_column(String(63))
+    site: Mapped[str] = mapped_column(String(63))
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LaunchFactsRow(Base):
+    """What the launching machine knew of a run's spec: its git commit and dirty flag."""
+
+    __tablename__ = "launch_facts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ImageDigestRow(Base):
+    """A container image's sha256, hashed once on its site; a new size or mtime is a new
+    image."""
+
+    __tablename__ = "image_digests"
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mtime: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))

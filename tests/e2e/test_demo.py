@@ -192,3 +192,29 @@ def test_demo_probes_its_sites_for_the_dashboard(demo: tuple[Path, str]) -> None
     probes = Store.open(f"sqlite:///{home / 'registry.db'}").latest_probes()
     assert set(probes) == {"site-a", "site-b"}
     assert all(p.reachable and p.ok for p in probes.values())
+
+
+def test_demo_run_provenance_crate_validates_offline_and_lineage_reaches_prepare(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    from tests.crate_validation import validate_offline
+
+    home, _ = demo
+    env = cli_env(home)
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    written = cli(env, "run", "provenance", run.run_id, "--out", str(tmp_path / "crate"))
+    assert written.returncode == 0, written.stderr
+    report = validate_offline(tmp_path / "crate")
+    assert report.passed, report.issues
+    metadata = json.loads((tmp_path / "crate" / "ro-crate-metadata.json").read_text())
+    actions = [e for e in metadata["@graph"] if e["@type"] == "CreateAction"]
+    assert len(actions) == 1 + 26  # the run, and each job (24 evaluation cells)
+    traced = cli(env, "lineage", "checkpoints/model.json", "--json")
+    assert traced.returncode == 0, traced.stderr
+    [train] = json.loads(traced.stdout)
+    assert train["stage"] == "train" and train["sites"] == ["site-b"]
+    assert [step["stage"] for step in train["inputs"]] == ["prepare"]
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    artifacts = [a.path for a in client.list_artifacts(run.mlflow_run_id or "", "provenance")]
+    assert artifacts == [f"provenance/{run.run_id}-ro-crate.zip"]
