@@ -131,7 +131,7 @@ def record_outputs(ctx: RunContext, stage: str) -> None:
     declared = ctx.spec.stage(stage).outputs
     for site in ctx.plans[stage].sites:
         entries = staging.manifest(ctx.driver(site), ctx.layout(site, stage).outputs, declared)
-        remember_outputs(ctx, stage, site, entries)
+        remember_outputs(ctx, stage, site, {p: (e.size, e.sha256) for p, e in entries.items()})
         document = {
             "run_id": ctx.run_id,
             "stage": stage,

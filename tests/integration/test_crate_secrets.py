@@ -28,9 +28,9 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
     consortium(store)
     identity = tmp_path / "id_ed25519"
     identity.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{CANARY}\n")
+    # Secret-named variables (HF_TOKEN, DB_PASSWORD...) are refused in documents
+    # (registry.env_secrets); what a document may still hold is a URL with a password.
     env = {
-        "HF_TOKEN": CANARY,
-        "DB_PASSWORD": CANARY,
         "MIRROR": f"https://reader:{CANARY}@mirror.example.org/pypi",
         "SIGNED": f"https://s3.example.org/b/k?X-Amz-Signature={CANARY}&x=1",
         "HF_HOME": "/scratch/hf",
@@ -59,7 +59,7 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
     spec = {
         "name": "secrets",
         "stages": [
-            {"name": "a", "site": "site-a", "env": {"WANDB_API_KEY": CANARY}, "command": ["true"]},
+            {"name": "a", "site": "site-a", "env": {"PIP_INDEX_URL": f"https://u:{CANARY}@pypi.example.org/simple"}, "command": ["true"]},
             {"name": "b", "site": "hpc", "needs": ["a"], "command": ["true"]},
         ],
     }
@@ -85,7 +85,7 @@ def test_no_canary_reaches_the_crate(tmp_path: Path) -> None:
     crate = write_crate(facts, tmp_path / "crate")
     assert any("site hpc" in note for note in facts.notes)
     script = (crate / "scripts" / "a" / "site-a-attempt-1.sh").read_text()
-    assert "HF_HOME" in script and "WANDB_API_KEY" in script
+    assert "HF_HOME" in script and "PIP_INDEX_URL" in script
     written = "".join(p.read_text(errors="replace") for p in crate.rglob("*") if p.is_file())
     assert CANARY not in written
     assert "reader:***@mirror.example.org" in written and "/scratch/hf" in written
