@@ -10,9 +10,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 from flows.metrics import MetricPoint
 from registry.errors import HpcfleetError
+from registry.owner_only import private_dir, private_sqlite
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -47,6 +49,11 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        # A local store and artifact directory are created owner-only (MLflow would use
+        # the umask): they hold every partner's results and job logs.
+        private_sqlite(tracking_uri)
+        if artifact_root is not None and artifact_root.startswith("file:"):
+            private_dir(Path(unquote(urlparse(artifact_root).path)))
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self.requests = 0  # metric-logging requests sent (for benchmarks)
 

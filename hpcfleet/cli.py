@@ -19,6 +19,7 @@ from flows.engine_env import configure_engines
 from hpcfleet import cli_misc, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
+from registry.owner_only import secure_home
 
 app = typer.Typer(
     name="hpcfleet",
@@ -46,7 +47,11 @@ def _root(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    configure_engines(Settings().home)
+    home = Settings().home
+    notice = secure_home(home)
+    if notice:
+        sys.stderr.write(f"hpcfleet: {notice}\n")
+    configure_engines(home)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ import typer
 from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
+from registry.owner_only import private_file
 from registry.records import JobRecord, RunRecord, StageRecord
 from registry.states import JobState, RunState
 from registry.store import Store, now
@@ -131,9 +132,7 @@ def launch(
 
 
 def _spawn_orchestrator(run_id: str, actor: str) -> Path:
-    logs = settings().home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{run_id}.log"
+    log = private_file(settings().home / "logs" / f"{run_id}.log")
     with log.open("ab") as handle:
         subprocess.Popen(
             [sys.executable, "-m", "hpcfleet", "run", "resume", run_id, "--as", actor],

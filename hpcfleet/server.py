@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
+from registry.owner_only import private_dir
 from sites.local.runner import process_start_ticks
 
 PIECES = ("prefect", "mlflow", "worker", "dashboard")
@@ -474,7 +475,7 @@ def up(
     dashboard start.
     """
     server_dir = settings.server_dir
-    server_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(server_dir)  # logs, pid files and the server's own stores
     save_plan(server_dir, plan)
     specs = pieces(settings, plan)
     enabled = plan.enabled()

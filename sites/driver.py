@@ -69,6 +69,7 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
             local.slots if local else 2,
             modules=site.environment.modules,
             container=container_prefix(site.environment.container),
+            umask=site.environment.effective_umask,
         )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 
