@@ -20,6 +20,7 @@ from hpcfleet import cli_misc, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
 from registry.owner_only import secure_home
+from registry.redact import redact_urls
 
 app = typer.Typer(
     name="hpcfleet",
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     except HpcfleetError as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"hpcfleet: {exc}\n")
+        # A driver's message may quote a database or tracking URL with its password.
+        sys.stderr.write(f"hpcfleet: {redact_urls(str(exc))}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("hpcfleet: interrupted\n")

@@ -17,6 +17,7 @@ from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, se
 from registry import access
 from registry.owner_only import private_file
 from registry.records import JobRecord, RunRecord, StageRecord
+from registry.redact import redact_url, redact_urls
 from registry.states import JobState, RunState
 from registry.store import Store, now
 
@@ -72,15 +73,16 @@ def print_summary(store: Store, run: RunRecord) -> None:
         tracker = Tracker(config.tracking_uri, config.artifact_root)
         children = tracker.children(tracker.experiment_id(run.experiment), run.run_id)
     except Exception as exc:
-        display.err.print(f"(metrics unavailable: {exc})")
+        display.err.print(f"(metrics unavailable: {redact_urls(str(exc))})")
     rows = summarize(run, store.stages(run.run_id), store.jobs(run.run_id), children)
     display.out.print(display.summary_table(run, rows))
 
 
 def mlflow_hint() -> str:
+    """Where to look at the results; the tracking URI without its password."""
     config = settings()
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return f"Results are in MLflow at {config.tracking_uri}"
+        return f"Results are in MLflow at {redact_url(config.tracking_uri)}"
     return (
         "See every metric and log in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri} "

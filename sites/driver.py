@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.owner_only import private_dir
 from registry.site import Site
 from sites.errors import SiteError
 from sites.jobscript import container_prefix
@@ -36,10 +37,13 @@ class SiteDriver:
 
 
 def local_workdir(site: Site, default_root: Path) -> str:
+    """The work dir of a site on this machine; created owner-only when missing."""
     configured = site.environment.workdir
     if configured is None:
-        return str((default_root / site.name).resolve())
-    return str(Path(os.path.expandvars(os.path.expanduser(configured))).resolve())
+        path = (default_root / site.name).resolve()
+    else:
+        path = Path(os.path.expandvars(os.path.expanduser(configured))).resolve()
+    return str(private_dir(path))
 
 
 def remote_workdir(site: Site, transport: Transport) -> str:
