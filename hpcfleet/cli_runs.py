@@ -17,7 +17,7 @@ from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, se
 from registry import access
 from registry.owner_only import private_file
 from registry.records import JobRecord, RunRecord, StageRecord
-from registry.redact import redact_url, redact_urls
+from registry.redact import masked_env, redact_url, redact_urls, shows_values
 from registry.states import JobState, RunState
 from registry.store import Store, now
 
@@ -196,12 +196,23 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
     }
 
 
+def stage_env(run: RunRecord, stage: str, viewer: str | None) -> dict[str, str]:
+    """A stage's `env` as `viewer` may see it: values only for the run's own partner."""
+    try:
+        env = run.spec.stage(stage).env
+    except KeyError:  # a stage record the spec does not name (none has env of its own)
+        return {}
+    return dict(env) if shows_values(viewer, run.partner) else masked_env(env)
+
+
 @run_app.command("show")
-def show(run_id: str, json: JsonOption = False) -> None:
-    """One run: its stages, where they ran and why, and their jobs."""
+def show(run_id: str, json: JsonOption = False, as_partner: AsOption = None) -> None:
+    """One run: its stages, where they ran and why, and their jobs (env values only to
+    the run's own partner)."""
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
+    viewer = as_partner or settings().partner
     if json:
         data = _run_dict(run)
         data["stages"] = [
@@ -213,6 +224,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
                 "attempt": s.attempt,
                 "reason": s.reason,
                 "choice": s.choice,
+                "env": stage_env(run, s.name, viewer),
                 "jobs": [
                     j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
                 ],

@@ -157,8 +157,12 @@ def test_the_embedded_default_keeps_its_files_owner_only(
         "job stdout": "600",
         "job output": "600",
     }
-    shown = cli(env, "run", "show", run_id, "--json", "--as", "csc")
-    assert shown.returncode == 0 and "stage-private-note" not in shown.stdout
+    other = cli(env, "run", "show", run_id, "--json", "--as", "csc")
+    assert other.returncode == 0, other.stderr
+    assert "stage-private-note" not in other.stdout
+    assert json.loads(other.stdout)["stages"][0]["env"] == {"STAGE_NOTE": "***"}
+    owner = json.loads(cli(env, "run", "show", run_id, "--json", "--as", "cuni").stdout)
+    assert owner["stages"][0]["env"] == {"STAGE_NOTE": "stage-private-note"}
 
 
 def test_an_existing_readable_home_is_made_owner_only_with_one_notice(
