@@ -89,19 +89,22 @@ def open_to_others(path: Path) -> int | None:
 def secure_home(home: Path) -> str | None:
     """Create `home` owner-only, or make it and what hpcfleet keeps in it owner-only.
 
-    Returns a one-line notice naming what was changed, or None when nothing was.
+    Returns a one-line notice naming what was changed (or could not be), or None.
     """
-    if not home.exists():
-        private_dir(home)
-        return None
-    changed = []
-    for path in (home, *(home / name for name in HOME_ENTRIES)):
-        mode = open_to_others(path)
-        if mode is None:
-            continue
-        private = PRIVATE_DIR if path.is_dir() else PRIVATE_FILE
-        path.chmod(private)
-        changed.append(f"{'.' if path == home else path.name} {mode:o}->{private:o}")
+    try:
+        if not home.exists():
+            private_dir(home)
+            return None
+        changed = []
+        for path in (home, *(home / name for name in HOME_ENTRIES)):
+            mode = open_to_others(path)
+            if mode is None:
+                continue
+            private = PRIVATE_DIR if path.is_dir() else PRIVATE_FILE
+            path.chmod(private)
+            changed.append(f"{'.' if path == home else path.name} {mode:o}->{private:o}")
+    except OSError as exc:
+        return f"cannot make {home} owner-only: {exc.strerror or exc}"
     if not changed:
         return None
     return f"made {home} owner-only, as hpcfleet now keeps it: {', '.join(changed)}"

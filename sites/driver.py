@@ -4,6 +4,7 @@ scheduler and its work directory, opened once per site per process and shared.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -43,7 +44,10 @@ def local_workdir(site: Site, default_root: Path) -> str:
         path = (default_root / site.name).resolve()
     else:
         path = Path(os.path.expandvars(os.path.expanduser(configured))).resolve()
-    return str(private_dir(path))
+    # A work dir that cannot be made here is reported by the step that needs it.
+    with contextlib.suppress(OSError):
+        private_dir(path)
+    return str(path)
 
 
 def remote_workdir(site: Site, transport: Transport) -> str:
