@@ -89,9 +89,11 @@ def _slots(site: Site) -> int:
 
 def _workdir_checks(driver: SiteDriver) -> list[Check]:
     workdir = shlex.quote(driver.workdir)
+    umask = shlex.quote(driver.site.environment.effective_umask)
+    # The first probe may be what creates the work dir: owner-only, as jobs would.
     writable = driver.transport.run(
-        f"mkdir -p {workdir} && probe=$(mktemp -p {workdir} .hpcfleet-probe.XXXXXX) "
-        '&& rm -f "$probe"'
+        f"umask {umask} && mkdir -p {workdir} && "
+        f"probe=$(mktemp -p {workdir} .hpcfleet-probe.XXXXXX) && rm -f \"$probe\""
     )
     checks = [
         Check(

@@ -10,14 +10,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from registry.site import Environment, Partition, SlurmSettings, SshSettings
+from registry.site import Environment, Partition, Site, SlurmSettings, SshSettings
 from registry.states import JobState
+from sites.driver import DriverPool
+from sites.probe import probe_site
 from sites.scheduler import JobRequest, JobResources, TaskSpec
 from sites.slurm.scheduler import SlurmScheduler
 from sites.ssh.transport import ConnectionPool, SshTransport
+from tests.sandbox.documents import slurm_site_document
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
@@ -118,4 +122,20 @@ def test_a_site_umask_opens_them_to_the_group(
         job.log_dir: "750",
         job.stdout_path(0): "640",
         f"{job.workdir}/made.txt": "640",
+    }
+
+
+def test_site_check_creates_a_missing_work_dir_owner_only(
+    slurm_sandbox: Sandbox, site: SandboxSite, root: str, tmp_path: Path
+) -> None:
+    document = slurm_site_document(site, "cuni", environment={"workdir": f"{root}/hpcfleet"})
+    pool = DriverPool(tmp_path)
+    try:
+        result = probe_site(Site.model_validate(document), pool)
+    finally:
+        pool.close()
+    assert result.reachable, result.as_dict()
+    assert modes(slurm_sandbox, site, root, f"{root}/hpcfleet") == {
+        root: "700",
+        f"{root}/hpcfleet": "700",
     }
