@@ -118,7 +118,17 @@ class Environment(StrictModel):
     env: dict[str, str] = {}
     container: Container | None = None
     # None: DEFAULT_UMASK. A site may open its files to its project group, e.g. "027".
-    umask: Annotated[str, BeforeValidator(_umask)] | None = None
+    umask: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[0-7]{3,4}$",
+                description='umask of what jobs create on the site; default "077"',
+            ),
+            BeforeValidator(_umask),
+        ]
+        | None
+    ) = None
 
     @property
     def effective_umask(self) -> str:
