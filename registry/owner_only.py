@@ -89,12 +89,15 @@ def open_to_others(path: Path) -> int | None:
 def secure_home(home: Path) -> str | None:
     """Create `home` owner-only, or make it and what hpcfleet keeps in it owner-only.
 
-    Returns a one-line notice naming what was changed (or could not be), or None.
+    Returns a one-line notice naming what was changed (or could not be), or None. Only
+    an open home gets a notice: behind an owner-only home nothing was exposed (Prefect,
+    for one, creates its directory there under the umask).
     """
     try:
         if not home.exists():
             private_dir(home)
             return None
+        was_open = open_to_others(home) is not None
         changed = []
         for path in (home, *(home / name for name in HOME_ENTRIES)):
             mode = open_to_others(path)
@@ -105,6 +108,6 @@ def secure_home(home: Path) -> str | None:
             changed.append(f"{'.' if path == home else path.name} {mode:o}->{private:o}")
     except OSError as exc:
         return f"cannot make {home} owner-only: {exc.strerror or exc}"
-    if not changed:
+    if not was_open:
         return None
     return f"made {home} owner-only, as hpcfleet now keeps it: {', '.join(changed)}"

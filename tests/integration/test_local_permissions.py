@@ -115,3 +115,11 @@ def test_an_existing_open_home_is_made_owner_only_with_a_notice(tmp_path: Path) 
     assert [mode(home), mode(home / "logs"), mode(home / "registry.db")] == ["700", "700", "600"]
     assert mode(home / "notes.txt") == "644"  # not ours to change; unreachable behind 0700
     assert secure_home(home) is None
+
+
+def test_entries_opened_behind_an_owner_only_home_are_closed_silently(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert secure_home(home) is None
+    (home / "prefect").mkdir()  # Prefect makes its home under the umask: 0755
+    assert secure_home(home) is None
+    assert mode(home / "prefect") == "700"
