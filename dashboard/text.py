@@ -21,6 +21,8 @@ from datetime import datetime
 
 import pandas as pd
 
+from registry.redact import redact_url
+
 STATE_ICONS = {
     "COMPLETED": "✅", "RUNNING": "🔄", "PENDING": "⏳", "SUBMITTING": "⏳",
     "FAILED": "❌", "CANCELLED": "⛔", "TIMEOUT": "⌛", "PREEMPTED": "⏸️",
@@ -77,12 +79,11 @@ def days_left(days: int) -> str:
     return f"{days} day{'s' if days != 1 else ''} left"
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
 
 
 def safe_url(url: str) -> str:
-    """A store URL or tracking URI with any password masked."""
-    return _URL_PASSWORD.sub(r"\1***@", url)
+    """A store URL or tracking URI with any password masked (the CLI's own rule)."""
+    return redact_url(url)
 
 
 _MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")

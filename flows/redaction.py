@@ -10,23 +10,15 @@ In every value kept, URLs lose their passwords and credential-bearing query valu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from registry.env_secrets import secret_problem
-
-MASK = "***"
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
-_SECRET_QUERY = re.compile(
-    r"([?&](?:[^=&\s]*(?:pass|pwd|secret|token|key|credential|signature|sig|auth)[^=&\s]*)=)"
-    r"[^&#\s]*",
-    re.IGNORECASE,
-)
+from registry.redact import MASK, redact_urls
 
 
 def redact_text(text: str) -> str:
     """`text` with URL passwords and credential query values replaced by `***`."""
-    return _SECRET_QUERY.sub(rf"\1{MASK}", _USERINFO.sub(rf"\1:{MASK}@", text))
+    return redact_urls(text)
 
 
 def public_value(name: str, value: str) -> str | None:

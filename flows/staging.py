@@ -37,6 +37,10 @@ def _stdout_if_ok(returncode: int, stdout: str, stderr: str) -> str:
     return stdout
 
 
+def _umask(driver: SiteDriver) -> str:
+    return driver.site.environment.effective_umask
+
+
 def run_remote(driver: SiteDriver, command: str, parse: Callable[[int, str, str], T]) -> T:
     """Run a `sites.remote` command and its parser; failures become the project's errors
     (a non-zero exit `CommandFailed`, output that breaks the rules `TransferError`)."""
@@ -57,7 +61,7 @@ def prepare_dirs(driver: SiteDriver, layout: StageLayout, attempt: int) -> None:
         layout.logs(attempt),
         layout.metrics(attempt),
     ]
-    run_remote(driver, remote.make_dirs_command(dirs), remote.check_exit)
+    run_remote(driver, remote.make_dirs_command(dirs, umask=_umask(driver)), remote.check_exit)
 
 
 def upload_files(
@@ -107,7 +111,9 @@ def stage_input(
     """
     destination = target_layout.input_of(source_layout.stage)
     if source.name == target.name:
-        command = remote.link_tree_command(source_layout.outputs, destination)
+        command = remote.link_tree_command(
+            source_layout.outputs, destination, umask=_umask(target)
+        )
         how = run_remote(target, command, remote.parse_link_tree)
         return f"{how} (same site)"
     expected = manifest(source, source_layout.outputs)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 from flows.metrics import MetricPoint, key_problem
 from registry.errors import HpcfleetError
+from registry.owner_only import private_dir, private_sqlite
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -50,6 +52,13 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        # A local store and artifact directory are created owner-only (MLflow would use
+        # the umask): they hold every partner's results and job logs. What cannot be
+        # created here, MLflow reports in its own words.
+        with suppress(OSError):
+            private_sqlite(tracking_uri)
+            if artifact_root is not None and artifact_root.startswith("file:"):
+                private_dir(Path(unquote(urlparse(artifact_root).path)))
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self.requests = 0  # metric-logging requests sent (for benchmarks)
 

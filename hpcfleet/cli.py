@@ -19,6 +19,8 @@ from flows.engine_env import configure_engines
 from hpcfleet import cli_misc, cli_provenance, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
+from registry.owner_only import secure_home
+from registry.redact import redact_urls
 
 app = typer.Typer(
     name="hpcfleet",
@@ -48,7 +50,11 @@ def _root(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    configure_engines(Settings().home)
+    home = Settings().home
+    notice = secure_home(home)
+    if notice:
+        sys.stderr.write(f"hpcfleet: {notice}\n")
+    configure_engines(home)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     except HpcfleetError as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"hpcfleet: {exc}\n")
+        # A driver's message may quote a database or tracking URL with its password.
+        sys.stderr.write(f"hpcfleet: {redact_urls(str(exc))}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("hpcfleet: interrupted\n")

@@ -14,7 +14,9 @@ import typer
 from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry import access
+from registry.owner_only import private_file
 from registry.records import JobRecord, RunRecord, StageRecord
+from registry.redact import masked_env, redact_url, redact_urls, shows_values
 from registry.residency import output_residency
 from registry.states import RunState
 from registry.store import Store
@@ -71,15 +73,16 @@ def print_summary(store: Store, run: RunRecord) -> None:
         tracker = Tracker(config.tracking_uri, config.artifact_root)
         children = tracker.children(tracker.experiment_id(run.experiment), run.run_id)
     except Exception as exc:
-        display.err.print(f"(metrics unavailable: {exc})")
+        display.err.print(f"(metrics unavailable: {redact_urls(str(exc))})")
     rows = summarize(run, store.stages(run.run_id), store.jobs(run.run_id), children)
     display.out.print(display.summary_table(run, rows))
 
 
 def mlflow_hint() -> str:
+    """Where to look at the results; the tracking URI without its password."""
     config = settings()
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return f"Results are in MLflow at {config.tracking_uri}"
+        return f"Results are in MLflow at {redact_url(config.tracking_uri)}"
     return (
         "See every metric and log in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri} "
@@ -146,9 +149,7 @@ def launch(
 
 
 def _spawn_orchestrator(run_id: str, actor: str) -> Path:
-    logs = settings().home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{run_id}.log"
+    log = private_file(settings().home / "logs" / f"{run_id}.log")
     with log.open("ab") as handle:
         subprocess.Popen(
             [sys.executable, "-m", "hpcfleet", "run", "resume", run_id, "--as", actor],
@@ -212,13 +213,24 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
     }
 
 
+def stage_env(run: RunRecord, stage: str, viewer: str | None) -> dict[str, str]:
+    """A stage's `env` as `viewer` may see it: values only for the run's own partner."""
+    try:
+        env = run.spec.stage(stage).env
+    except KeyError:  # a stage record the spec does not name (none has env of its own)
+        return {}
+    return dict(env) if shows_values(viewer, run.partner) else masked_env(env)
+
+
 @run_app.command("show")
-def show(run_id: str, json: JsonOption = False) -> None:
-    """One run: its stages, where they ran and why, and their jobs."""
+def show(run_id: str, json: JsonOption = False, as_partner: AsOption = None) -> None:
+    """One run: its stages, where they ran and why, and their jobs (env values only to
+    the run's own partner)."""
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
     residency = output_residency(run.spec)
+    viewer = as_partner or settings().partner
     if json:
         data = _run_dict(run)
         data["stages"] = [
@@ -231,6 +243,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
                 "reason": s.reason,
                 "choice": s.choice,
                 "residency": residency[s.name],
+                "env": stage_env(run, s.name, viewer),
                 "jobs": [
                     j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
                 ],

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import make_url
 
 from flows.control import supervisor
 from flows.control.environment import worker_exec_env
@@ -20,6 +20,7 @@ from hpcfleet import display
 from hpcfleet.common import JsonOption, open_store, settings
 from registry import migrate
 from registry.records import RunRecord
+from registry.redact import redact_url
 from registry.store import Store
 
 server_app = typer.Typer(
@@ -46,8 +47,8 @@ def control_config() -> ControlPlaneConfig:
 
 
 def shown_url(url: str) -> str:
-    """A database URL fit to print: the password masked."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A URL fit to print: the password masked."""
+    return redact_url(url)
 
 
 @server_app.command("up")
@@ -141,8 +142,12 @@ def up(
     _report(statuses, json)
     if not json:
         display.out.print("Partners point their CLI here:")
-        display.out.print(f"  export PREFECT_API_URL={plan.prefect_api}", highlight=False)
-        display.out.print(f"  export MLFLOW_TRACKING_URI={plan.mlflow_uri}", highlight=False)
+        display.out.print(
+            f"  export PREFECT_API_URL={shown_url(plan.prefect_api)}", highlight=False
+        )
+        display.out.print(
+            f"  export MLFLOW_TRACKING_URI={shown_url(plan.mlflow_uri)}", highlight=False
+        )
         display.out.print(
             f"  export HPCFLEET_DATABASE_URL={shown_url(config.store_url)}", highlight=False
         )
@@ -169,6 +174,7 @@ def status(json: JsonOption = False) -> None:
 
 
 def _report(statuses: list[supervisor.PieceStatus], json: bool) -> None:
+    statuses = [replace(s, url=s.url and shown_url(s.url)) for s in statuses]
     if json:
         display.print_json([s.as_dict() for s in statuses])
         return

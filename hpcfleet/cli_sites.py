@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, se
 from hpcfleet.display import err, out, print_json
 from registry.loading import load_document
 from registry.records import ProbeRecord
+from registry.redact import masked_env, redact_url, shows_values
 from registry.site import Site
 
 site_app = typer.Typer(help="Register and inspect compute sites.", no_args_is_help=True)
@@ -28,8 +29,8 @@ def add(file: Path, as_partner: AsOption = None) -> None:
 
 
 @site_app.command("list")
-def list_sites(json: JsonOption = False) -> None:
-    """List registered sites."""
+def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
+    """List registered sites (env values only to the site's own partner)."""
     store = open_store()
     records, broken = store.scan_sites()
     for row in broken:  # one partner's unreadable document hides nobody else's site
@@ -39,7 +40,8 @@ def list_sites(json: JsonOption = False) -> None:
             soft_wrap=True,
         )
     if json:
-        print_json([r.site.model_dump(mode="json") for r in records])
+        viewer = as_partner or settings().partner
+        print_json([shown_site(r.site, viewer) for r in records])
         return
     probes = store.latest_probes()
     table = Table()
@@ -71,29 +73,43 @@ def _probe_text(probe: ProbeRecord | None) -> str:
     return f"{verdict} at {probe.checked_at:%Y-%m-%d %H:%M}Z"
 
 
+def shown_site(site: Site, viewer: str | None, *, exclude_none: bool = False) -> dict[str, Any]:
+    """The site document as `viewer` may see it: the values of `environment.env` only
+    for the site's own partner (others see the names), URLs without passwords."""
+    data = site.model_dump(mode="json", exclude_none=exclude_none)
+    if not shows_values(viewer, site.partner):
+        data["environment"]["env"] = masked_env(site.environment.env)
+    s3 = (data.get("storage") or {}).get("s3") or {}
+    if s3.get("endpoint"):
+        s3["endpoint"] = redact_url(s3["endpoint"])
+    return data
+
+
 @site_app.command("show")
 def show(
     name: str,
     json: JsonOption = False,
+    as_partner: AsOption = None,
     resolved: Annotated[
         bool, typer.Option("--resolved", help="The effective SSH connection, like `ssh -G`.")
     ] = False,
 ) -> None:
-    """Show one site's document (or, with --resolved, the SSH connection it makes)."""
-    record = open_store().get_site(name)
+    """Show one site's document (env values only to the site's own partner), or with
+    --resolved the SSH connection it makes."""
+    site = open_store().get_site(name).site
     if resolved:
-        _show_resolved(record.site, json)
+        _show_resolved(site, json)
         return
+    viewer = as_partner or settings().partner
     if json:
-        print_json(record.site.model_dump(mode="json"))
+        print_json(shown_site(site, viewer))
         return
     import yaml
 
-    out.print(
-        yaml.safe_dump(
-            record.site.model_dump(mode="json", exclude_none=True), sort_keys=False
-        ).rstrip()
-    )
+    shown = shown_site(site, viewer, exclude_none=True)
+    out.print(yaml.safe_dump(shown, sort_keys=False).rstrip(), highlight=False, markup=False)
+    if site.environment.env and not shows_values(viewer, site.partner):
+        err.print(f"(env values are shown to partner {site.partner} only: --as {site.partner})")
 
 
 def _show_resolved(site: Site, json: bool) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, inspect, text
 
 from registry.errors import HpcfleetError
+from registry.owner_only import private_file
 from registry.tables import Base
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
         return
     lock_path = Path(database).with_name(Path(database).name + ".migrate.lock")
-    with lock_path.open("a") as handle:
+    with private_file(lock_path).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -6,11 +6,19 @@ path, the ssh-agent, an AWS profile name).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import date
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from registry import sshnames
 from registry.common import DAY_SECONDS, Duration, Identifier, StrictModel, Walltime
@@ -22,6 +30,10 @@ MAX_QUEUED_JOBS = 100_000
 MAX_GPU_HOURS = 1e12
 MIN_POLL_SECONDS = 0.1  # local sites; a SLURM login node is polled at most once a second
 MIN_SLURM_POLL_SECONDS = 1.0
+# The file-creation mask of everything hpcfleet creates on a site (job directories,
+# outputs, logs) unless the site's `environment.umask` says otherwise: owner-only, since
+# a shared /scratch is readable by every member of a project's group.
+DEFAULT_UMASK = "077"
 _HOST_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -144,11 +156,41 @@ class Container(StrictModel):
     options: list[str] = []
 
 
+def _umask(value: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-7]{3,4}", value):
+        raise ValueError(
+            f"{value!r} is not a umask: write 3 or 4 octal digits in quotes, e.g. '077'"
+        )
+    if int(value, 8) & 0o700:
+        raise ValueError(
+            f"{value!r} would take the owner's own rights away: its owner digit "
+            "(third from the right) must be 0"
+        )
+    return value
+
+
 class Environment(StrictModel):
     workdir: str | None = None  # local sites default to $HPCFLEET_HOME/sites/<name>
     modules: list[str] = []
     env: dict[str, str] = {}
     container: Container | None = None
+    # None: DEFAULT_UMASK. A site may open its files to its project group, e.g. "027".
+    umask: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[0-7]{3,4}$",
+                description='umask of what jobs create on the site; default "077"',
+            ),
+            BeforeValidator(_umask),
+        ]
+        | None
+    ) = None
+
+    @property
+    def effective_umask(self) -> str:
+        """The umask jobs and their directories are created with on this site."""
+        return self.umask or DEFAULT_UMASK
 
     @field_validator("env")
     @classmethod

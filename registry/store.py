@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
@@ -21,6 +20,7 @@ from registry import access
 from registry.errors import DocumentError, HpcfleetError, NotFoundError
 from registry.migrate import ensure_schema
 from registry.milestone import Milestone
+from registry.owner_only import private_sqlite
 from registry.partner import Partner
 from registry.records import (
     JobRecord,
@@ -63,9 +63,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_store_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(url)  # it holds partners' code: owner-only, whatever the umask
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -4,11 +4,13 @@ scheduler and its work directory, opened once per site per process and shared.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.owner_only import private_dir
 from registry.site import Site
 from sites.errors import SiteError
 from sites.jobscript import container_prefix
@@ -36,10 +38,16 @@ class SiteDriver:
 
 
 def local_workdir(site: Site, default_root: Path) -> str:
+    """The work dir of a site on this machine; created owner-only when missing."""
     configured = site.environment.workdir
     if configured is None:
-        return str((default_root / site.name).resolve())
-    return str(Path(os.path.expandvars(os.path.expanduser(configured))).resolve())
+        path = (default_root / site.name).resolve()
+    else:
+        path = Path(os.path.expandvars(os.path.expanduser(configured))).resolve()
+    # A work dir that cannot be made here is reported by the step that needs it.
+    with contextlib.suppress(OSError):
+        private_dir(path)
+    return str(path)
 
 
 def remote_workdir(site: Site, transport: Transport) -> str:
@@ -69,6 +77,7 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
             local.slots if local else 2,
             modules=site.environment.modules,
             container=container_prefix(site.environment.container),
+            umask=site.environment.effective_umask,
         )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 

@@ -11,7 +11,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from registry.site import Container
+from registry.site import DEFAULT_UMASK, Container
 from sites.remote import link_tree_command
 from sites.scheduler import JobRequest, TaskSpec
 
@@ -73,9 +73,14 @@ def render_job_body(
     *,
     modules: Sequence[str] = (),
     container: Sequence[str] = (),
+    umask: str = DEFAULT_UMASK,
 ) -> str:
-    """The body shared by all schedulers: modules, env, cd, and a `case` over tasks."""
-    lines: list[str] = []
+    """The body shared by all schedulers: umask, modules, env, cd, and a `case` over tasks.
+
+    The umask comes first so that whatever the job creates (outputs, checkpoints,
+    metrics) is owner-only on a shared file system, unless the site chose another.
+    """
+    lines: list[str] = [f"umask {shlex.quote(umask)}"]
     if modules:
         lines.append("module load " + " ".join(shlex.quote(m) for m in modules))
     lines.extend(render_exports(request.env))

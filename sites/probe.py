@@ -98,7 +98,8 @@ def _slots(site: Site) -> int:
 
 
 def _workdir_checks(driver: SiteDriver) -> list[Check]:
-    writable = driver.transport.run(remote.workdir_writable_command(driver.workdir))
+    umask = driver.site.environment.effective_umask
+    writable = driver.transport.run(remote.workdir_writable_command(driver.workdir, umask=umask))
     checks = [
         Check(
             "work dir writable",

@@ -87,13 +87,15 @@ def start_process_group(
     stderr: IO[bytes] | int | None = subprocess.DEVNULL,
     new_session: bool = True,
     detached: bool = False,
+    umask: int = -1,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new process group (its pid is the group id).
 
     `new_session`: also a new session, without a controlling terminal (a daemon that
     outlives our terminal); otherwise only a new group in our session. `detached`: the
     process outlives the returned object by design, so forgetting that object does not
-    warn that it still runs; the caller reaps it (`reap`). stdin is always /dev/null.
+    warn that it still runs; the caller reaps it (`reap`). `umask`: the child's file
+    creation mask (-1: ours). stdin is always /dev/null.
     """
     popen = _DetachedPopen if detached else subprocess.Popen
     return popen(
@@ -106,6 +108,7 @@ def start_process_group(
         close_fds=True,
         start_new_session=new_session,
         process_group=None if new_session else 0,
+        umask=umask,
     )
 
 

@@ -2,7 +2,8 @@
 manifest of a tree), as pure `*_command()` / `parse_*(returncode, stdout, stderr)` pairs.
 
 Every value is quoted exactly once (`shlex.quote`). Every directory these commands
-create is owner-only (`umask 077`). What comes back is input, never trusted: a parser
+create follow the site's umask (owner-only, `umask 077`, unless `environment.umask` says
+otherwise). What comes back is input, never trusted: a parser
 either returns checked values or raises `BadRemoteOutput` naming the bad entry.
 
 The manifest is THE hasher of the project (staging checks what arrived with it, and
@@ -17,11 +18,12 @@ order from `openssl dgst -sha256 -r` (fast) or `sha256sum`, read as digests only
 
 from __future__ import annotations
 
-import posixpath
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from registry.site import DEFAULT_UMASK
 
 # Picks the fastest available SHA-256 (coreutils' sha256sum has no SHA-NI: 0.9 s for
 # 256 MiB here, openssl 0.2 s) and stores its words in $sha256 (split on purpose).
@@ -29,7 +31,6 @@ PICK_SHA256 = (
     "if command -v openssl >/dev/null 2>&1; "
     "then sha256='openssl dgst -sha256 -r'; else sha256='sha256sum --'; fi"
 )
-OWNER_ONLY = "umask 077"
 _SECTION_END = "--"
 _DIGEST = re.compile(rb"^\\?([0-9a-f]{64}) ", re.MULTILINE)
 _MANIFEST = (
@@ -73,34 +74,33 @@ def check_exit(returncode: int, stdout: str, stderr: str) -> None:
         raise RemoteCommandFailed(returncode, stderr)
 
 
-def make_dirs_command(paths: Sequence[str]) -> str:
-    """Create `paths` and their parents, owner-only. Parser: `check_exit`."""
-    return f"{OWNER_ONLY} && mkdir -p -- " + " ".join(shlex.quote(p) for p in paths)
+def umask_command(umask: str = DEFAULT_UMASK) -> str:
+    """What every command that creates files on a site starts with: the site's umask
+    (`environment.umask`, owner-only by default), so a project group on a shared
+    /scratch sees nothing of a run unless the site says so."""
+    return f"umask {shlex.quote(umask)}"
 
 
-def link_command(target: str, link: str) -> str:
-    """Make `link` a symlink to `target` (replacing a link already there), creating its
-    parent owner-only. Parser: `check_exit`."""
-    parent = posixpath.dirname(link) or "."
-    quoted = (shlex.quote(p) for p in (parent, target, link))
-    return "{} && mkdir -p -- {} && ln -sfn -- {} {}".format(OWNER_ONLY, *quoted)
+def make_dirs_command(paths: Sequence[str], *, umask: str = DEFAULT_UMASK) -> str:
+    """Create `paths` and their parents under `umask`. Parser: `check_exit`."""
+    return f"{umask_command(umask)} && mkdir -p -- " + " ".join(shlex.quote(p) for p in paths)
 
 
 # $1 the tree to mirror, $2 where; the old $2 (a tree, or an old symlink) goes first.
 _LINK_TREE = (
-    f'{OWNER_ONLY}; rm -rf -- "$2" && mkdir -p -- "$(dirname -- "$2")" || exit 1; '
+    'umask "$3"; rm -rf -- "$2" && mkdir -p -- "$(dirname -- "$2")" || exit 1; '
     'if cp -al -- "$1" "$2" 2>/dev/null; then echo hard-linked; '
     'else rm -rf -- "$2" && cp -a -- "$1" "$2" && echo copied; fi'
 )
 LINK_TREE_WAYS = ("hard-linked", "copied")
 
 
-def link_tree_command(source: str, destination: str) -> str:
+def link_tree_command(source: str, destination: str, *, umask: str = DEFAULT_UMASK) -> str:
     """Make `destination` a real directory tree with the files of `source`: hard links
     when both are on one filesystem (`cp -al`, no data copied), else a copy. A job
     then sees real directories that `find`, `os.walk` and `rglob` traverse (a symlink
     to a directory they do not enter). Parser: `parse_link_tree`."""
-    return shell_command(_LINK_TREE, source, destination)
+    return shell_command(_LINK_TREE, source, destination, umask)
 
 
 def parse_link_tree(returncode: int, stdout: str, stderr: str) -> str:
@@ -165,12 +165,12 @@ def parse_missing_paths(returncode: int, stdout: str, stderr: str) -> list[str]:
     return [p for p in stdout.split("\0") if p]
 
 
-def workdir_writable_command(workdir: str) -> str:
-    """Create `workdir` (owner-only) and a file in it, then remove the file. Parser:
-    `check_exit`."""
+def workdir_writable_command(workdir: str, *, umask: str = DEFAULT_UMASK) -> str:
+    """Create `workdir` (under `umask`: the first probe may be what creates it) and a
+    file in it, then remove the file. Parser: `check_exit`."""
     quoted = shlex.quote(workdir)
     return (
-        f"{OWNER_ONLY} && mkdir -p -- {quoted} && "
+        f"{umask_command(umask)} && mkdir -p -- {quoted} && "
         f'probe=$(mktemp -p {quoted} .hpcfleet-probe.XXXXXX) && rm -f -- "$probe"'
     )
 

@@ -22,6 +22,7 @@ from flows.control.pieces import Piece, pieces
 from flows.control.plan import PIECES, ControlPlaneConfig, Plan, save_plan, write_json
 from flows.control.readiness import probe
 from registry.errors import HpcfleetError
+from registry.owner_only import private_dir
 from sites.processes import (
     group_alive,
     is_alive,
@@ -181,7 +182,7 @@ def up(
     dashboard start.
     """
     server_dir = config.server_dir
-    server_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(server_dir)  # logs, pid files and the server's own stores
     save_plan(server_dir, plan)
     specs = pieces(config, plan)
     enabled = plan.enabled()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from registry.owner_only import private_dir
+from registry.site import DEFAULT_UMASK
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.jobscript import render_job_body
@@ -103,9 +105,11 @@ class LocalScheduler:
         modules: Sequence[str] = (),
         container: Sequence[str] = (),
         kill_grace_seconds: float = KILL_GRACE_SECONDS,
+        umask: str = DEFAULT_UMASK,
     ) -> None:
         """`kill_grace_seconds`: how long a cancelled or timed-out task may take to exit
-        after SIGTERM before its process group gets SIGKILL."""
+        after SIGTERM before its process group gets SIGKILL. `umask`: what the runners,
+        and so the tasks' log files and everything the tasks create, run under."""
         if slots < 1:
             raise ValueError(f"a local scheduler needs at least one slot, not {slots}")
         self.site = site
@@ -114,6 +118,7 @@ class LocalScheduler:
         self.modules = tuple(modules)
         self.container = tuple(container)
         self.kill_grace_seconds = float(kill_grace_seconds)
+        self.umask = umask
         self.state_dir = self.root / STATE_DIR_NAME
 
     # ------------------------------------------------------------------ protocol
@@ -129,7 +134,9 @@ class LocalScheduler:
             f"# resources: nodes={res.nodes} cpus={res.cpus} gpus={res.gpus} "
             f"time_seconds={res.time_seconds} (only the time limit is enforced)",
         ]
-        body = render_job_body(request, modules=self.modules, container=self.container)
+        body = render_job_body(
+            request, modules=self.modules, container=self.container, umask=self.umask
+        )
         return "\n".join(header) + "\n" + body
 
     def submit(self, request: JobRequest) -> str:
@@ -213,7 +220,7 @@ class LocalScheduler:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the scheduler's lock (against other processes on the same root)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         with open(self.state_dir / "lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -241,7 +248,8 @@ class LocalScheduler:
         jobs = jobs_dir(self.state_dir)
         jobdir = jobs / job_id
         tmpdir = jobs / f".{job_id}.tmp"
-        tmpdir.mkdir(parents=True)
+        private_dir(jobs)
+        tmpdir.mkdir(mode=0o700)
         try:
             self._fill_job_dir(tmpdir, request, script)
             os.rename(tmpdir, jobdir)
@@ -251,10 +259,10 @@ class LocalScheduler:
         return jobdir
 
     def _fill_job_dir(self, tmpdir: Path, request: JobRequest, script: str) -> None:
-        slots_dir(self.state_dir).mkdir(exist_ok=True)
+        slots_dir(self.state_dir).mkdir(mode=0o700, exist_ok=True)
         # As sbatch's submitter does: a job must not fail for want of its directories.
         for directory in (request.log_dir, request.workdir):
-            Path(directory).mkdir(parents=True, exist_ok=True)
+            private_dir(Path(directory))
         submitted = now_iso()
         count = len(request.tasks)
         record = LocalJobFile(
@@ -269,7 +277,10 @@ class LocalScheduler:
             slots=self.slots,
             kill_grace_seconds=self.kill_grace_seconds,
         )
-        (tmpdir / "script.sh").write_text(script, encoding="utf-8")
+        # The script holds the site's and the stage's env values: owner-only.
+        fd = os.open(tmpdir / "script.sh", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(script)
         write_json_atomic(tmpdir / "job.json", record.to_json())
         for index in range(count):
             initial = LocalTaskFile(JobState.PENDING, submitted=submitted, reason="runner starting")
@@ -281,9 +292,9 @@ class LocalScheduler:
 
     def _index_name(self, name: str, job_id: str) -> None:
         path = self._name_index(name)
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         # One small O_APPEND write: concurrent submitters cannot interleave inside it.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, f"{job_id}\n".encode())
         finally:
@@ -297,6 +308,7 @@ class LocalScheduler:
                     [sys.executable, "-m", "sites.local.runner", str(jobdir), str(index)],
                     cwd=_CODE_ROOT,
                     detached=True,
+                    umask=int(self.umask, 8),
                 )
                 with _UNREAPED_LOCK:
                     _UNREAPED_RUNNERS.add(proc.pid)

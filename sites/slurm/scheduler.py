@@ -27,7 +27,7 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-from registry.site import Environment, SlurmSettings
+from registry.site import DEFAULT_UMASK, Environment, SlurmSettings
 from sites.errors import SchedulerError, SubmitLimitReached
 from sites.scheduler import JobRequest, JobStatus
 from sites.slurm.limits import submit_limit
@@ -109,11 +109,15 @@ def _job_list(job_ids: Iterable[str]) -> str:
     return ",".join(ids)
 
 
-def submit_command(request: JobRequest) -> str:
+def submit_command(request: JobRequest, umask: str = DEFAULT_UMASK) -> str:
     """Create the job's log and work directories, then `sbatch --parsable` the script
-    read from stdin. (sbatch creates neither; the job would then fail unseen.)"""
+    read from stdin. (sbatch creates neither; the job would then fail unseen.)
+
+    Under `umask`: the directories, and the output files slurmstepd creates (sbatch
+    passes its umask on to the job as SLURM_UMASK), are owner-only by default.
+    """
     dirs = shlex.join(["mkdir", "-p", "--", request.log_dir, request.workdir])
-    return f"{dirs} && sbatch --parsable"
+    return f"umask {shlex.quote(umask)} && {dirs} && sbatch --parsable"
 
 
 def status_command(job_ids: Iterable[str]) -> str:
@@ -280,7 +284,8 @@ class SlurmScheduler:
 
     def submit(self, request: JobRequest) -> str:
         script = self.render(request)
-        result = self._run(submit_command(request), "sbatch", stdin=script.encode())
+        command = submit_command(request, self.environment.effective_umask)
+        result = self._run(command, "sbatch", stdin=script.encode())
         try:
             return parse_submit(result.stdout)
         except ValueError as exc:

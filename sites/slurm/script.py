@@ -160,5 +160,6 @@ def render_sbatch(request: JobRequest, slurm: SlurmSettings, environment: Enviro
         with_site_env,
         modules=environment.modules,
         container=container_prefix(environment.container),
+        umask=environment.effective_umask,
     )
     return "\n".join(lines) + "\n" + body

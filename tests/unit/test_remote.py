@@ -132,18 +132,25 @@ def test_queue_depth_and_free_space_are_numbers_or_none() -> None:
     assert remote.parse_free_kib(0, "Filesystem 1K-blocks\n", "") is None
 
 
-def test_directories_the_commands_create_are_owner_only(tmp_path: Path) -> None:
+def test_directories_the_commands_create_follow_the_site_umask(tmp_path: Path) -> None:
     hostile = str(tmp_path / "a b" / "$(touch pwned)")
-    link = str(tmp_path / "inputs" / "stage")
-    commands = [remote.make_dirs_command([hostile]), remote.link_command(hostile, link)]
-    commands.append(remote.workdir_writable_command(str(tmp_path / "work")))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    tree = str(tmp_path / "inputs" / "stage")
+    commands = [
+        remote.make_dirs_command([hostile]),
+        remote.link_tree_command(str(tmp_path / "src"), tree),
+        remote.workdir_writable_command(str(tmp_path / "work")),
+        remote.make_dirs_command([str(tmp_path / "group")], umask="027"),
+    ]
 
     for command in commands:
         subprocess.run(["sh", "-c", f"umask 022; {command}"], check=True, cwd=tmp_path)
 
     for path in (tmp_path / "a b", Path(hostile), tmp_path / "inputs", tmp_path / "work"):
         assert path.stat().st_mode & 0o777 == 0o700, path
-    assert Path(link).resolve() == Path(hostile)
+    assert (tmp_path / "group").stat().st_mode & 0o777 == 0o750
+    assert (Path(tree) / "f").read_text() == "x"
     assert not (tmp_path / "pwned").exists()
 
 

@@ -71,8 +71,9 @@ def test_submit_sends_the_script_on_stdin_and_returns_the_id() -> None:
     assert job_id == recorded("sbatch_parsable.stdout").strip()
     assert transport.commands == [submit_command(REQUEST)]
     assert transport.stdins[0] == sched.render(REQUEST).encode()
-    # The directories exist before sbatch runs; the paths are quoted.
-    assert shlex.split(transport.commands[0].split("&&")[0]) == [
+    # The directories exist before sbatch runs, owner-only; the paths are quoted.
+    assert shlex.split(transport.commands[0].split("&&")[0]) == ["umask", "077"]
+    assert shlex.split(transport.commands[0].split("&&")[1]) == [
         "mkdir",
         "-p",
         "--",

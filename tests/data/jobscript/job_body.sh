@@ -1,3 +1,4 @@
+umask 077
 module load LUMI/24.03 partition/G
 export HF_HOME='/scratch/hf cache'
 export PATTERN='*.txt'

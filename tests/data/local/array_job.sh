@@ -2,6 +2,7 @@
 # hpcfleet local job "hpcfleet-run1-evaluate-2"
 # tasks: 3; task i runs with HPCFLEET_ARRAY_INDEX=i
 # resources: nodes=1 cpus=1 gpus=1 time_seconds=3600 (only the time limit is enforced)
+umask 077
 module load python/3.11
 cd /home/me/.hpcfleet/work/run1/evaluate || exit 1
 case "${HPCFLEET_ARRAY_INDEX:-0}" in

@@ -18,6 +18,7 @@
 #SBATCH --exclusive
 #SBATCH --constraint=mi250x
 export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
+umask 077
 module load LUMI/24.03 partition/G
 export HF_HOME=/scratch/project_465000001/hf
 cd /scratch/p/hpcfleet/r1/evaluate || exit 1

@@ -15,6 +15,7 @@
 #SBATCH --constraint=site-wide
 #SBATCH --hint=nomultithread
 export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
+umask 077
 module load LUMI/24.03 partition/G
 cd /scratch/project_465000001/hpcfleet/runs/r1/train/work || exit 1
 case "${HPCFLEET_ARRAY_INDEX:-0}" in

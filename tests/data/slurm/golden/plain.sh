@@ -11,6 +11,7 @@
 #SBATCH --error=/scratch/p/hpcfleet/r1/prepare/logs/1/0.err
 #SBATCH --chdir=/scratch/p/hpcfleet/r1/prepare
 export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
+umask 077
 module load LUMI/24.03 partition/G
 export HF_HOME=/scratch/project_465000001/hf
 export HPCFLEET_RUN_ID=r1
