@@ -34,8 +34,8 @@ def build_request(
     Task i of the request runs array value share[i]; its metrics file is named after the
     array index in the spec, so that results from several sites never collide.
     """
-    env = dict(site.environment.env)
-    env.update(stage.env)
+    # The site's own env is rendered by the scheduler ($VAR expands there); these are literal.
+    env = dict(stage.env)
     env.update(
         HPCFLEET_RUN_ID=run_id,
         HPCFLEET_STAGE=stage.name,
@@ -49,6 +49,7 @@ def build_request(
     )
     resources = JobResources(
         nodes=stage.resources.nodes,
+        tasks_per_node=stage.resources.tasks_per_node,
         cpus=stage.resources.cpus,
         gpus=stage.resources.gpus,
         mem_mb=stage.resources.mem,
@@ -64,6 +65,8 @@ def build_request(
         log_dir=layout.logs(attempt),
         after_ok=tuple(after_ok),
         exclude_nodes=tuple(exclude_nodes),
+        launcher=stage.launcher or "auto",
+        container=stage.container,
     )
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from registry.site import Site
 from sites.errors import SiteError
-from sites.jobscript import container_prefix
 from sites.scheduler import Scheduler
 from sites.transport import Transport
 
@@ -67,8 +66,7 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
             site.name,
             Path(workdir),
             local.slots if local else 2,
-            modules=site.environment.modules,
-            container=container_prefix(site.environment.container),
+            environment=site.environment,
         )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from registry.states import JobState
 
@@ -30,7 +30,8 @@ class JobResources:
     """Resources of one job (per array task)."""
 
     nodes: int = 1
-    cpus: int = 1
+    tasks_per_node: int = 1
+    cpus: int = 1  # per task
     gpus: int = 0  # per node
     mem_mb: int | None = None
     time_seconds: int = 3600
@@ -53,6 +54,9 @@ class JobRequest:
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
     exclude_nodes: tuple[str, ...] = ()
+    # How tasks fan out (sites.launcher): "auto" = srun when more than one task.
+    launcher: Literal["auto", "srun", "none"] = "auto"
+    container: str | None = None  # None: the site's; "none": no container; else an image
 
     @property
     def is_array(self) -> bool:

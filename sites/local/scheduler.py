@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from registry.site import Environment
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.jobscript import render_job_body
@@ -100,8 +101,7 @@ class LocalScheduler:
         root: Path,
         slots: int = 2,
         *,
-        modules: Sequence[str] = (),
-        container: Sequence[str] = (),
+        environment: Environment | None = None,
         kill_grace_seconds: float = KILL_GRACE_SECONDS,
     ) -> None:
         """`kill_grace_seconds`: how long a cancelled or timed-out task may take to exit
@@ -111,8 +111,7 @@ class LocalScheduler:
         self.site = site
         self.root = Path(root)
         self.slots = slots
-        self.modules = tuple(modules)
-        self.container = tuple(container)
+        self.environment = environment or Environment()
         self.kill_grace_seconds = float(kill_grace_seconds)
         self.state_dir = self.root / STATE_DIR_NAME
 
@@ -129,7 +128,11 @@ class LocalScheduler:
             f"# resources: nodes={res.nodes} cpus={res.cpus} gpus={res.gpus} "
             f"time_seconds={res.time_seconds} (only the time limit is enforced)",
         ]
-        body = render_job_body(request, modules=self.modules, container=self.container)
+        if res.tasks_per_node > 1:
+            header.append(
+                f"# {res.tasks_per_node} copies of each task on this machine (sites.launcher)"
+            )
+        body = render_job_body(request, self.environment)
         return "\n".join(header) + "\n" + body
 
     def submit(self, request: JobRequest) -> str:
