@@ -10,7 +10,7 @@ nodes or several tasks per node needs a launcher to start its command once per t
   per-task WRAPPER (a constant, quoted once) evaluates SLURM's per-task variables
   INSIDE each task: RANK=SLURM_PROCID, LOCAL_RANK=SLURM_LOCALID, NODE_RANK=SLURM_NODEID,
   WORLD_SIZE=SLURM_NTASKS. MASTER_ADDR (first host of the allocation) and MASTER_PORT
-  (20000 + job id mod 20000) are set once per job, before the tasks start.
+  (PORT_BASE + job id mod PORT_SPAN) are set once per job, before the tasks start.
 - `local` (a local site: one machine): the command is started `tasks_per_node` times
   in the background with RANK/LOCAL_RANK/WORLD_SIZE set per copy, MASTER_ADDR=127.0.0.1;
   the task fails if any copy fails. `nodes` is ignored there (a local site is one node).
@@ -73,7 +73,8 @@ def plan_launch(
 ) -> Launch:
     """The launch of `request` on a site with this scheduler, environment and srun flags."""
     resources = request.resources
-    many = resources.nodes > 1 or resources.tasks_per_node > 1
+    # A local site is one machine: there, only tasks_per_node fans out.
+    many = resources.tasks_per_node > 1 or (scheduler == "slurm" and resources.nodes > 1)
     wanted = request.launcher
     if wanted == "none" or (wanted == "auto" and not many):
         kind: LauncherKind = "none"

@@ -221,6 +221,12 @@ def _line(body: str, start: str) -> str:
     return next(line for line in body.splitlines() if line.startswith(start))
 
 
+def test_local_sites_fan_out_tasks_per_node_only() -> None:
+    two_nodes = train_request(resources=JobResources(nodes=2))
+    assert plan_launch(two_nodes, "local", Environment()).kind == "none"
+    assert plan_launch(two_nodes, "slurm", Environment()).kind == "srun"
+
+
 def test_local_fan_out_starts_every_rank_and_fails_if_one_fails(tmp_path: Any) -> None:
     script = "echo $RANK/$LOCAL_RANK/$WORLD_SIZE/$MASTER_ADDR >> ranks; [ $RANK != 2 ]"
     request = train_request(
