@@ -15,7 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from registry.runspec import RunSpec
-from registry.site import Container, Environment, Partition, SlurmSettings
+from registry.errors import DocumentError
+from registry.loading import parse_yaml, validate_document
+from registry.site import Container, Environment, Partition, Site, SlurmSettings
 from sites.jobscript import render_job_body
 from sites.launcher import Launch, launch_command, plan_launch, rank_wrapper
 from sites.local.scheduler import LocalScheduler
@@ -270,6 +272,15 @@ def test_site_env_expands_variables_and_nothing_else() -> None:
 def test_run_spec_env_stays_literal() -> None:
     body = render_job_body(train_request(env={"P": "$HOME"}))
     assert "export P='$HOME'" in body
+
+
+def test_site_add_names_the_field_and_points_to_setup() -> None:
+    text = "name: s\npartner: p\nscheduler: local\nenvironment:\n  env: {D: '$(date)'}\n"
+    with pytest.raises(DocumentError) as info:
+        validate_document(parse_yaml(text, "s.yaml"), Site, source="s.yaml")
+    message = str(info.value)
+    assert message.startswith("s.yaml: environment.env: D: '$(' is not allowed")
+    assert "'setup:'" in message
 
 
 @pytest.mark.parametrize("value", ["$(id)", "`id`", "${A:-$(id)}", "${A:-x}", "$((1+2))", "${A"])
