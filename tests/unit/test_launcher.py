@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from registry.runspec import RunSpec
 from registry.errors import DocumentError
 from registry.loading import parse_yaml, validate_document
+from registry.runspec import RunSpec
 from registry.site import Container, Environment, Partition, Site, SlurmSettings
 from sites.jobscript import render_job_body
 from sites.launcher import Launch, launch_command, plan_launch, rank_wrapper
