@@ -115,9 +115,7 @@ class Container(StrictModel):
     def _one_path_per_bind(cls, value: list[str]) -> list[str]:
         for bind in value:
             if not bind or "," in bind or any(c in bind for c in "\n\r\x00"):
-                raise ValueError(
-                    f"{bind!r}: a bind is one path or src:dest[:opts], without commas"
-                )
+                raise ValueError(f"{bind!r}: a bind is one path or src:dest[:opts], without commas")
         return value
 
 

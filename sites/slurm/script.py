@@ -104,7 +104,5 @@ def render_sbatch(request: JobRequest, slurm: SlurmSettings, environment: Enviro
         raise ValueError("log_dir: a SLURM job needs a log directory for its output")
     lines: list[str] = ["#!/bin/bash", *render_sbatch_header(request, slurm)]
     lines.append('export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"')
-    body = render_job_body(
-        request, environment, scheduler="slurm", srun_flags=slurm.srun_flags
-    )
+    body = render_job_body(request, environment, scheduler="slurm", srun_flags=slurm.srun_flags)
     return "\n".join(lines) + "\n" + body
