@@ -4,9 +4,10 @@ A batch script runs once, on the first node of the allocation. A stage with seve
 nodes or several tasks per node needs a launcher to start its command once per task:
 
 - `srun` (SLURM): `srun [flags] bash -c WRAPPER hpcfleet-task [container exec] argv`.
-  srun runs OUTSIDE the container and the container once per task, as LUMI, Leonardo
-  and JUPITER document (`srun singularity exec ... image cmd`): srun does not exist in
-  the image, and one container per task keeps the site's MPI/PMI wiring. The small
+  srun runs OUTSIDE the container and the container once per task: the "hybrid model"
+  of Apptainer's MPI guide (the launcher outside, one container per rank), the form
+  LUMI's container docs show (`srun singularity exec ... image cmd`). srun does not
+  exist in the image, and outside it keeps the site's PMI wiring. The small
   per-task WRAPPER (a constant, quoted once) evaluates SLURM's per-task variables
   INSIDE each task: RANK=SLURM_PROCID, LOCAL_RANK=SLURM_LOCALID, NODE_RANK=SLURM_NODEID,
   WORLD_SIZE=SLURM_NTASKS. MASTER_ADDR (first host of the allocation) and MASTER_PORT
