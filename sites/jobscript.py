@@ -38,6 +38,7 @@ MODULE_INIT = (
     "fi",
 )
 
+HPCFLEET_PREFIX = "HPCFLEET_"  # names only hpcfleet sets (registry.site refuses them)
 # Exit code of a job script asked to run an array index it has no task for.
 NO_SUCH_TASK_EXIT = 97
 
@@ -115,10 +116,13 @@ def render_job_body(
     each task's command fanned out by the launcher (sites.launcher)."""
     launch = plan_launch(request, scheduler, environment, srun_flags)
     lines = render_modules(environment)
-    # The site's variables go after `module load` (a module must not undo them) and
-    # before the job's own, which win.
+    # hpcfleet's own variables first, so that the site's values may refer to them; the
+    # site's go after `module load` (a module must not undo them) and before the
+    # stage's own, which win.
+    ours = {k: v for k, v in request.env.items() if k.startswith(HPCFLEET_PREFIX)}
+    lines.extend(render_exports(ours))
     lines.extend(render_site_exports(environment, request.env))
-    lines.extend(render_exports(request.env))
+    lines.extend(render_exports({k: v for k, v in request.env.items() if k not in ours}))
     lines.extend(launch_prelude(launch))
     lines.append(f"cd {shlex.quote(request.workdir)} || exit 1")
     lines.append('case "${HPCFLEET_ARRAY_INDEX:-0}" in')

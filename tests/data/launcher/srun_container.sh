@@ -20,13 +20,13 @@ fi
 module purge
 module use /appl/local/csc/modulefiles
 module load pytorch/2.4
+export HPCFLEET_RUN_ID=r1
 export MIOPEN_USER_DB_PATH="/tmp/${USER}-miopen"
 export CACHE="$HOME/cache"
 export HF_HUB_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=offline
-export HPCFLEET_RUN_ID=r1
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"
 export MASTER_PORT=$((20000 + SLURM_JOB_ID % 12000))
 cd /scratch/p/hpcfleet/r1/train || exit 1

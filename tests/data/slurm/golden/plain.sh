@@ -18,9 +18,9 @@ if ! type module >/dev/null 2>&1; then
   done
 fi
 module load LUMI/24.03 partition/G
-export HF_HOME="/scratch/project_465000001/hf"
 export HPCFLEET_RUN_ID=r1
 export HPCFLEET_STAGE=prepare
+export HF_HOME="/scratch/project_465000001/hf"
 cd /scratch/p/hpcfleet/r1/prepare || exit 1
 case "${HPCFLEET_ARRAY_INDEX:-0}" in
   0)
