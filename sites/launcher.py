@@ -30,10 +30,9 @@ from typing import Literal
 from registry.site import Container, Environment
 from sites.scheduler import JobRequest, TaskSpec
 
+# What plan_launch chose; a request asks for "auto" (srun when it takes more than one
+# task, none otherwise), "srun" or "none" (JobRequest.launcher).
 LauncherKind = Literal["srun", "local", "none"]
-# How a stage asks for it in a run spec; `auto` (unset) means srun when it takes more
-# than one task, none otherwise.
-LauncherChoice = Literal["auto", "srun", "none"]
 NO_CONTAINER = "none"
 
 # Per-task variable -> the SLURM variable srun sets in each task.
