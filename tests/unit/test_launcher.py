@@ -7,18 +7,21 @@ Golden files live in tests/data/launcher/; `UPDATE_GOLDEN=1 pytest ...` rewrites
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from registry.errors import DocumentError
 from registry.loading import parse_yaml, validate_document
 from registry.runspec import RunSpec
 from registry.site import Container, Environment, Partition, Site, SlurmSettings
-from sites.jobscript import render_job_body
+from sites.jobscript import expanding_quote, render_job_body
 from sites.launcher import Launch, launch_command, plan_launch, rank_wrapper
 from sites.local.scheduler import LocalScheduler
 from sites.scheduler import JobRequest, JobResources, TaskSpec
@@ -267,6 +270,18 @@ def test_site_env_expands_variables_and_nothing_else() -> None:
         check=True,
     )
     assert shown.stdout == '/tmp/ann-x /home/ann "q" \\ $1 $ end$'
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8")))
+def test_site_env_without_variables_reads_back_exactly(value: str) -> None:
+    assume(not re.search(r"\$[A-Za-z_{]", value))  # no $VAR / ${VAR}: nothing to expand
+    shown = subprocess.run(
+        ["bash", "-c", f'export P={expanding_quote(value)}; printf %s "$P"'],
+        capture_output=True,
+        check=True,
+    )
+    assert shown.stdout.decode() == value
 
 
 def test_run_spec_env_stays_literal() -> None:
