@@ -31,6 +31,7 @@ SECTIONS = (
     "bench_watch_load",
     "bench_mlflow",
     "bench_documents",
+    "bench_launcher",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
 TIMEOUT = 600.0

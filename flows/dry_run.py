@@ -20,9 +20,7 @@ from flows.planning import StagePlan
 from registry.runspec import RunSpec
 from registry.site import Site
 from registry.store import Store
-from sites.driver import local_workdir
-from sites.jobscript import container_prefix
-from sites.local.scheduler import LocalScheduler
+from sites.driver import local_scheduler, local_workdir
 from sites.scheduler import JobRequest
 from sites.slurm.script import render_sbatch
 
@@ -109,13 +107,7 @@ def render(site: Site, request: JobRequest, sites_root: Path) -> str:
     """The script the site's scheduler would submit for `request` (pure)."""
     if site.slurm is not None:
         return render_sbatch(request, site.slurm, site.environment)
-    local = LocalScheduler(
-        site.name,
-        Path(_workdir(site, sites_root)),
-        site.local.slots if site.local else 2,
-        modules=site.environment.modules,
-        container=container_prefix(site.environment.container),
-    )
+    local = local_scheduler(site, _workdir(site, sites_root))
     return local.render(request)
 
 

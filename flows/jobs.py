@@ -35,8 +35,8 @@ def build_request(
     Task i of the request runs array value share[i]; its metrics file is named after the
     array index in the spec, so that results from several sites never collide.
     """
-    env = dict(site.environment.env)
-    env.update(stage.env)
+    # The site's own env is rendered by the scheduler ($VAR expands there); these are literal.
+    env = dict(stage.env)
     env.update(
         HPCFLEET_RUN_ID=run_id,
         HPCFLEET_STAGE=stage.name,
@@ -58,6 +58,8 @@ def build_request(
         log_dir=layout.logs(attempt),
         after_ok=tuple(after_ok),
         exclude_nodes=tuple(exclude_nodes),
+        launcher=stage.launcher or "auto",
+        container=stage.container,
     )
 
 
@@ -67,6 +69,7 @@ def job_resources(stage: Stage, site: Site, partition: str | None, qos: str | No
     throttles = [t for t in (stage.array_parallelism, site.policy.max_running_tasks) if t]
     return JobResources(
         nodes=given.nodes,
+        tasks_per_node=given.tasks_per_node,
         cpus=given.cpus,
         gpus=given.gpus,
         mem_mb=given.mem,

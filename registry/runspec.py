@@ -6,7 +6,8 @@ unknown stages, cycles, and `{placeholders}` in commands that nothing would fill
 Bounds (a stored spec is read by every partner's `run show` and by the engine): at most
 `MAX_STAGES` stages and `MAX_ARRAY_VALUES` array values, checked in linear time; per
 stage at most `MAX_NODES` nodes, `MAX_GPUS_PER_NODE` GPUs per node and
-`MAX_CPUS_PER_TASK` CPUs per task; time limits and memory as in registry.common. Param
+`MAX_CPUS_PER_TASK` CPUs per task, `MAX_TASKS_PER_NODE` tasks per node; time limits and
+memory as in registry.common. Param
 names are MLflow-safe words; an `env` that looks like a secret is refused
 (registry.env_secrets).
 """
@@ -44,6 +45,7 @@ MAX_ARRAY_VALUES = 100_000
 MAX_NODES = 100_000
 MAX_GPUS_PER_NODE = 64
 MAX_CPUS_PER_TASK = 4096
+MAX_TASKS_PER_NODE = 1024
 Scalar = str | int | float | bool
 
 # `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
@@ -128,6 +130,7 @@ class SiteSelector(StrictModel):
 
 class Resources(StrictModel):
     nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
+    tasks_per_node: Annotated[int, Field(ge=1, le=MAX_TASKS_PER_NODE)] = 1
     gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0  # per node
     cpus: Annotated[int, Field(ge=1, le=MAX_CPUS_PER_TASK)] = 1  # per task
     mem: StageMemory | None = None  # 0 (written `all`): all of each node's memory
@@ -169,6 +172,16 @@ class Stage(StrictModel):
     array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
     residency: Residency | None = None  # where the outputs may live (registry.residency)
     declassifies: bool = False  # outputs are free of the residency of the inputs
+    # Unset: srun when nodes > 1 or tasks_per_node > 1 (sites.launcher).
+    launcher: Literal["srun", "none"] | None = None
+    container: str | None = None  # unset: the site's; "none": no container; else an image
+
+    @field_validator("container")
+    @classmethod
+    def _container_image(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\x00")):
+            raise ValueError("give an image path, or 'none' to run without the site's container")
+        return value
 
     @field_validator("command", mode="before")
     @classmethod

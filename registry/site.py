@@ -126,6 +126,7 @@ class SlurmSettings(StrictModel):
     qos: str | None = None
     partitions: Annotated[list[Partition], Field(min_length=1)]
     extra_flags: list[str] = []
+    srun_flags: list[str] = []  # for the srun launcher (sites.launcher), e.g. --cpu-bind=cores
 
     @model_validator(mode="after")
     def _partitions_unique(self) -> Self:
@@ -154,6 +155,15 @@ class Container(StrictModel):
     runtime: Literal["apptainer", "singularity"] = "apptainer"
     image: Annotated[str, Field(min_length=1)]
     options: list[str] = []
+    binds: list[str] = []  # -> --bind a,b,c
+
+    @field_validator("binds")
+    @classmethod
+    def _one_path_per_bind(cls, value: list[str]) -> list[str]:
+        for bind in value:
+            if not bind or "," in bind or any(c in bind for c in "\n\r\x00"):
+                raise ValueError(f"{bind!r}: a bind is one path or src:dest[:opts], without commas")
+        return value
 
 
 def _umask(value: str) -> str:
@@ -171,8 +181,10 @@ def _umask(value: str) -> str:
 
 class Environment(StrictModel):
     workdir: str | None = None  # local sites default to $HPCFLEET_HOME/sites/<name>
+    # The site owner's own shell lines, run before `module load` (trusted configuration).
+    setup: list[str] = []
     modules: list[str] = []
-    env: dict[str, str] = {}
+    env: dict[str, str] = {}  # values may use $VAR / ${VAR}, expanded in the job
     container: Container | None = None
     # None: DEFAULT_UMASK. A site may open its files to its project group, e.g. "027".
     umask: (
@@ -191,18 +203,35 @@ class Environment(StrictModel):
     def effective_umask(self) -> str:
         """The umask jobs and their directories are created with on this site."""
         return self.umask or DEFAULT_UMASK
+    offline: bool = False  # compute nodes without internet: HF_*_OFFLINE=1, WANDB_MODE
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        import re
-
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if name.startswith("HPCFLEET_"):
                 raise ValueError(f"{name!r}: HPCFLEET_* variables are set by hpcfleet")
+            _check_expandable(name, value[name])
         return check_env(value)
+
+
+_EXPANSION = re.compile(r"\$(\{[^}]*\}?|\(|\[)")
+_SIMPLE_BRACES = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def _check_expandable(name: str, value: str) -> None:
+    """A site's env value expands `$VAR` and `${VAR}` in the job, and nothing else: no
+    command substitution, arithmetic or `${VAR:-...}` forms (those belong in `setup`)."""
+    if "`" in value:
+        raise ValueError(f"{name}: backticks are not allowed; run commands in 'setup:' lines")
+    for match in _EXPANSION.finditer(value):
+        if not _SIMPLE_BRACES.fullmatch(match.group(1)):
+            raise ValueError(
+                f"{name}: {match.group(0)!r} is not allowed; a value may use $VAR or ${{VAR}} "
+                "only (run commands in 'setup:' lines)"
+            )
 
 
 class S3Store(StrictModel):

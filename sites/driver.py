@@ -9,13 +9,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from registry.owner_only import private_dir
 from registry.site import Site
 from sites.errors import SiteError
-from sites.jobscript import container_prefix
 from sites.scheduler import Scheduler
 from sites.transport import Transport
+
+if TYPE_CHECKING:  # the local scheduler is imported where a local site is opened
+    from sites.local.scheduler import LocalScheduler
 
 
 @dataclass
@@ -62,23 +65,21 @@ def remote_workdir(site: Site, transport: Transport) -> str:
     return f"{result.stdout.rstrip('/')}/{relative}"
 
 
+def local_scheduler(site: Site, workdir: str) -> LocalScheduler:
+    """The scheduler of a `scheduler: local` site whose work dir is `workdir`."""
+    from sites.local.scheduler import LocalScheduler
+
+    slots = site.local.slots if site.local else 2
+    return LocalScheduler(site.name, Path(workdir), slots, environment=site.environment)
+
+
 def open_driver(site: Site, default_root: Path) -> SiteDriver:
     """Open a driver for `site` (no connection is made for local sites)."""
     if site.scheduler == "local":
-        from sites.local.scheduler import LocalScheduler
         from sites.local.transport import LocalTransport
 
         workdir = local_workdir(site, default_root)
-        local = site.local
-        scheduler: Scheduler
-        scheduler = LocalScheduler(
-            site.name,
-            Path(workdir),
-            local.slots if local else 2,
-            modules=site.environment.modules,
-            container=container_prefix(site.environment.container),
-            umask=site.environment.effective_umask,
-        )
+        scheduler = local_scheduler(site, workdir)
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 
     from sites.slurm.scheduler import SlurmScheduler

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Literal
 
-from registry.site import DEFAULT_UMASK, Container
+from registry.site import Environment
+from sites.launcher import launch_command, launch_prelude, plan_launch
 from sites.remote import link_tree_command
-from sites.scheduler import JobRequest, TaskSpec
+from sites.scheduler import JobRequest
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What stays live inside a site's env value: $VAR and ${VAR} (registry.site checks the rest).
+_EXPANSION = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+# environment.offline: compute nodes without internet.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+}
+# `module` is a shell function a login shell's profile defines (Lmod: /etc/profile.d/
+# lmod.sh; Environment Modules: .../init/bash). A batch script submitted over a
+# non-login ssh exec has none, so source the first init found if it is missing.
+MODULE_INIT = (
+    "if ! type module >/dev/null 2>&1; then",
+    "  for init in /etc/profile.d/lmod.sh /usr/share/lmod/lmod/init/bash \\",
+    "      /etc/profile.d/modules.sh /usr/share/Modules/init/bash /usr/share/modules/init/bash; do",
+    '    if [ -r "$init" ]; then . "$init"; break; fi',
+    "  done",
+    "fi",
+)
 
+HPCFLEET_PREFIX = "HPCFLEET_"  # names only hpcfleet sets (registry.site refuses them)
 # Exit code of a job script asked to run an array index it has no task for.
 NO_SUCH_TASK_EXIT = 97
 
@@ -31,30 +54,56 @@ def check_env_name(name: str) -> str:
     return name
 
 
-def container_prefix(container: Container | None) -> tuple[str, ...]:
-    """argv prefix that runs a command inside the site's container image, if any."""
-    if container is None:
-        return ()
-    return (container.runtime, "exec", *container.options, container.image)
-
-
 def render_exports(env: Mapping[str, str]) -> list[str]:
     """`export NAME=value` lines, values quoted, names validated."""
     return [f"export {check_env_name(k)}={shlex.quote(str(v))}" for k, v in env.items()]
 
 
-def render_task_command(task: TaskSpec, container: Sequence[str] = ()) -> str:
-    """The command line of one task, optionally run inside a container runtime.
+def expanding_quote(value: str) -> str:
+    """`value` in double quotes where `$VAR` and `${VAR}` expand in the job and nothing
+    else does: backslash, double quote, backtick and every other `$` are escaped."""
+    kept = [m.span() for m in _EXPANSION.finditer(value)]
+    out: list[str] = []
+    position = 0
+    for begin, end in kept:
+        out.append(_escape_double_quoted(value[position:begin]))
+        out.append(value[begin:end])
+        position = end
+    out.append(_escape_double_quoted(value[position:]))
+    return '"' + "".join(out) + '"'
 
-    `container` is the runtime's argv prefix, e.g. ("apptainer", "exec", "img.sif").
-    """
-    if task.script is not None:
-        argv: tuple[str, ...] = ("bash", "-c", task.script)
-    elif task.argv:
-        argv = task.argv
-    else:
-        raise ValueError("a task needs an argv or a script")
-    return shlex.join([*container, *argv])
+
+def _escape_double_quoted(text: str) -> str:
+    for char in ("\\", '"', "`", "$"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def render_site_exports(environment: Environment, overridden: Collection[str]) -> list[str]:
+    """The site's variables ($VAR expanding), then the offline switches; names the job
+    sets itself (`overridden`) are left to the job's own literal exports."""
+    lines = [
+        f"export {check_env_name(name)}={expanding_quote(value)}"
+        for name, value in environment.env.items()
+        if name not in overridden
+    ]
+    if environment.offline:
+        skip = {*overridden, *environment.env}
+        lines.extend(
+            f"export {name}={value}" for name, value in OFFLINE_ENV.items() if name not in skip
+        )
+    return lines
+
+
+def render_modules(environment: Environment) -> list[str]:
+    """Make `module` exist, run the site's setup lines, load the site's modules."""
+    if not environment.setup and not environment.modules:
+        return []
+    lines = list(MODULE_INIT)
+    lines.extend(environment.setup)  # the site owner's own shell, trusted as written
+    if environment.modules:
+        lines.append("module load " + " ".join(shlex.quote(m) for m in environment.modules))
+    return lines
 
 
 def render_input_links(links: Sequence[tuple[str, str]]) -> list[str]:
@@ -70,27 +119,35 @@ def render_input_links(links: Sequence[tuple[str, str]]) -> list[str]:
 
 def render_job_body(
     request: JobRequest,
+    environment: Environment = Environment(),
     *,
-    modules: Sequence[str] = (),
-    container: Sequence[str] = (),
-    umask: str = DEFAULT_UMASK,
+    scheduler: Literal["slurm", "local"] = "local",
+    srun_flags: Sequence[str] = (),
 ) -> str:
-    """The body shared by all schedulers: umask, modules, env, cd, and a `case` over tasks.
+    """The body shared by all schedulers: umask, modules, env, input links, cd, and a
+    `case` over tasks, each task's command fanned out by the launcher (sites.launcher).
 
     The umask comes first so that whatever the job creates (outputs, checkpoints,
     metrics) is owner-only on a shared file system, unless the site chose another.
     """
-    lines: list[str] = [f"umask {shlex.quote(umask)}"]
-    if modules:
-        lines.append("module load " + " ".join(shlex.quote(m) for m in modules))
-    lines.extend(render_exports(request.env))
+    launch = plan_launch(request, scheduler, environment, srun_flags)
+    lines = [f"umask {shlex.quote(environment.effective_umask)}"]
+    lines.extend(render_modules(environment))
+    # hpcfleet's own variables first, so that the site's values may refer to them; the
+    # site's go after `module load` (a module must not undo them) and before the
+    # stage's own, which win.
+    ours = {k: v for k, v in request.env.items() if k.startswith(HPCFLEET_PREFIX)}
+    lines.extend(render_exports(ours))
+    lines.extend(render_site_exports(environment, request.env))
+    lines.extend(render_exports({k: v for k, v in request.env.items() if k not in ours}))
     lines.extend(render_input_links(request.link_inputs))
+    lines.extend(launch_prelude(launch))
     lines.append(f"cd {shlex.quote(request.workdir)} || exit 1")
     lines.append('case "${HPCFLEET_ARRAY_INDEX:-0}" in')
     for index, task in enumerate(request.tasks):
         lines.append(f"  {index})")
         lines.extend(f"    {line}" for line in render_exports(task.env))
-        lines.append(f"    {render_task_command(task, container)}")
+        lines.append(f"    {launch_command(task, launch)}")
         lines.append("    ;;")
     lines.append("  *)")
     lines.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from registry.states import JobState
 
@@ -30,7 +30,8 @@ class JobResources:
     """Resources of one job (per array task)."""
 
     nodes: int = 1
-    cpus: int = 1
+    tasks_per_node: int = 1
+    cpus: int = 1  # per task
     gpus: int = 0  # per node
     mem_mb: int | None = None  # 0: all of each node's memory
     time_seconds: int = 3600
@@ -61,6 +62,9 @@ class JobRequest:
     # (outputs of a needed stage, its input dir): made a tree of hard links when the job
     # starts, for a job queued behind that stage (afterok) on the same site.
     link_inputs: tuple[tuple[str, str], ...] = ()
+    # How tasks fan out (sites.launcher): "auto" = srun when more than one task.
+    launcher: Literal["auto", "srun", "none"] = "auto"
+    container: str | None = None  # None: the site's; "none": no container; else an image
 
     @property
     def is_array(self) -> bool:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.owner_only import private_dir
-from registry.site import DEFAULT_UMASK
+from registry.site import Environment
 from registry.states import JobState
 from sites.errors import SchedulerError
 from sites.jobscript import render_job_body
@@ -102,23 +102,21 @@ class LocalScheduler:
         root: Path,
         slots: int = 2,
         *,
-        modules: Sequence[str] = (),
-        container: Sequence[str] = (),
+        environment: Environment | None = None,
         kill_grace_seconds: float = KILL_GRACE_SECONDS,
-        umask: str = DEFAULT_UMASK,
     ) -> None:
         """`kill_grace_seconds`: how long a cancelled or timed-out task may take to exit
-        after SIGTERM before its process group gets SIGKILL. `umask`: what the runners,
-        and so the tasks' log files and everything the tasks create, run under."""
+        after SIGTERM before its process group gets SIGKILL. The runners run under the
+        site's `environment.umask`, and so the tasks' log files and everything the tasks
+        create."""
         if slots < 1:
             raise ValueError(f"a local scheduler needs at least one slot, not {slots}")
         self.site = site
         self.root = Path(root)
         self.slots = slots
-        self.modules = tuple(modules)
-        self.container = tuple(container)
+        self.environment = environment or Environment()
         self.kill_grace_seconds = float(kill_grace_seconds)
-        self.umask = umask
+        self.umask = self.environment.effective_umask
         self.state_dir = self.root / STATE_DIR_NAME
 
     # ------------------------------------------------------------------ protocol
@@ -134,9 +132,11 @@ class LocalScheduler:
             f"# resources: nodes={res.nodes} cpus={res.cpus} gpus={res.gpus} "
             f"time_seconds={res.time_seconds} (only the time limit is enforced)",
         ]
-        body = render_job_body(
-            request, modules=self.modules, container=self.container, umask=self.umask
-        )
+        if res.tasks_per_node > 1:
+            header.append(
+                f"# {res.tasks_per_node} copies of each task on this machine (sites.launcher)"
+            )
+        body = render_job_body(request, self.environment)
         return "\n".join(header) + "\n" + body
 
     def submit(self, request: JobRequest) -> str:

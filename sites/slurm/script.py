@@ -12,11 +12,10 @@ line breaks are refused.
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
 
 from registry.common import format_memory, format_walltime
 from registry.site import Environment, SlurmSettings
-from sites.jobscript import container_prefix, render_job_body
+from sites.jobscript import render_job_body
 from sites.scheduler import JobRequest
 
 _LINE_BREAKS = ("\n", "\r", "\x00")
@@ -64,6 +63,8 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
         options.append(("--qos", qos))
     options.append(("--time", format_walltime(resources.time_seconds)))
     options.append(("--nodes", str(resources.nodes)))
+    if resources.tasks_per_node > 1:  # one task per node is sbatch's own default
+        options.append(("--ntasks-per-node", str(resources.tasks_per_node)))
     options.append(("--cpus-per-task", str(resources.cpus)))
     if resources.mem_mb is not None:
         # --mem=0 is SLURM's "all the memory of each node".
@@ -153,13 +154,5 @@ def render_sbatch(request: JobRequest, slurm: SlurmSettings, environment: Enviro
         raise ValueError("log_dir: a SLURM job needs a log directory for its output")
     lines: list[str] = ["#!/bin/bash", *render_sbatch_header(request, slurm)]
     lines.append('export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"')
-    # The site's variables go after `module load` (a module must not undo them) and
-    # before the job's own, which win.
-    with_site_env = replace(request, env={**environment.env, **request.env})
-    body = render_job_body(
-        with_site_env,
-        modules=environment.modules,
-        container=container_prefix(environment.container),
-        umask=environment.effective_umask,
-    )
+    body = render_job_body(request, environment, scheduler="slurm", srun_flags=slurm.srun_flags)
     return "\n".join(lines) + "\n" + body

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from registry.owner_only import secure_home
+from registry.site import Environment
 from registry.states import JobState
 from registry.store import Store
 from sites.local.runner import jobs_dir
@@ -80,7 +81,7 @@ def test_local_jobs_write_owner_only(tmp_path: Path) -> None:
 
 
 def test_a_site_umask_applies_to_what_local_jobs_write(tmp_path: Path) -> None:
-    job = run_job(LocalScheduler("here", tmp_path / "site", umask="027"), tmp_path)
+    job = run_job(LocalScheduler("here", tmp_path / "site", environment=Environment(umask="027")), tmp_path)
     assert mode(Path(job.stdout_path(0))) == "640"
     assert mode(Path(job.workdir) / "made.txt") == "640"
 

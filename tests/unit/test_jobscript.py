@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from registry.site import Container, Environment
 from sites.jobscript import check_env_name, render_exports, render_job_body
 from sites.scheduler import JobRequest, TaskSpec
 from tests.helpers import DATA, assert_golden
@@ -33,11 +34,11 @@ def hazardous_request() -> JobRequest:
 
 
 def test_job_body_matches_golden() -> None:
-    body = render_job_body(
-        hazardous_request(),
-        modules=("LUMI/24.03", "partition/G"),
-        container=("apptainer", "exec", "/appl/pytorch image.sif"),
+    environment = Environment(
+        modules=["LUMI/24.03", "partition/G"],
+        container=Container(image="/appl/pytorch image.sif"),
     )
+    body = render_job_body(hazardous_request(), environment)
     assert_golden(GOLDEN / "job_body.sh", body)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.site import Container, Environment
 from sites.local.scheduler import LocalScheduler
 from sites.scheduler import JobRequest, JobResources, TaskSpec
 from tests.helpers import DATA, assert_golden
@@ -52,9 +53,8 @@ def test_plain_job_script_matches_golden(tmp_path: Path) -> None:
 
 
 def test_array_job_script_with_modules_and_container_matches_golden(tmp_path: Path) -> None:
-    scheduler = LocalScheduler(
-        "laptop", tmp_path, modules=("python/3.11",), container=("apptainer", "exec", "t.sif")
-    )
+    environment = Environment(modules=["python/3.11"], container=Container(image="t.sif"))
+    scheduler = LocalScheduler("laptop", tmp_path, environment=environment)
     assert_golden(GOLDEN / "array_job.sh", scheduler.render(array_request()))
 
 

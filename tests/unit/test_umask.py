@@ -68,7 +68,7 @@ def test_submit_command_creates_the_job_dirs_owner_only() -> None:
 
 def test_local_script_carries_the_umask(tmp_path: Path) -> None:
     assert _umask_line(LocalScheduler("here", tmp_path).render(REQUEST)) == ["077"]
-    opened = LocalScheduler("here", tmp_path, umask="007")
+    opened = LocalScheduler("here", tmp_path, environment=Environment(umask="007"))
     assert _umask_line(opened.render(REQUEST)) == ["007"]
 
 

@@ -1,4 +1,10 @@
 umask 077
+if ! type module >/dev/null 2>&1; then
+  for init in /etc/profile.d/lmod.sh /usr/share/lmod/lmod/init/bash \
+      /etc/profile.d/modules.sh /usr/share/Modules/init/bash /usr/share/modules/init/bash; do
+    if [ -r "$init" ]; then . "$init"; break; fi
+  done
+fi
 module load LUMI/24.03 partition/G
 export HF_HOME='/scratch/hf cache'
 export PATTERN='*.txt'

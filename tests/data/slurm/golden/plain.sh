@@ -12,10 +12,16 @@
 #SBATCH --chdir=/scratch/p/hpcfleet/r1/prepare
 export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
 umask 077
+if ! type module >/dev/null 2>&1; then
+  for init in /etc/profile.d/lmod.sh /usr/share/lmod/lmod/init/bash \
+      /etc/profile.d/modules.sh /usr/share/Modules/init/bash /usr/share/modules/init/bash; do
+    if [ -r "$init" ]; then . "$init"; break; fi
+  done
+fi
 module load LUMI/24.03 partition/G
-export HF_HOME=/scratch/project_465000001/hf
 export HPCFLEET_RUN_ID=r1
 export HPCFLEET_STAGE=prepare
+export HF_HOME="/scratch/project_465000001/hf"
 cd /scratch/p/hpcfleet/r1/prepare || exit 1
 case "${HPCFLEET_ARRAY_INDEX:-0}" in
   0)
