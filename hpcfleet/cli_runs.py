@@ -8,16 +8,20 @@ import sys
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
-from registry import access
-from registry.records import JobRecord, RunRecord, StageRecord
+from hpcfleet.completion import complete_runs
 from registry.states import JobState, RunState
-from registry.store import Store, now
+
+if TYPE_CHECKING:
+    from registry.records import JobRecord, RunRecord, StageRecord
+    from registry.store import Store
+
+RunId = Annotated[str, typer.Argument(metavar="RUN_ID", autocompletion=complete_runs)]
 
 run_app = typer.Typer(help="Launch and follow cross-site runs.", no_args_is_help=True)
 
@@ -146,7 +150,7 @@ def _spawn_orchestrator(run_id: str, actor: str) -> Path:
 
 
 @run_app.command("watch")
-def watch(run_id: str) -> None:
+def watch(run_id: RunId) -> None:
     """Live progress per stage and site until the run ends."""
     store = open_store()
     run = display.watch(_loader(store, run_id))
@@ -196,7 +200,7 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
 
 
 @run_app.command("show")
-def show(run_id: str, json: JsonOption = False) -> None:
+def show(run_id: RunId, json: JsonOption = False) -> None:
     """One run: its stages, where they ran and why, and their jobs."""
     store = open_store()
     run = store.get_run(run_id)
@@ -233,6 +237,8 @@ def show(run_id: str, json: JsonOption = False) -> None:
 @run_app.command("cancel")
 def cancel(run_id: str, as_partner: AsOption = None) -> None:
     """Cancel every live job of the run on every site."""
+    from registry import access
+    from registry.store import now
     from sites.driver import DriverPool
 
     store = open_store()
@@ -279,19 +285,22 @@ def cancel(run_id: str, as_partner: AsOption = None) -> None:
 
 def _orchestrator_alive(run: RunRecord) -> bool:
     from flows.engine import STALE_AFTER
+    from registry.store import now
 
     return bool(run.orchestrator and run.heartbeat and now() - run.heartbeat < STALE_AFTER)
 
 
 @run_app.command("resume")
 def resume(
-    run_id: str,
+    run_id: RunId,
     as_partner: AsOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Take over even if another orchestrator seems alive.")
     ] = False,
 ) -> None:
     """Reattach to a run after its orchestrator died; never submits a job twice."""
+    from registry import access
+
     store = open_store()
     actor = acting_partner(store, as_partner)
     run = store.get_run(run_id)

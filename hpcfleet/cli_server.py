@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy.engine import make_url
 
-from hpcfleet import display, server
+from hpcfleet import display
 from hpcfleet.common import JsonOption, open_store, settings
-from registry import migrate
-from registry.records import RunRecord
-from registry.store import Store
+
+if TYPE_CHECKING:
+    from hpcfleet import server
+    from registry.records import RunRecord
+    from registry.store import Store
 
 server_app = typer.Typer(
     help="Run the consortium's control plane here: Prefect, a worker, MLflow, the dashboard.",
@@ -30,6 +29,8 @@ STATE_STYLES = {"ready": "green", "starting": "yellow", "down": "bold red"}
 
 def shown_url(url: str) -> str:
     """A database URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -84,6 +85,9 @@ def up(
 ) -> None:
     """Start what is not running yet (options are remembered for the next 'up') and
     print the URLs partners point their CLI at."""
+    from hpcfleet import server
+    from registry import migrate
+
     config = settings()
     plan = server.load_plan(
         config.server_dir,
@@ -134,6 +138,8 @@ def up(
 @server_app.command("down")
 def down() -> None:
     """Stop every piece 'server up' started on this machine."""
+    from hpcfleet import server
+
     stopped = server.down(settings())
     for name, record in stopped:
         display.err.print(f"stopped {name} (process group {record.pid})")
@@ -144,6 +150,8 @@ def down() -> None:
 @server_app.command("status")
 def status(json: JsonOption = False) -> None:
     """Each piece: its URL, its process, whether it answers; exit 1 if one does not."""
+    from hpcfleet import server
+
     config = settings()
     statuses = server.status(config, server.load_plan(config.server_dir))
     _report(statuses, json)
@@ -152,6 +160,9 @@ def status(json: JsonOption = False) -> None:
 
 
 def _report(statuses: list[server.PieceStatus], json: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if json:
         display.print_json([s.as_dict() for s in statuses])
         return
@@ -169,6 +180,7 @@ def _report(statuses: list[server.PieceStatus], json: bool) -> None:
 def worker() -> None:
     """Resume runs whose orchestrator died, then become the pool's Prefect worker."""
     from flows.deployment import recover_orphaned_runs
+    from hpcfleet import server
 
     config = settings()
     store = open_store()
@@ -189,6 +201,8 @@ def worker() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the registry database to this hpcfleet's schema (back it up first)."""
+    from registry import migrate
+
     url = settings().store_url
     before, after = migrate.upgrade(url)
     if before == after:
@@ -200,6 +214,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current(json: JsonOption = False) -> None:
     """The registry's schema revision and the one this hpcfleet needs."""
+    from registry import migrate
+
     url = settings().store_url
     revision = migrate.current(url)
     if json:
