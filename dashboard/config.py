@@ -1,6 +1,6 @@
 """Where the dashboard reads from: the same variables, with the same defaults, as the CLI.
 
-The path rules live in `flows.settings`, which the CLI uses too: HPCFLEET_HOME (default
+The path rules live in `flows.paths`, which the CLI's settings use too: HPCFLEET_HOME (default
 ~/.hpcfleet), HPCFLEET_DATABASE_URL (default the SQLite file registry.db under the home)
 and MLFLOW_TRACKING_URI (default mlflow.db under the home).
 The dashboard's own knobs: MLFLOW_UI_URL and PREFECT_UI_URL (where the links on the
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.settings import home_path, store_url_for, tracking_uri_for
+from flows.paths import home_from, store_url_for, tracking_uri_for
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `mlflow ui`'s default
 DEFAULT_PREFECT_UI_URL = "http://127.0.0.1:4200"  # `prefect server start`'s default
@@ -35,7 +35,7 @@ class DashboardConfig:
 
 def load_config(environ: Mapping[str, str] | None = None) -> DashboardConfig:
     env = os.environ if environ is None else environ
-    home = home_path(env.get("HPCFLEET_HOME"))
+    home = home_from(env)
     return DashboardConfig(
         home=home,
         store_url=store_url_for(home, env.get("HPCFLEET_DATABASE_URL")),

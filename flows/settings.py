@@ -1,44 +1,27 @@
-"""Configuration (pydantic-settings, env prefix HPCFLEET_; INTERFACE.md, "Configuration")
-and the path rules of the embedded default, in one place for the CLI and the dashboard.
+"""Configuration (pydantic-settings, env prefix HPCFLEET_; INTERFACE.md, "Configuration"),
+over the path rules of `flows.paths`, which the dashboard uses too.
 
-Import-light on purpose: every CLI call reads it, so it imports neither the engine nor
-SQLAlchemy, Prefect or MLflow, not even inside a function: the dashboard imports this
-module, and import-linter counts every import towards "the dashboard never opens SSH".
-Callers build `flows.engine.EngineConfig` from these fields themselves.
+Import-light on purpose: most CLI commands read it, so it imports neither the engine
+nor SQLAlchemy, Prefect or MLflow, not even inside a function (import-linter counts
+those too, and the layers above must not reach SSH through it). Callers build
+`flows.engine.EngineConfig` from these fields themselves.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_HOME = "~/.hpcfleet"
-
-
-def home_path(value: str | Path | None) -> Path:
-    """HPCFLEET_HOME as an absolute path (default ~/.hpcfleet)."""
-    return Path(value or DEFAULT_HOME).expanduser().absolute()
-
-
-def store_url_for(home: Path, database_url: str | None) -> str:
-    """HPCFLEET_DATABASE_URL, else the SQLite file registry.db under the home."""
-    return database_url or f"sqlite:///{home / 'registry.db'}"
-
-
-def tracking_uri_for(home: Path, environ: Mapping[str, str]) -> str:
-    """MLFLOW_TRACKING_URI when set, else a SQLite store under the home."""
-    return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-
-
-def artifact_root_for(home: Path, environ: Mapping[str, str]) -> str | None:
-    """Local artifact directory for the embedded default; a tracking server decides its own."""
-    if environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (home / "mlartifacts").as_uri()
+from flows.paths import (
+    DEFAULT_HOME,
+    artifact_root_for,
+    home_path,
+    store_url_for,
+    tracking_uri_for,
+)
 
 
 class Settings(BaseSettings):

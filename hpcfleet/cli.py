@@ -11,6 +11,7 @@ what they need (store, engine, Prefect, MLflow, paramiko) inside each command.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -65,9 +66,9 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
     )
     from flows.engine_env import configure_engines
-    from flows.settings import Settings
+    from flows.paths import home_from
 
-    configure_engines(Settings().home)
+    configure_engines(home_from(os.environ))
 
 
 def run_cli(args: list[str]) -> int:
