@@ -36,8 +36,15 @@ def _loader(store: Store, run_id: str) -> Any:
 def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> RunRecord:
     """Drive the run in this process through the Prefect flow, with live progress."""
     config = settings()
-    from flows.cross_site import cross_site_run
+    from flows.prefect_api import start_api
 
+    # The temporary Prefect server starts while this process imports Prefect and opens
+    # MLflow's store (MLflow keeps it for the process: the run's tracker reuses it).
+    api = start_api(config.home)
+    from flows.cross_site import cross_site_run
+    from flows.tracking import Tracker
+
+    Tracker(config.tracking_uri, config.artifact_root)
     store = open_store()
     show = sys.stdout.isatty() if live is None else live
     stop = threading.Event()
@@ -50,6 +57,8 @@ def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> Ru
     if show:
         viewer.start()
     try:
+        if api is not None:
+            api.wait_ready()
         cross_site_run(
             run_id=run_id,
             database_url=config.store_url,

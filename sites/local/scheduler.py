@@ -29,7 +29,6 @@ from pathlib import Path
 
 from registry.states import JobState
 from sites.errors import SchedulerError
-from sites.jobscript import render_job_body
 from sites.local.runner import (
     KILL_GRACE_SECONDS,
     POLL_SECONDS,
@@ -138,6 +137,9 @@ class LocalScheduler:
             f"# resources: nodes={res.nodes} cpus={res.cpus} gpus={res.gpus} "
             f"time_seconds={res.time_seconds} (only the time limit is enforced)",
         ]
+        # Imported here: every runner imports this module, and jobscript loads pydantic.
+        from sites.jobscript import render_job_body
+
         body = render_job_body(request, modules=self.modules, container=self.container)
         return "\n".join(header) + "\n" + body
 
