@@ -22,11 +22,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from registry.errors import HpcfleetError
 
 _STOP_GRACE_SECONDS = 5.0
+# Prefect's settings (and their legacy names) that the marker of a migrated default
+# database must not override.
+_MIGRATE_SETTINGS = (
+    "PREFECT_SERVER_DATABASE_MIGRATE_ON_START",
+    "PREFECT_API_DATABASE_MIGRATE_ON_START",
+)
+_DATABASE_SETTINGS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 # Loopback only: never let a proxy from the environment see these requests.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -42,6 +53,7 @@ class EphemeralApi:
         self.log_path = log_path
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.migrates = True  # whether this start checks the database's schema
 
     @property
     def url(self) -> str:
@@ -58,6 +70,10 @@ class EphemeralApi:
             "PREFECT__SERVER_FINAL": "1",
         }
         env.pop("PREFECT_API_URL", None)
+        self.migrates = not any(name in env for name in _MIGRATE_SETTINGS)
+        if self.migrates and _migrated(env):
+            env[_MIGRATE_SETTINGS[0]] = "false"
+            self.migrates = False
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 server_command(self.port), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -76,6 +92,8 @@ class EphemeralApi:
                     f"the temporary Prefect server exited (code {code}); see {self.log_path}"
                 )
             if _answers(f"{self.url}/health"):
+                if self.migrates:
+                    _mark_migrated(os.environ)
                 return
             time.sleep(0.1)
         self.stop()
@@ -114,6 +132,41 @@ def server_command(port: int) -> list[str]:
         "--lifespan",
         "on",
     ]
+
+
+def _database(environ: Mapping[str, str]) -> Path | None:
+    """Prefect's default SQLite database, or None when a database URL is configured."""
+    if any(name in environ for name in _DATABASE_SETTINGS):
+        return None
+    return Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / "prefect.db"
+
+
+def _marker(database: Path) -> Path:
+    return database.with_name(f"{database.name}.hpcfleet-migrated")
+
+
+def _migrated(environ: Mapping[str, str]) -> bool:
+    """Whether this Prefect version already migrated the default database.
+
+    A server start otherwise walks Prefect's whole alembic history each time.
+    """
+    database = _database(environ)
+    if database is None or not database.exists():
+        return False
+    marker = _marker(database)
+    return marker.exists() and marker.read_text().strip() == _prefect_version()
+
+
+def _mark_migrated(environ: Mapping[str, str]) -> None:
+    database = _database(environ)
+    if database is not None and database.exists():
+        _marker(database).write_text(_prefect_version() + "\n")
+
+
+def _prefect_version() -> str:
+    from importlib.metadata import version
+
+    return version("prefect")
 
 
 def _free_port() -> int:
