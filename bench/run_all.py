@@ -30,6 +30,7 @@ SECTIONS = (
     "bench_transfer",
     "bench_watch_load",
     "bench_mlflow",
+    "bench_cli",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
 TIMEOUT = 600.0
