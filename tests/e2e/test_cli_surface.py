@@ -218,7 +218,8 @@ def test_completion_offers_sites_runs_and_partners_from_the_store(tmp_path: Path
 
 
 def test_completion_scripts_for_each_shell(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
+    # Typer's switch to name the shell instead of detecting the parent process's.
+    env = {**cli_env(tmp_path), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     for shell in ("bash", "zsh", "fish"):
         result = subprocess.run(
             [*HPCFLEET, "--show-completion", shell],
