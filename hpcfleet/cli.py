@@ -114,6 +114,9 @@ def report_error(exc: Exception, debug: bool) -> int:
     if isinstance(exc, HpcfleetError):
         sys.stderr.write(f"hpcfleet: {exc}\n")
         return exc.exit_code
+    if isinstance(exc, OSError):  # this machine's files or network, not a bug of ours
+        sys.stderr.write(f"hpcfleet: {exc}\n")
+        return 1
     hint = "" if debug else " (run with --debug for the traceback)"
     sys.stderr.write(f"hpcfleet: internal error: {type(exc).__name__}: {exc}{hint}\n")
     return 1

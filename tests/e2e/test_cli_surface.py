@@ -173,6 +173,19 @@ def test_a_project_error_is_one_sentence_and_debug_shows_the_traceback(
     assert code == 2 and "Traceback" in err
 
 
+def test_an_unusable_home_is_one_sentence_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HPCFLEET_HOME", str(blocker / "home"))
+    code, _, err = run(capsys, "run", "list")
+    assert code == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "Not a directory" in err
+    code, _, err = run(capsys, "--debug", "run", "list")
+    assert code == 1 and "Traceback" in err
+
+
 # -- real processes ------------------------------------------------------------------
 def test_python_m_hpcfleet_reports_usage_errors(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
