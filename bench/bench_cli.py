@@ -1,6 +1,6 @@
 """Issue 15: how fast the CLI answers, and what a small run costs.
 
-    .venv/bin/python bench/bench_cli.py [--rounds 5] [--runs 1000] [--launches 1]
+    .venv/bin/python bench/bench_cli.py [--rounds 3] [--runs 1000] [--launches 1]
 
 In a fresh HPCFLEET_HOME: `hpcfleet demo` once (the first run creates the stores), then
 `hpcfleet run launch examples/demo/run.yaml --wait` (the demo run "after the first"),
@@ -115,6 +115,25 @@ def store_runs(home: Path, count: int) -> str:
     return run_id
 
 
+def fixed_cost_parts(home: Path) -> dict[str, list[str]]:
+    """What every embedded run pays besides its jobs, each in a fresh process."""
+    server = (
+        "from pathlib import Path; from flows.prefect_api import EphemeralApi; "
+        f"api = EphemeralApi(Path({str(home / 'bench-server.log')!r})); "
+        "api.start(); api.wait_ready(); api.stop()"
+    )
+    return {
+        "`import prefect` (the flow's client)": [sys.executable, "-c", "import prefect"],
+        "`import mlflow.tracking` (the tracker)": [
+            sys.executable,
+            "-c",
+            "import mlflow.tracking",
+        ],
+        "the temporary Prefect server, until it answers": [sys.executable, "-c", server],
+        "a local job's `python3 -c pass` (as PATH finds it)": ["bash", "-c", "python3 -c pass"],
+    }
+
+
 def median_costs(
     commands: dict[str, list[str]], env: dict[str, str], rounds: int
 ) -> dict[str, Cost]:
@@ -133,7 +152,7 @@ def median_costs(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--launches", type=int, default=1)
     args = parser.parse_args()
@@ -171,6 +190,7 @@ def main() -> None:
             "mlflow --help": [str(VENV_BIN / "mlflow"), "--help"],
         }
         costs = median_costs(commands, env, args.rounds)
+        parts = median_costs(fixed_cost_parts(home), env, min(args.rounds, 3))
     prefect, mlflow = costs["prefect --help"], costs["mlflow --help"]
     for name, cost in costs.items():
         report.row(
@@ -190,6 +210,8 @@ def main() -> None:
             f"{cost.wall / prefect.wall:.1f}",
             f"{cost.wall / mlflow.wall:.1f}",
         )
+    for name, cost in parts.items():
+        report.row(f"part of a run: {name}", f"{cost.wall:.2f} s", f"{cost.cpu:.2f} s", "", "")
     for name, limit in WALL_TARGETS.items():
         wall = costs[name].wall
         report.target(f"`{name}` ≤ {limit} s wall", f"{wall:.2f} s", wall <= limit)
