@@ -175,21 +175,20 @@ def list_runs(json: JsonOption = False) -> None:
     if json:
         display.print_json([_run_dict(r) for r in runs])
         return
-    from rich.table import Table
-
-    table = Table()
-    for column in ("run", "name", "partner", "state", "created", "reason"):
-        table.add_column(column)
-    for run in runs:
-        table.add_row(
+    rows = [
+        (
             run.run_id,
             run.name,
             run.partner,
-            display.state_text(run.state.value),
+            run.state.value,
             f"{run.created:%Y-%m-%d %H:%M:%S}Z",
             run.reason or "",
         )
-    display.out.print(table)
+        for run in runs
+    ]
+    sys.stdout.write(
+        display.columns(("run", "name", "partner", "state", "created", "reason"), rows)
+    )
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:
