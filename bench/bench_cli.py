@@ -36,6 +36,7 @@ VENV_BIN = Path(sys.executable).parent
 HPCFLEET = [sys.executable, "-m", "hpcfleet"]
 DEMO = ROOT / "examples" / "demo"
 PR_SET_CHILD_SUBREAPER = 36
+DEMO_TASKS = 26  # examples/demo/run.yaml: prepare, train, evaluate x 24 languages
 WALL_TARGETS = {
     "hpcfleet --help": 0.3,
     "hpcfleet run list": 0.5,
@@ -222,12 +223,12 @@ def main() -> None:
     fixed = sum(cost.cpu for name, cost in parts.items() if "python3" not in name)
     job_python = next(cost.cpu for name, cost in parts.items() if "python3" in name)
     report.notes.append(
-        f"What the demo run pays besides hpcfleet's own work and its 26 tasks: importing "
+        f"What the demo run pays besides hpcfleet's own work and its {DEMO_TASKS} tasks: importing "
         f"Prefect's client and MLflow in the orchestrating process and starting the temporary "
         f"Prefect server take {fixed:.1f} s of CPU together ({fixed / launch.cpu:.0%} of the "
         f"run's {launch.cpu:.1f} s), measured alone in fresh processes. Each task also starts "
         f"`python3` as PATH finds it ({job_python:.2f} s of CPU here, where PATH finds "
-        f"{shutil.which('python3')}), i.e. {26 * job_python:.1f} s per run before any task "
+        f"{shutil.which('python3')}), i.e. {DEMO_TASKS * job_python:.1f} s per run before any task "
         "does its work."
     )
     report.notes.append(
