@@ -20,7 +20,7 @@ ENGINES = ("prefect", "mlflow", "paramiko", "streamlit", "boto3", "botocore")
 HEAVY_FOR_HELP = (*ENGINES, "sqlalchemy", "alembic", "pandas", "pydantic", "yaml", "rich")
 
 
-def loaded_after(code: str, tmp_path: Path) -> set[str]:
+def loaded_after(code: str, tmp_path: Path, **env: str) -> set[str]:
     """Top-level packages and project modules in sys.modules after running `code`."""
     probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
@@ -29,7 +29,7 @@ def loaded_after(code: str, tmp_path: Path) -> set[str]:
         text=True,
         timeout=120,
         cwd=REPO,
-        env={"HPCFLEET_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"HPCFLEET_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env},
     )
     assert result.returncode == 0, result.stderr
     modules: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -83,3 +83,33 @@ def test_listing_loads_the_store_but_no_engine(tmp_path: Path, command: list[str
 def test_settings_are_import_light(tmp_path: Path) -> None:
     loaded = loaded_after("import flows.settings, hpcfleet.settings, dashboard.config", tmp_path)
     assert not loaded & {*ENGINES, "sqlalchemy", "flows.engine", "sites"}
+
+
+def test_showing_and_watching_a_run_start_no_prefect(tmp_path: Path) -> None:
+    from registry.loading import load_document
+    from registry.partner import Partner
+    from registry.runspec import RunSpec
+    from registry.states import RunState
+    from registry.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    store.put_partner(Partner(id="cuni", name="Charles University"))
+    spec = load_document(REPO / "examples" / "demo" / "run.yaml", RunSpec)
+    store.create_run("r1", spec, "cuni", {})
+    store.update_run("r1", state=RunState.COMPLETED)
+    store.close()
+    code = (
+        "import contextlib, io\n"
+        "from hpcfleet.cli import run_cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert run_cli(['run', 'show', 'r1']) == 0\n"
+        "    assert run_cli(['run', 'watch', 'r1']) == 0"
+    )
+    # The summary's metrics come from MLflow: a server that is not there answers at once.
+    loaded = loaded_after(
+        code,
+        tmp_path,
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )
+    assert "registry.store" in loaded and "prefect" not in loaded
