@@ -17,7 +17,7 @@ uv:
 # every command compiles each module it imports again (hpcfleet's own modules included).
 $(STAMP): pyproject.toml uv.lock | uv
 	$(UV) sync --frozen --compile-bytecode
-	$(VENV)/bin/python -m compileall -q hpcfleet registry sites flows dashboard >/dev/null
+	$(VENV)/bin/python -m compileall -q hpcfleet registry sites flows dashboard
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## the embedded end-to-end example (state in $$HPCFLEET_HOME, default ~/.hpcfleet)
