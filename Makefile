@@ -13,8 +13,11 @@ uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
 	  || $(PYTHON) -m pip install --quiet uv
 
+# Bytecode at install time: these machines set PYTHONDONTWRITEBYTECODE=1, so without it
+# every command compiles each module it imports again (hpcfleet's own modules included).
 $(STAMP): pyproject.toml uv.lock | uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	$(VENV)/bin/python -m compileall -q hpcfleet registry sites flows dashboard
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## the embedded end-to-end example (state in $$HPCFLEET_HOME, default ~/.hpcfleet)

@@ -32,6 +32,7 @@ SECTIONS = (
     "bench_mlflow",
     "bench_documents",
     "bench_launcher",
+    "bench_cli",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
 TIMEOUT = 600.0

@@ -1,8 +1,8 @@
 """Where the dashboard reads from: the same variables, with the same defaults, as the CLI.
 
-`hpcfleet.settings` is above this layer, so the few rules are repeated here:
-HPCFLEET_HOME (default ~/.hpcfleet), HPCFLEET_DATABASE_URL (default the SQLite file
-registry.db under the home) and MLFLOW_TRACKING_URI (default mlflow.db under the home).
+The path rules live in `flows.paths`, which the CLI's settings use too: HPCFLEET_HOME (default
+~/.hpcfleet), HPCFLEET_DATABASE_URL (default the SQLite file registry.db under the home)
+and MLFLOW_TRACKING_URI (default mlflow.db under the home).
 The dashboard's own knobs: MLFLOW_UI_URL and PREFECT_UI_URL (where the links on the
 run detail page point; the Prefect UI defaults to the one beside PREFECT_API_URL) and
 HPCFLEET_DASHBOARD_REFRESH (seconds between live updates).
@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.paths import home_from, store_url_for, tracking_uri_for
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `mlflow ui`'s default
 DEFAULT_PREFECT_UI_URL = "http://127.0.0.1:4200"  # `prefect server start`'s default
@@ -33,11 +35,11 @@ class DashboardConfig:
 
 def load_config(environ: Mapping[str, str] | None = None) -> DashboardConfig:
     env = os.environ if environ is None else environ
-    home = Path(env.get("HPCFLEET_HOME") or "~/.hpcfleet").expanduser().absolute()
+    home = home_from(env)
     return DashboardConfig(
         home=home,
-        store_url=env.get("HPCFLEET_DATABASE_URL") or f"sqlite:///{home / 'registry.db'}",
-        tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+        store_url=store_url_for(home, env.get("HPCFLEET_DATABASE_URL")),
+        tracking_uri=tracking_uri_for(home, env),
         mlflow_ui_url=(env.get("MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/"),
         prefect_ui_url=_prefect_ui_url(env),
         refresh_seconds=_refresh(env.get("HPCFLEET_DASHBOARD_REFRESH")),

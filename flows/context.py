@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from registry.runspec import RunSpec
 from registry.site import Site
 from registry.store import Store
 from sites.driver import DriverPool, SiteDriver
+
+CANCEL_READ_SECONDS = 1.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class RunContext:
     progress: dict[str, StageProgress] = field(default_factory=dict)
     _progress_changed: threading.Condition = field(default_factory=threading.Condition)
     _submit_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _cancel_read: tuple[float, bool] = (float("-inf"), False)  # (monotonic time, flag)
 
     def submit_lock(self, site: str) -> threading.Lock:
         """Held from the queue-limit check until the new jobs are recorded."""
@@ -96,7 +100,13 @@ class RunContext:
         return StageLayout(self.driver(site_name).workdir, self.run_id, stage)
 
     def cancel_requested(self) -> bool:
-        return self.store.get_run(self.run_id).cancel_requested
+        """The run's cancel flag, read from the store at most once a second: every stage's
+        wait loop asks after each change of its jobs, and a read loads the whole run."""
+        read_at, requested = self._cancel_read
+        if not requested and time.monotonic() - read_at >= CANCEL_READ_SECONDS:
+            requested = self.store.get_run(self.run_id).cancel_requested
+            self._cancel_read = (time.monotonic(), requested)
+        return requested
 
     def base_tags(self, stage: str, site: str, attempt: int) -> dict[str, str]:
         tags = {

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import json as jsonlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from hpcfleet import display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from registry.errors import DocumentError
-from registry.loading import load_document, read_yaml_file, validate_document
-from registry.milestone import Milestone
-from registry.partner import Partner
-from registry.runspec import RunSpec
-from registry.site import Site
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 partner_app = typer.Typer(help="Register the consortium's partners.", no_args_is_help=True)
 milestone_app = typer.Typer(help="The programme's milestones.", no_args_is_help=True)
 
-SCHEMAS: dict[str, type[Partner | Site | RunSpec | Milestone]] = {
-    "partner": Partner,
-    "site": Site,
-    "run": RunSpec,
-    "milestone": Milestone,
+# document kind -> (module, model); imported only by `schema`
+SCHEMAS = {
+    "partner": ("registry.partner", "Partner"),
+    "site": ("registry.site", "Site"),
+    "run": ("registry.runspec", "RunSpec"),
+    "milestone": ("registry.milestone", "Milestone"),
 }
 
 
@@ -41,6 +40,9 @@ def partner_add(
     ] = None,
 ) -> None:
     """Add (or update) a partner."""
+    from registry.loading import validate_document
+    from registry.partner import Partner
+
     partner = validate_document(
         {"id": partner_id, "name": name, "country": country}, Partner, source="partner"
     )
@@ -51,6 +53,8 @@ def partner_add(
 @partner_app.command("list")
 def partner_list(json: JsonOption = False) -> None:
     """List partners."""
+    from rich.table import Table
+
     partners = open_store().list_partners()
     if json:
         display.print_json([p.model_dump() for p in partners])
@@ -66,6 +70,9 @@ def partner_list(json: JsonOption = False) -> None:
 @milestone_app.command("add")
 def milestone_add(file: Path, as_partner: AsOption = None) -> None:
     """Add (or update) a milestone."""
+    from registry.loading import load_document
+    from registry.milestone import Milestone
+
     milestone = load_document(file, Milestone)
     store = open_store()
     new = store.put_milestone(milestone, acting_partner(store, as_partner))
@@ -75,6 +82,8 @@ def milestone_add(file: Path, as_partner: AsOption = None) -> None:
 @milestone_app.command("list")
 def milestone_list(json: JsonOption = False) -> None:
     """List milestones."""
+    from rich.table import Table
+
     records = open_store().list_milestones()
     if json:
         display.print_json(
@@ -94,9 +103,10 @@ def schema(
     kind: Annotated[str, typer.Argument(help="site | run | milestone | partner")],
 ) -> None:
     """Print the JSON Schema of a document, for editors."""
-    model = SCHEMAS.get(kind)
-    if model is None:
+    if kind not in SCHEMAS:
         raise DocumentError(f"unknown document kind {kind!r}; choose one of {', '.join(SCHEMAS)}")
+    module, name = SCHEMAS[kind]
+    model: type[BaseModel] = getattr(importlib.import_module(module), name)
     sys.stdout.write(jsonlib.dumps(model.model_json_schema(), indent=2) + "\n")
 
 
@@ -143,6 +153,10 @@ def demo(
     """The embedded end-to-end example: two partners, two local sites, one cross-site run."""
     from flows.launch import launch as launch_run
     from hpcfleet.cli_runs import execute, mlflow_hint, print_summary
+    from registry.loading import load_document, read_yaml_file, validate_document
+    from registry.milestone import Milestone
+    from registry.partner import Partner
+    from registry.site import Site
 
     folder = directory or demo_dir()
     store = open_store()

@@ -7,19 +7,22 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hpcfleet import cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
-from registry import access
+from hpcfleet.completion import complete_runs
 from registry.owner_only import private_file
-from registry.records import JobRecord, RunRecord, StageRecord
 from registry.redact import masked_env, redact_url, redact_urls, shows_values
-from registry.residency import output_residency
 from registry.states import RunState
-from registry.store import Store
+
+if TYPE_CHECKING:
+    from registry.records import JobRecord, RunRecord, StageRecord
+    from registry.store import Store
+
+RunId = Annotated[str, typer.Argument(metavar="RUN_ID", autocompletion=complete_runs)]
 
 run_app = typer.Typer(help="Launch and follow cross-site runs.", no_args_is_help=True)
 
@@ -34,8 +37,15 @@ def _loader(store: Store, run_id: str) -> Any:
 def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> RunRecord:
     """Drive the run in this process through the Prefect flow, with live progress."""
     config = settings()
-    from flows.cross_site import cross_site_run
+    from flows.prefect_api import start_api
 
+    # The temporary Prefect server starts while this process imports Prefect and opens
+    # MLflow's store (MLflow keeps it for the process: the run's tracker reuses it).
+    api = start_api(config.home)
+    from flows.cross_site import cross_site_run
+    from flows.tracking import Tracker
+
+    Tracker(config.tracking_uri, config.artifact_root)
     store = open_store()
     show = sys.stdout.isatty() if live is None else live
     stop = threading.Event()
@@ -48,6 +58,8 @@ def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> Ru
     if show:
         viewer.start()
     try:
+        if api is not None:
+            api.wait_ready()
         cross_site_run(
             run_id=run_id,
             database_url=config.store_url,
@@ -162,7 +174,7 @@ def _spawn_orchestrator(run_id: str, actor: str) -> Path:
 
 
 @run_app.command("watch")
-def watch(run_id: str) -> None:
+def watch(run_id: RunId) -> None:
     """Live progress per stage and site until the run ends."""
     store = open_store()
     run = display.watch(_loader(store, run_id))
@@ -180,21 +192,20 @@ def list_runs(json: JsonOption = False) -> None:
     if json:
         display.print_json([_run_dict(r) for r in runs])
         return
-    from rich.table import Table
-
-    table = Table()
-    for column in ("run", "name", "partner", "state", "created", "reason"):
-        table.add_column(column)
-    for run in runs:
-        table.add_row(
+    rows = [
+        (
             run.run_id,
             run.name,
             run.partner,
-            display.state_text(run.state.value),
+            run.state.value,
             f"{run.created:%Y-%m-%d %H:%M:%S}Z",
             run.reason or "",
         )
-    display.out.print(table)
+        for run in runs
+    ]
+    sys.stdout.write(
+        display.columns(("run", "name", "partner", "state", "created", "reason"), rows)
+    )
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:
@@ -223,12 +234,14 @@ def stage_env(run: RunRecord, stage: str, viewer: str | None) -> dict[str, str]:
 
 
 @run_app.command("show")
-def show(run_id: str, json: JsonOption = False, as_partner: AsOption = None) -> None:
+def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -> None:
     """One run: its stages, where they ran and why, and their jobs (env values only to
     the run's own partner)."""
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
+    from registry.residency import output_residency
+
     residency = output_residency(run.spec)
     viewer = as_partner or settings().partner
     if json:
@@ -265,9 +278,10 @@ def show(run_id: str, json: JsonOption = False, as_partner: AsOption = None) -> 
 
 
 @run_app.command("cancel")
-def cancel(run_id: str, as_partner: AsOption = None) -> None:
+def cancel(run_id: RunId, as_partner: AsOption = None) -> None:
     """Cancel every live job of the run on every site."""
     from flows.engine import cancel_run
+    from registry import access
 
     store = open_store()
     actor = acting_partner(store, as_partner)
@@ -285,13 +299,15 @@ def cancel(run_id: str, as_partner: AsOption = None) -> None:
 
 @run_app.command("resume")
 def resume(
-    run_id: str,
+    run_id: RunId,
     as_partner: AsOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Take over even if another orchestrator seems alive.")
     ] = False,
 ) -> None:
     """Reattach to a run after its orchestrator died; never submits a job twice."""
+    from registry import access
+
     store = open_store()
     actor = acting_partner(store, as_partner)
     run = store.get_run(run_id)

@@ -6,22 +6,19 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from flows.control import supervisor
-from flows.control.environment import worker_exec_env
-from flows.control.pieces import worker_command
-from flows.control.plan import ControlPlaneConfig, load_plan
 from hpcfleet import display
 from hpcfleet.common import JsonOption, open_store, settings
-from registry import migrate
-from registry.records import RunRecord
 from registry.redact import redact_url
-from registry.store import Store
+
+if TYPE_CHECKING:  # the control plane's modules load SQLAlchemy: imported where used
+    from flows.control import supervisor
+    from flows.control.plan import ControlPlaneConfig
+    from registry.records import RunRecord
+    from registry.store import Store
 
 server_app = typer.Typer(
     help="Run the consortium's control plane here: Prefect, a worker, MLflow, the dashboard.",
@@ -35,6 +32,8 @@ STATE_STYLES = {"ready": "green", "starting": "yellow", "down": "bold red"}
 
 def control_config() -> ControlPlaneConfig:
     """What the control plane's supervisor needs from the settings."""
+    from flows.control.plan import ControlPlaneConfig
+
     config = settings()
     return ControlPlaneConfig(
         home=config.home,
@@ -102,6 +101,10 @@ def up(
 ) -> None:
     """Start what is not running yet (options are remembered for the next 'up') and
     print the URLs partners point their CLI at."""
+    from flows.control import supervisor
+    from flows.control.plan import load_plan
+    from registry import migrate
+
     config = settings()
     plan = load_plan(
         config.server_dir,
@@ -156,6 +159,8 @@ def up(
 @server_app.command("down")
 def down() -> None:
     """Stop every piece 'server up' started on this machine."""
+    from flows.control import supervisor
+
     stopped = supervisor.down(control_config())
     for name, record in stopped:
         display.err.print(f"stopped {name} (process group {record.pid})")
@@ -166,6 +171,9 @@ def down() -> None:
 @server_app.command("status")
 def status(json: JsonOption = False) -> None:
     """Each piece: its URL, its process, whether it answers; exit 1 if one does not."""
+    from flows.control import supervisor
+    from flows.control.plan import load_plan
+
     config = control_config()
     statuses = supervisor.status(config, load_plan(config.server_dir))
     _report(statuses, json)
@@ -175,6 +183,9 @@ def status(json: JsonOption = False) -> None:
 
 def _report(statuses: list[supervisor.PieceStatus], json: bool) -> None:
     statuses = [replace(s, url=s.url and shown_url(s.url)) for s in statuses]
+    from rich.table import Table
+    from rich.text import Text
+
     if json:
         display.print_json([s.as_dict() for s in statuses])
         return
@@ -191,6 +202,8 @@ def _report(statuses: list[supervisor.PieceStatus], json: bool) -> None:
 @server_app.command("worker", hidden=True)
 def worker() -> None:
     """Resume runs whose orchestrator died, then become the pool's Prefect worker."""
+    from flows.control.environment import worker_exec_env
+    from flows.control.pieces import worker_command
     from flows.deployment import recover_orphaned_runs
 
     config = settings()
@@ -212,6 +225,8 @@ def worker() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the registry database to this hpcfleet's schema (back it up first)."""
+    from registry import migrate
+
     url = settings().store_url
     before, after = migrate.upgrade(url)
     if before == after:
@@ -223,6 +238,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current(json: JsonOption = False) -> None:
     """The registry's schema revision and the one this hpcfleet needs."""
+    from registry import migrate
+
     url = settings().store_url
     revision = migrate.current(url)
     if json:

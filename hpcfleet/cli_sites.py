@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
+from hpcfleet import display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
-from hpcfleet.display import err, out, print_json
-from registry.loading import load_document
-from registry.records import ProbeRecord
+from hpcfleet.completion import complete_sites
 from registry.redact import masked_env, redact_url, shows_values
-from registry.site import Site
+
+if TYPE_CHECKING:
+    from registry.records import ProbeRecord
+    from registry.site import Site
+
+SiteName = Annotated[str, typer.Argument(metavar="NAME", autocompletion=complete_sites)]
 
 site_app = typer.Typer(help="Register and inspect compute sites.", no_args_is_help=True)
 
@@ -21,27 +24,32 @@ site_app = typer.Typer(help="Register and inspect compute sites.", no_args_is_he
 @site_app.command("add")
 def add(file: Path, as_partner: AsOption = None) -> None:
     """Validate a site document, check ownership, and store it (update if same owner)."""
+    from registry.loading import load_document
+    from registry.site import Site
+
     site = load_document(file, Site)
     store = open_store()
     actor = acting_partner(store, as_partner)
     new = store.put_site(site, actor)
-    err.print(f"site {site.name} {'added' if new else 'updated'} (partner {site.partner})")
+    display.err.print(f"site {site.name} {'added' if new else 'updated'} (partner {site.partner})")
 
 
 @site_app.command("list")
 def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
     """List registered sites (env values only to the site's own partner)."""
+    from rich.table import Table
+
     store = open_store()
     records, broken = store.scan_sites()
     for row in broken:  # one partner's unreadable document hides nobody else's site
-        err.print(
+        display.err.print(
             f"warning: {row.warning()}; its owner can 'hpcfleet site remove {row.name}'",
             markup=False,
             soft_wrap=True,
         )
     if json:
         viewer = as_partner or settings().partner
-        print_json([shown_site(r.site, viewer) for r in records])
+        display.print_json([shown_site(r.site, viewer) for r in records])
         return
     probes = store.latest_probes()
     table = Table()
@@ -63,7 +71,7 @@ def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
             ", ".join(site.shared_with) or "-",
             _probe_text(probe),
         )
-    out.print(table)
+    display.out.print(table)
 
 
 def _probe_text(probe: ProbeRecord | None) -> str:
@@ -87,7 +95,7 @@ def shown_site(site: Site, viewer: str | None, *, exclude_none: bool = False) ->
 
 @site_app.command("show")
 def show(
-    name: str,
+    name: SiteName,
     json: JsonOption = False,
     as_partner: AsOption = None,
     resolved: Annotated[
@@ -102,14 +110,18 @@ def show(
         return
     viewer = as_partner or settings().partner
     if json:
-        print_json(shown_site(site, viewer))
+        display.print_json(shown_site(site, viewer))
         return
     import yaml
 
     shown = shown_site(site, viewer, exclude_none=True)
-    out.print(yaml.safe_dump(shown, sort_keys=False).rstrip(), highlight=False, markup=False)
+    display.out.print(
+        yaml.safe_dump(shown, sort_keys=False).rstrip(), highlight=False, markup=False
+    )
     if site.environment.env and not shows_values(viewer, site.partner):
-        err.print(f"(env values are shown to partner {site.partner} only: --as {site.partner})")
+        display.err.print(
+            f"(env values are shown to partner {site.partner} only: --as {site.partner})"
+        )
 
 
 def _show_resolved(site: Site, json: bool) -> None:
@@ -121,22 +133,22 @@ def _show_resolved(site: Site, json: bool) -> None:
         raise SiteError(site.name, "has no 'ssh:' section: it runs on this machine")
     connection = resolved_connection(site.name, site.ssh)
     if json:
-        print_json(connection)
+        display.print_json(connection)
     else:
-        out.print(render_resolved(connection), markup=False, highlight=False)
+        display.out.print(render_resolved(connection), markup=False, highlight=False)
 
 
 @site_app.command("remove")
-def remove(name: str, as_partner: AsOption = None) -> None:
+def remove(name: SiteName, as_partner: AsOption = None) -> None:
     """Remove a site (only its owner may)."""
     store = open_store()
     store.remove_site(name, acting_partner(store, as_partner))
-    err.print(f"site {name} removed")
+    display.err.print(f"site {name} removed")
 
 
 @site_app.command("trust")
 def trust(
-    name: str,
+    name: SiteName,
     yes: Annotated[bool, typer.Option("--yes", help="Pin without asking.")] = False,
     as_partner: AsOption = None,
 ) -> None:
@@ -149,17 +161,17 @@ def trust(
     site = store.get_site(name).site
     found = trust_site_keys(site)
     for key_line, fingerprint, address in found:
-        out.print(f"site {name}: host key {key_line.split()[0]} {fingerprint} ({address})")
+        display.out.print(f"site {name}: host key {key_line.split()[0]} {fingerprint} ({address})")
     assert site.ssh is not None
     lines = [key_line for key_line, _, _ in found]
     if set(lines) <= {site.ssh.host_key, *site.ssh.host_keys}:
-        out.print("already pinned")
+        display.out.print("already pinned")
         return
     question = "Pin this host key?" if len(lines) == 1 else f"Pin these {len(lines)} host keys?"
     if not yes and not typer.confirm(question, default=False):
         raise typer.Exit(1)
     store.put_site(_with_pinned_keys(site, lines), actor)
-    out.print(f"pinned {', '.join(fp for _, fp, _ in found)} for site {name}")
+    display.out.print(f"pinned {', '.join(fp for _, fp, _ in found)} for site {name}")
 
 
 def _with_pinned_keys(site: Site, lines: list[str]) -> Site:
@@ -173,10 +185,15 @@ def _with_pinned_keys(site: Site, lines: list[str]) -> Site:
 
 @site_app.command("usage")
 def usage(
-    name: Annotated[str | None, typer.Argument(help="One site (default: all).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="One site (default: all).", autocompletion=complete_sites),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """GPU-hours used per partner vs granted, with the burn-rate forecast to the period's end."""
+    from rich.table import Table
+
     from flows.launch import usage_by_site
 
     store = open_store()
@@ -184,7 +201,7 @@ def usage(
         store.get_site(name)
     ledger = usage_by_site(store, [name] if name else None)
     if json:
-        print_json([u.as_dict() for u in ledger.values()])
+        display.print_json([u.as_dict() for u in ledger.values()])
         return
     table = Table()
     for column in ("site", "granted", "used", "remaining", "burn/day", "forecast", "by partner"):
@@ -202,12 +219,14 @@ def usage(
             forecast,
             ", ".join(f"{p} {h:,.2f}" for p, h in sorted(u.by_partner.items())) or "-",
         )
-    out.print(table)
+    display.out.print(table)
 
 
 @site_app.command("check")
-def check(name: str, json: JsonOption = False) -> None:
+def check(name: SiteName, json: JsonOption = False) -> None:
     """Probe a site: login, host key, scheduler, partitions, account, work dir."""
+    from rich.table import Table
+
     from sites.driver import DriverPool
     from sites.probe import probe_site
 
@@ -220,14 +239,14 @@ def check(name: str, json: JsonOption = False) -> None:
         pool.close()
     store.add_probe(result.record())
     if json:
-        print_json(result.as_dict())
+        display.print_json(result.as_dict())
     else:
         table = Table(title=f"site {name}")
         for column in ("check", "result", "detail"):
             table.add_column(column)
         for item in result.checks:
             table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAILED[/]", item.detail)
-        out.print(table)
+        display.out.print(table)
     if not result.reachable:
         raise typer.Exit(4)
     if not result.ok:
