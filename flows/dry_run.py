@@ -20,9 +20,8 @@ from flows.planning import StagePlan
 from registry.runspec import RunSpec
 from registry.site import Site
 from registry.store import Store
-from sites.driver import local_scheduler, local_workdir
+from sites.driver import local_workdir, render_job_script
 from sites.scheduler import JobRequest
-from sites.slurm.script import render_sbatch
 
 # Stands for the id a real launch would draw (job names and paths contain it).
 DRY_RUN_ID = "dry-run"
@@ -105,10 +104,7 @@ def _workdir(site: Site, sites_root: Path) -> str:
 
 def render(site: Site, request: JobRequest, sites_root: Path) -> str:
     """The script the site's scheduler would submit for `request` (pure)."""
-    if site.slurm is not None:
-        return render_sbatch(request, site.slurm, site.environment)
-    local = local_scheduler(site, _workdir(site, sites_root))
-    return local.render(request)
+    return render_job_script(site, request, _workdir(site, sites_root))
 
 
 def format_dry_run(result: DryRun, spec_path: Path) -> str:

@@ -28,7 +28,7 @@ from registry.records import JobRecord, RunRecord, StageRecord
 from registry.residency import BoundRule, output_rules
 from registry.site import Site
 from registry.store import Store
-from sites.driver import SiteDriver
+from sites.driver import SiteDriver, render_job_script
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,9 @@ def _scripts(facts: RunFacts, driver: SiteDriver) -> dict[tuple[str, int, str], 
     for job in facts.jobs:
         if job.site == site.name:
             attempts.setdefault((job.stage, job.attempt), []).append(job)
+    # The site's env is rendered into the script by its scheduler: masked there too.
+    environment = site.environment.model_copy(update={"env": masked_env(site.environment.env)})
+    shown = site.model_copy(update={"environment": environment})
     scripts = {}
     for (stage, attempt), jobs in sorted(attempts.items()):
         share = sorted(
@@ -159,7 +162,7 @@ def _scripts(facts: RunFacts, driver: SiteDriver) -> dict[tuple[str, int, str], 
             share=share,
         )
         request = replace(request, env=masked_env(request.env))
-        scripts[(stage, attempt, site.name)] = driver.scheduler.render(request)
+        scripts[(stage, attempt, site.name)] = render_job_script(shown, request, driver.workdir)
     return scripts
 
 

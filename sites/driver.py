@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from registry.owner_only import private_dir
 from registry.site import Site
 from sites.errors import SiteError
-from sites.scheduler import Scheduler
+from sites.scheduler import JobRequest, Scheduler
 from sites.transport import Transport
 
 if TYPE_CHECKING:  # the local scheduler is imported where a local site is opened
@@ -71,6 +71,16 @@ def local_scheduler(site: Site, workdir: str) -> LocalScheduler:
 
     slots = site.local.slots if site.local else 2
     return LocalScheduler(site.name, Path(workdir), slots, environment=site.environment)
+
+
+def render_job_script(site: Site, request: JobRequest, workdir: str) -> str:
+    """The script `site`'s scheduler would submit for `request` (pure: no connection),
+    for `run launch --dry-run` and provenance crates."""
+    if site.slurm is not None:
+        from sites.slurm.script import render_sbatch
+
+        return render_sbatch(request, site.slurm, site.environment)
+    return local_scheduler(site, workdir).render(request)
 
 
 def open_driver(site: Site, default_root: Path) -> SiteDriver:

@@ -222,3 +222,15 @@ def test_db_upgrade_command_hides_the_password(pg_database: Any, tmp_path: Path)
     shown = json.loads(cli(env, "db", "current", "--json").stdout)
     assert shown["revision"] == shown["head"] == migrate.HEAD
     assert "pw-Secret-42" not in shown["database"]
+
+
+def test_baseline_tables_are_those_migration_0001_creates(fresh_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    engine = create_store_engine(fresh_url)
+    with engine.begin() as connection:
+        command.upgrade(migrate.alembic_config(connection), migrate.BASELINE)
+        made = set(inspect(connection).get_table_names()) - {migrate.VERSION_TABLE}
+    engine.dispose()
+    assert made == migrate.BASELINE_TABLES

@@ -17,7 +17,6 @@ from flows.engine import EngineConfig, execute_run
 from flows.launch import launch
 from flows.lineage import lineage, render
 from flows.provenance import gather, metrics_from
-from flows.residency import ResidencyRefused
 from flows.tracking import Tracker
 from registry import manifests
 from registry.states import RunState
@@ -47,7 +46,7 @@ SMALL = {
             "site": "site-b",
             "needs": ["prepare"],
             "outputs": ["model.txt"],
-            "env": {"WANDB_API_KEY": CANARY, "MODE": "fast"},
+            "env": {"PIP_INDEX_URL": f"https://u:{CANARY}@pypi.example.org/simple", "MODE": "fast"},
             "script": 'cat "$HPCFLEET_INPUTS/prepare/data/a.txt" > "$HPCFLEET_OUTPUTS/model.txt"; '
             'echo \'{"key": "loss", "value": 0.5}\' >> "$HPCFLEET_METRICS"',
         },
@@ -102,7 +101,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, EngineCon
         environment={
             "env": {
                 "HF_HOME": "/scratch/hf",
-                "HF_TOKEN": CANARY,
                 "MIRROR": f"https://user:{CANARY}@mirror.example.org/x",
             }
         },
@@ -240,6 +238,9 @@ def test_resume_after_labels_change_refuses_to_place_the_stage(tmp_path: Path) -
     }
     run_id = launch(store, write_yaml(tmp_path / "spec" / "run.yaml", spec), "cuni").run.run_id
     labelled(store, "CZ", "US")
-    with pytest.raises(ResidencyRefused, match="'train' cannot be placed"):
-        execute_run(config, run_id)
-    assert store.jobs(run_id) == []
+    run = execute_run(config, run_id)  # a refused stage fails alone (flows.planning)
+    assert run.state is RunState.FAILED
+    train = {s.name: s for s in store.stages(run_id)}["train"]
+    assert train.state is RunState.FAILED
+    assert "outside residency countries CZ" in (train.reason or "")
+    assert [j for j in store.jobs(run_id) if j.stage == "train"] == []
