@@ -159,11 +159,11 @@ def usage_by_site(store: Store, names: list[str] | None = None) -> dict[str, Sit
     jobs = store.all_jobs()
     now = now_utc()
     per_node = any(s.allocation and s.allocation.billing.per == "node" for s in sites)
-    nodes = _nodes_by_stage(runs) if per_node else None
+    nodes = nodes_by_stage(runs) if per_node else None
     return {site.name: site_usage(site, jobs, partners, now, nodes) for site in sites}
 
 
-def _nodes_by_stage(runs: list[RunRecord]) -> dict[tuple[str, str], int]:
+def nodes_by_stage(runs: list[RunRecord]) -> dict[tuple[str, str], int]:
     """(run id, stage) -> nodes, for sites that bill whole nodes. Reading a spec validates
     it: only done when such a site exists, and a run whose stored spec no longer
     validates counts one node per job (its own listing names the broken row)."""

@@ -1,15 +1,36 @@
-"""The burn of a site's allocation as the Sites page charts it: cumulative GPU-hours over
-the period, from the jobs frame. The forecast itself is `flows.burn.burn_forecast`, the
-same one `hpcfleet site usage` prints; this module only feeds it the frame's jobs.
+"""The burn of a site's allocation as the Sites page charts it: cumulative use, in the
+site's billing unit (`billed`), over the period, from the jobs frame. The forecast itself
+is `flows.burn.burn_forecast`, the same one `hpcfleet site usage` prints; this module
+only feeds it the frame's jobs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import pandas as pd
 
 from flows.burn import BurnForecast, burn_forecast
+from registry.site import Site
+
+
+def billed(site: Site, jobs: pd.DataFrame, nodes: Mapping[tuple[str, str], int]) -> pd.DataFrame:
+    """`jobs` with `gpu_hours` in `site`'s billing unit, counted as
+    `flows.ledger.billed_units` counts them (vectorised): GPU-hours × factor, or nodes ×
+    hours × factor on a site that bills whole nodes; a job without GPUs costs nothing.
+    `nodes`: (run id, stage) -> nodes, needed only for sites that bill per node."""
+    billing = site.allocation.billing if site.allocation else None
+    if billing is None or not len(jobs) or (billing.per == "gpu" and billing.factor == 1.0):
+        return jobs
+    if billing.per == "node":
+        counts = [nodes.get(key, 1) for key in zip(jobs["run_id"], jobs["stage"], strict=True)]
+        units = jobs["duration_s"].fillna(0.0) / 3600.0 * pd.Series(counts, index=jobs.index)
+    else:
+        units = jobs["gpu_hours"]
+    out = jobs.copy()
+    out["gpu_hours"] = units.where(jobs["gpu_hours"] > 0, 0.0) * billing.factor
+    return out
 
 
 def job_times(jobs: pd.DataFrame) -> pd.Series:
@@ -24,8 +45,7 @@ def usage_points(jobs: pd.DataFrame) -> list[tuple[datetime, float]]:
         return []
     frame = pd.DataFrame({"time": job_times(jobs), "gpu_hours": jobs["gpu_hours"]}).dropna()
     # pandas Timestamps are datetimes: no per-row conversion for 45,000 jobs
-    return list(zip(frame["time"].tolist(), frame["gpu_hours"].astype(float).tolist(),
-                    strict=True))
+    return list(zip(frame["time"].tolist(), frame["gpu_hours"].astype(float).tolist(), strict=True))
 
 
 def site_forecast(

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from dashboard.data.burn import cumulative_usage, daily, site_forecast
+from dashboard.data.burn import billed, cumulative_usage, daily, site_forecast
 from flows.burn import BurnForecast, period_bounds
+from flows.launch import nodes_by_stage
 from registry.records import ProbeRecord
 from registry.site import Site
 
@@ -138,8 +139,12 @@ def load_sites(store: Store, jobs: pd.DataFrame, now: datetime) -> list[SiteView
     probes = store.latest_probes()
     by_site = dict(iter(jobs.groupby("site"))) if len(jobs) else {}
     empty = jobs.iloc[0:0]
+    sites = [record.site for record in store.list_sites()]
+    # Per-node billing needs each stage's node count, from the specs: read only then.
+    per_node = any(s.allocation and s.allocation.billing.per == "node" for s in sites)
+    nodes = nodes_by_stage(store.list_runs()) if per_node else {}
     return [
-        site_view(record.site, partners.get(record.site.partner, record.site.partner),
-                  probes.get(record.site.name), by_site.get(record.site.name, empty), now)
-        for record in store.list_sites()
+        site_view(site, partners.get(site.partner, site.partner), probes.get(site.name),
+                  billed(site, by_site.get(site.name, empty), nodes), now)
+        for site in sites
     ]

@@ -131,25 +131,34 @@ def test_forecast_outside_the_period_projects_nothing() -> None:
     datetime(2026, 3, 15, tzinfo=UTC),  # busy early, quiet since
     datetime(2026, 1, 1, 6, tzinfo=UTC),  # six hours into the period
 ])
-def test_site_usage_and_the_dashboard_agree_on_the_same_jobs(tmp_path: Path,
-                                                             now: datetime) -> None:
+@pytest.mark.parametrize(
+    "billing", [None, {"per": "gpu", "factor": 0.5}, {"per": "node", "factor": 2.0}]
+)
+def test_site_usage_and_the_dashboard_agree_on_the_same_jobs(
+    tmp_path: Path, now: datetime, billing: dict[str, object] | None
+) -> None:
     """`hpcfleet site usage` (flows.ledger) and the Sites page (dashboard.data.sites) read
-    the same store and show the same used, burn rate and forecast."""
-    site = local_site("gpu", "csc", local={"slots": 2, "gpus": 4},
-                      allocation={"gpu_hours": 2000, "start": "2026-01-01", "end": "2026-12-31"})
+    the same store and show the same used, burn rate and forecast, in the site's own
+    billing unit."""
+    allocation: dict[str, object] = {"gpu_hours": 2000, "start": "2026-01-01",
+                                     "end": "2026-12-31"}
+    if billing:
+        allocation["billing"] = billing
+    site = local_site("gpu", "csc", local={"slots": 2, "gpus": 4}, allocation=allocation)
     store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
     store.put_partner(Partner(id="csc", name="CSC"))
     store.put_site(site, "csc")
     store.create_run("r1", RunSpec.model_validate(
-        {"name": "r", "stages": [{"name": "s", "site": "gpu", "command": ["x"]}]}), "csc")
+        {"name": "r", "stages": [{"name": "s", "site": "gpu", "command": ["x"],
+                                  "resources": {"nodes": 3}}]}), "csc")
     moments = [datetime(2025, 12, 20, tzinfo=UTC), datetime(2026, 1, 1, 2, tzinfo=UTC),
                datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 20, tzinfo=UTC)]
     moments += [datetime(2026, 6, 10, tzinfo=UTC) + timedelta(days=d) for d in range(20)]
     store.add_jobs([{"run_id": "r1", "stage": "s", "attempt": 1, "site": "gpu",
                      "job_name": f"j{i}", "state": JobState.COMPLETED, "submitted": when,
-                     "started": when, "ended": when, "gpu_hours": 12.5}
+                     "started": when, "ended": when + timedelta(hours=2), "gpu_hours": 12.5}
                     for i, when in enumerate(moments)])
-    ledger = site_usage(site, store.all_jobs(), {"r1": "csc"}, now)
+    ledger = site_usage(site, store.all_jobs(), {"r1": "csc"}, now, {("r1", "s"): 3})
     [view] = load_sites(store, load_jobs(store), now)
     store.close()
     assert view.allocation is not None
@@ -159,3 +168,5 @@ def test_site_usage_and_the_dashboard_agree_on_the_same_jobs(tmp_path: Path,
     assert ledger.forecast == pytest.approx(shown.projected)
     assert ledger.over_forecast == (shown.status == "over")
     assert ledger.forecast is not None and ledger.forecast >= ledger.used > 0
+    per_job = {None: 12.5, "gpu": 12.5 * 0.5, "node": 3 * 2 * 2.0}[billing and billing["per"]]
+    assert view.gpu_hours_total == pytest.approx(per_job * len(moments))
