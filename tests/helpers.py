@@ -8,13 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from registry.partner import Partner
 from registry.site import Site
 from registry.store import Store
+
+if TYPE_CHECKING:
+    from flows.engine import EngineConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HPCFLEET = [sys.executable, "-m", "hpcfleet"]
@@ -95,3 +98,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 60, interval: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def embedded_engine(home: Path) -> EngineConfig:
+    """The embedded default's engine under `home`: SQLite registry and MLflow store,
+    artifacts in a directory (flows.engine imported here: it is not cheap)."""
+    from flows.engine import EngineConfig
+
+    return EngineConfig(
+        database_url=f"sqlite:///{home / 'registry.db'}",
+        home=home,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_root=(home / "mlartifacts").as_uri(),
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.crate import write_crate
-from flows.engine import EngineConfig, execute_run
+from flows.engine import execute_run
 from flows.launch import launch
 from flows.lineage import lineage
 from flows.provenance import gather
@@ -19,7 +19,7 @@ from registry.states import RunState
 from registry.store import Store
 from sites.driver import DriverPool
 from tests.crate_validation import validate_offline
-from tests.helpers import write_yaml
+from tests.helpers import embedded_engine, write_yaml
 from tests.sandbox.documents import slurm_site_document
 from tests.sandbox.sandbox import Sandbox
 
@@ -49,12 +49,7 @@ SPEC = {
 def test_crate_of_a_two_cluster_run_lists_both_sites_jobs_and_matching_checksums(
     slurm_sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    config = EngineConfig(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        home=tmp_path,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=(tmp_path / "mlartifacts").as_uri(),
-    )
+    config = embedded_engine(tmp_path)
     store = Store.open(config.database_url)
     for partner, country in (("cuni", "CZ"), ("csc", "FI")):
         store.put_partner(Partner(id=partner, name=partner, country=country))

@@ -14,17 +14,12 @@ from flows.engine import EngineConfig, execute_run
 from flows.launch import launch
 from registry.states import JobState, RunState
 from registry.store import Store
-from tests.helpers import consortium, wait_until, write_yaml
+from tests.helpers import consortium, embedded_engine, wait_until, write_yaml
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Store, EngineConfig]:
-    config = EngineConfig(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        home=tmp_path,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=(tmp_path / "mlartifacts").as_uri(),
-    )
+    config = embedded_engine(tmp_path)
     store = Store.open(config.database_url)
     consortium(store)
     return store, config

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from flows.engine import EngineConfig, execute_run
+from flows.engine import execute_run
 from flows.launch import launch
 from registry.states import RunState
 from registry.store import Store
-from tests.helpers import consortium, write_yaml
+from tests.helpers import consortium, embedded_engine, write_yaml
 
 METRICS = (
     'printf \'{"key": "acc", "value": %s}\\n\' "${#HPCFLEET_ARRAY_VALUE}" >> "$HPCFLEET_METRICS"; '
@@ -21,12 +21,7 @@ METRICS = (
 
 
 def test_values_and_keys_mlflow_refuses_do_not_fail_the_run(tmp_path: Path) -> None:
-    config = EngineConfig(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        home=tmp_path,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=(tmp_path / "mlartifacts").as_uri(),
-    )
+    config = embedded_engine(tmp_path)
     store = Store.open(config.database_url)
     consortium(store)
     stages = [

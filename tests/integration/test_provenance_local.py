@@ -23,7 +23,7 @@ from registry.states import RunState
 from registry.store import Store
 from sites.driver import DriverPool
 from tests.crate_validation import validate_offline
-from tests.helpers import consortium, local_site, write_yaml
+from tests.helpers import consortium, embedded_engine, local_site, write_yaml
 
 CANARY = "canary-7f3e9a"
 
@@ -79,12 +79,7 @@ def labelled(store: Store, country_a: str, country_b: str, **b: Any) -> None:
 
 
 def engine(tmp: Path) -> tuple[Store, EngineConfig]:
-    config = EngineConfig(
-        database_url=f"sqlite:///{tmp / 'registry.db'}",
-        home=tmp,
-        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-        artifact_root=(tmp / "mlartifacts").as_uri(),
-    )
+    config = embedded_engine(tmp)
     store = Store.open(config.database_url)
     consortium(store)
     return store, config

@@ -22,7 +22,16 @@ from registry.states import JobState, RunState
 from registry.store import Store
 from sites.driver import DriverPool
 from sites.processes import group_alive
-from tests.helpers import REPO, cli, cli_env, consortium, local_site, wait_until, write_yaml
+from tests.helpers import (
+    REPO,
+    cli,
+    cli_env,
+    consortium,
+    embedded_engine,
+    local_site,
+    wait_until,
+    write_yaml,
+)
 
 # Drives a stored run in a process of its own, which the test can kill.
 ORCHESTRATOR = (
@@ -34,12 +43,7 @@ ORCHESTRATOR = (
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Store, EngineConfig]]:
-    config = EngineConfig(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        home=tmp_path,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=(tmp_path / "mlartifacts").as_uri(),
-    )
+    config = embedded_engine(tmp_path)
     store = Store.open(config.database_url)
     consortium(store)
     yield store, config
