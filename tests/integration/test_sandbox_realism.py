@@ -7,6 +7,7 @@ limit SLURM enforces (`AccountingStorageEnforce=associations,limits,qos`).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections import Counter
@@ -15,11 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from registry.states import JobState
+from flows.engine import EngineConfig, execute_run
+from flows.launch import launch
+from registry.site import Site
+from registry.states import JobState, RunState
+from registry.store import Store
 from sites.slurm.limits import submit_limit
 from sites.slurm.parse import parse_sacct, parse_squeue
 from sites.slurm.scheduler import squeue_status_command, status_command
-from tests.helpers import wait_until
+from tests.helpers import consortium, wait_until, write_yaml
+from tests.sandbox.documents import slurm_site_document
 from tests.sandbox.sandbox import Sandbox, SandboxSite
 
 pytestmark = pytest.mark.slurm
@@ -147,3 +153,67 @@ def test_job_over_the_qos_max_wall_pends_with_the_wall_time_reason(
     capped = submit(slurm_sandbox, jobs, f"--qos={LIMITED}", "--hold", "--wrap", "true")
     limit = slurm_sandbox.run_on("site-a", ["squeue", "-h", "-o", "%l", "-j", capped])
     assert limit.stdout.strip() == "5:00"
+
+
+@pytest.fixture
+def engine(tmp_path: Path, slurm_sandbox: Sandbox) -> Iterator[tuple[Store, EngineConfig]]:
+    """A store whose site-a is the sandbox's SLURM site-a (partner cuni)."""
+    config = EngineConfig(
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        home=tmp_path,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_root=(tmp_path / "mlartifacts").as_uri(),
+    )
+    store = Store.open(config.database_url)
+    consortium(store)
+    document = slurm_site_document(slurm_sandbox.site("site-a"), "cuni")
+    store.put_site(Site.model_validate(document), "cuni")
+    yield store, config
+    store.close()
+
+
+@pytest.mark.timeout(180)
+def test_stages_over_the_qos_submit_limit_wait_and_each_runs_once(
+    engine: tuple[Store, EngineConfig],
+    slurm_sandbox: Sandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, config = engine
+    names = ("one", "two", "three")
+    stages = [
+        {
+            "name": name,
+            "site": "site-a",
+            # Within the QOS's MaxWall: a longer time limit would leave the job pending.
+            "resources": {"qos": LIMITED, "time": "00:02:00"},
+            "script": "sleep 3",
+        }
+        for name in names
+    ]
+    document = {"name": "qos", "experiment": "tests", "stages": stages}
+    spec = write_yaml(tmp_path / "spec" / "run.yaml", document)
+    run_id = launch(store, spec, "cuni").run.run_id
+    wanted = ",".join(f"hpcfleet-{run_id}-{name}-1" for name in names)
+    try:
+        with caplog.at_level(logging.INFO, logger="flows.submission"):
+            run = execute_run(config, run_id)
+    finally:
+        slurm_sandbox.run_on("site-a", ["scancel", f"--name={wanted}"])
+
+    assert run.state is RunState.COMPLETED, run.reason
+    # Three ready stages, room for two: one of them waited for the limit.
+    assert any("job submit limit on site-a is reached" in m for m in caplog.messages)
+    jobs = store.jobs(run_id)
+    assert sorted(j.stage for j in jobs) == sorted(names)
+    assert all(j.attempt == 1 and j.state is JobState.COMPLETED for j in jobs)
+    # SLURM ran each stage's job once, under the QOS asked for, and no other.
+    sacct = slurm_sandbox.run_on(
+        "site-a",
+        ["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobID,JobName%200,QOS,State",
+         f"--name={wanted}"],
+    )  # fmt: skip
+    rows = [line.split("|") for line in sacct.stdout.splitlines() if line]
+    assert sorted(row[1] for row in rows) == sorted(wanted.split(","))
+    assert {row[0] for row in rows} == {j.scheduler_id for j in jobs}
+    assert {(row[2], row[3]) for row in rows} == {(LIMITED, "COMPLETED")}
