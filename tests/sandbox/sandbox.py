@@ -48,6 +48,8 @@ class SandboxSite:
     host_key: str  # "ssh-ed25519 AAAA...", the sshd's public host key
     home: Path  # the user's home *on this site* ($HOME, cwd and sftp "." after login)
     slurm_conf: Path
+    # SLURM node names: site-a has two (partition `multi`), site-b one.
+    nodes: tuple[str, ...] = ()
 
     def ssh_args(self, *, connect_timeout: int = 5) -> list[str]:
         """``ssh`` argv up to the remote command: key only, BatchMode, strict host key."""
@@ -94,6 +96,7 @@ def sites_from_env(values: Mapping[str, str]) -> dict[str, SandboxSite]:
             host_key=values[f"{prefix}_HOST_KEY"],
             home=Path(values[f"{prefix}_HOME"]),
             slurm_conf=Path(values[f"{prefix}_SLURM_CONF"]),
+            nodes=tuple(values.get(f"{prefix}_NODES", "").split()),
         )
     return sites
 
