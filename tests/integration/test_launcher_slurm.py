@@ -1,8 +1,8 @@
 """The launcher on the real SLURM sandbox: srun fans a task out (distinct ranks), a
 container runs inside srun once per task, and Lmod's `module` works in a batch job.
 
-The sandbox has one node per site (8 CPUs), so fan-out is shown over tasks on one node.
-There is no apptainer package here: a fake `apptainer` (put on PATH by the site's
+Fan-out is shown over tasks on one node and over the two nodes of site-a's partition
+`multi` (two slurmd of the sandbox). There is no apptainer package here: a fake `apptainer` (put on PATH by the site's
 `setup:` line) records its argv and environment, then execs the command after the image.
 """
 
@@ -118,6 +118,28 @@ def test_four_tasks_on_one_node_see_distinct_ranks(driver: SiteDriver) -> None:
     # MASTER_ADDR is the allocation's first node; every task agrees on it and the port.
     assert {r["addr"] for r in seen} == {r["host"] for r in seen} and seen[0]["addr"]
     assert len({r["port"] for r in seen}) == 1 and 20000 <= int(seen[0]["port"]) < 32000
+
+
+def test_two_nodes_two_tasks_each_see_four_ranks_on_two_hosts(
+    driver: SiteDriver, slurm_sandbox: Sandbox
+) -> None:
+    nodes = slurm_sandbox.site("site-a").nodes
+    if len(nodes) < 2:
+        pytest.skip("the sandbox's site-a has one node (tests/sandbox/hpc-sandbox up renews it)")
+    workdir = fresh_dir(driver)
+    resources = JobResources(nodes=2, tasks_per_node=2, time_seconds=300, partition="multi")
+    status = run_job(driver, workdir, resources=resources)
+    assert status.state.value == "COMPLETED", read(driver, f"{workdir}/logs/0.err")
+    seen = ranks(driver, workdir)
+    assert sorted(r["rank"] for r in seen) == ["0", "1", "2", "3"]
+    assert {r["world"] for r in seen} == {"4"}
+    by_host: dict[str, list[str]] = {}
+    for r in seen:
+        by_host.setdefault(r["host"], []).append(r["local"])
+    assert sorted(by_host) == sorted(nodes)  # two tasks on each node, local ranks 0 and 1
+    assert all(sorted(local) == ["0", "1"] for local in by_host.values())
+    assert sorted({r["node"] for r in seen}) == ["0", "1"]
+    assert {r["addr"] for r in seen} == {min(nodes)}  # the allocation's first node
 
 
 def test_container_runs_inside_srun_once_per_task_with_lmod_modules(driver: SiteDriver) -> None:
