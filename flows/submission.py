@@ -29,8 +29,9 @@ from flows.tasks import PlannedTask
 from registry.records import JobRecord
 from registry.states import JobState
 from registry.store import now
+from sites import remote
 from sites.driver import SiteDriver
-from sites.errors import CredentialsExpired, SiteError, SubmitLimitReached
+from sites.errors import CredentialsExpired, SchedulerError, SiteError, SubmitLimitReached
 from sites.scheduler import JobRequest
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,15 @@ def submit_when_room(
         except SubmitLimitReached as exc:
             if ctx.cancel_requested():
                 raise
+            if not _others_queued(driver):
+                # Nothing of ours is queued to leave: the job alone is over the limit.
+                raise SchedulerError(
+                    driver.name,
+                    f"{request.name} ({len(request.tasks)} task(s)) is refused by the job "
+                    f"submit limit ({exc.limit}) with no other job of this user queued: it "
+                    "alone is more than the limit allows; split the array, or ask the site "
+                    "for a QOS that allows it",
+                ) from exc
             if not noted:
                 note = (
                     f"waiting: the job submit limit on {driver.name} is reached "
@@ -214,6 +224,14 @@ def submit_when_room(
                     ctx.store.update_job(job_id, reason=note)
                 noted = True
         time.sleep(driver.site.poll_interval)
+
+
+def _others_queued(driver: SiteDriver) -> bool:
+    """Whether the login user has jobs in the site's queue (unknown counts as yes: then
+    waiting is the safe choice)."""
+    result = driver.transport.run(remote.queue_depth_command())
+    depth = remote.parse_queue_depth(result.returncode, result.stdout, result.stderr)
+    return depth is None or depth > 0
 
 
 def submit_once(driver: SiteDriver, request: JobRequest) -> str:

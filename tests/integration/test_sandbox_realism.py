@@ -217,3 +217,25 @@ def test_stages_over_the_qos_submit_limit_wait_and_each_runs_once(
     assert sorted(row[1] for row in rows) == sorted(wanted.split(","))
     assert {row[0] for row in rows} == {j.scheduler_id for j in jobs}
     assert {(row[2], row[3]) for row in rows} == {(LIMITED, "COMPLETED")}
+
+
+@pytest.mark.timeout(120)
+def test_an_array_larger_than_the_submit_limit_fails_instead_of_waiting_forever(
+    engine: tuple[Store, EngineConfig], slurm_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    store, config = engine
+    stage = {
+        "name": "wide",
+        "site": "site-a",
+        "resources": {"qos": LIMITED, "time": "00:02:00"},
+        "array": {"n": ["1", "2", "3"]},  # three jobs under MaxSubmitJobsPerUser=2
+        "script": "true",
+    }
+    document = {"name": "wide", "experiment": "tests", "stages": [stage]}
+    run_id = launch(store, write_yaml(tmp_path / "spec" / "run.yaml", document), "cuni").run
+    run = execute_run(config, run_id.run_id)
+
+    assert run.state is RunState.FAILED
+    [wide] = store.stages(run_id.run_id)
+    assert "alone is more than the limit allows" in (wide.reason or ""), wide.reason
+    assert all(j.scheduler_id is None for j in store.jobs(run_id.run_id))  # nothing queued
