@@ -48,6 +48,13 @@ class SchemaError(HpcfleetError):
     """The database's schema is not the one this hpcfleet needs."""
 
 
+def forget_checked() -> None:
+    """Forget which databases this process found at HEAD: the next open checks again
+    (for a process that replaces a database behind an open URL, as tests do)."""
+    with _checked_lock:
+        _checked.clear()
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic configuration for our migrations (no alembic.ini involved)."""
     from alembic.config import Config

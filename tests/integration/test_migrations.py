@@ -67,7 +67,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def _forget_checked_urls() -> None:
-    migrate._checked.clear()  # each test's databases are new; no URL is known at HEAD
+    migrate.forget_checked()  # each test's databases are new; no URL is known at HEAD
 
 
 def _schema(url: str) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def test_store_open_migrates_a_new_database_and_keeps_its_data(fresh_url: str) -
     store.put_partner(Partner(id="cuni", name="Charles University"))
     store.close()
     assert migrate.current(fresh_url) == migrate.HEAD
-    migrate._checked.clear()
+    migrate.forget_checked()
     assert [p.id for p in Store.open(fresh_url).list_partners()] == ["cuni"]
     assert migrate.upgrade(fresh_url) == (migrate.HEAD, migrate.HEAD)  # nothing to do
 
@@ -178,7 +178,7 @@ def test_runs_stored_before_site_documents_read_as_having_none(fresh_url: str) -
             ).model_dump(mode="json"))},
         )
     old.close()
-    migrate._checked.clear()
+    migrate.forget_checked()
     assert migrate.upgrade(fresh_url) == ("0001", migrate.HEAD)
     assert Store.open(fresh_url).get_run("r1").site_documents == {}
 
