@@ -23,6 +23,7 @@ from flows.metrics import (
     parse_metrics,
     read_metrics_file,
 )
+from flows.results import store_job_results
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
@@ -68,9 +69,10 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
 def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     metrics_file = fetched / "metrics" / f"{job.array_index or 0}.jsonl"
     try:
-        parsed = parse_metrics(read_metrics_file(metrics_file))
+        metrics_text = read_metrics_file(metrics_file)
+        parsed = parse_metrics(metrics_text)
     except MetricsFileTooLarge as exc:
-        parsed = ParsedMetrics([], [str(exc)])
+        metrics_text, parsed = "", ParsedMetrics([], [str(exc)])
     for problem in parsed.rejected[:5]:
         log.warning("%s: metrics %s", job.job_name, problem)
     log_names = [Path(p).name for p in (job.stdout_path, job.stderr_path) if p]
@@ -107,6 +109,8 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
         if (logs_dir / name).is_file():
             ctx.tracker.log_artifact(child, capped_log(logs_dir / name), "logs")
     ctx.tracker.finish(child, MLFLOW_STATUS.get(_stage_like(job.state), "FAILED"))
+    # Before the job is marked collected: a collection redone after a crash replaces them.
+    store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:

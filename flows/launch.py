@@ -15,6 +15,7 @@ from flows.ledger import (
     requested_gpu_hours,
     site_usage,
 )
+from flows.matrix import resolve_cells_files
 from flows.metrics import escaped_array_values
 from flows.placement import place
 from flows.planning import (
@@ -100,7 +101,7 @@ def check_launch(
     A run that could exceed the remaining allocation of a site it uses gets a warning,
     or is refused when `strict`.
     """
-    spec = load_document(spec_path, RunSpec)
+    spec = resolve_cells_files(load_document(spec_path, RunSpec), spec_path.parent, str(spec_path))
     sites = [record.site for record in store.list_sites()]
     store.get_partner(partner)
     usage = usage_by_site(store)

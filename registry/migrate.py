@@ -28,7 +28,7 @@ from registry.tables import Base
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0002"  # newest revision in migrations/versions (tests check they agree)
+HEAD = "0004"  # newest revision in migrations/versions (tests check they agree)
 BASELINE = "0001"  # the schema that `Base.metadata.create_all` made before migrations
 VERSION_TABLE = "hpcfleet_alembic_version"  # not alembic_version: MLflow and Prefect use that
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
