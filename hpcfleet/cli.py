@@ -16,7 +16,7 @@ import click
 import typer
 
 from flows.engine_env import configure_engines
-from hpcfleet import cli_misc, cli_runs, cli_server, cli_sites
+from hpcfleet import cli_misc, cli_results, cli_runs, cli_server, cli_sites
 from hpcfleet.settings import Settings
 from registry.errors import HpcfleetError
 
@@ -34,6 +34,8 @@ app.add_typer(cli_misc.milestone_app, name="milestone")
 app.add_typer(cli_server.server_app, name="server")
 app.add_typer(cli_server.db_app, name="db")
 app.command("schema")(cli_misc.schema)
+app.command("results")(cli_results.results)
+cli_runs.run_app.command("fill")(cli_results.fill)
 app.command("dashboard")(cli_misc.dashboard)
 app.command("demo")(cli_misc.demo)
 
