@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 HEAD = "0004"  # newest revision in migrations/versions (tests check they agree)
 BASELINE = "0001"  # the schema that `Base.metadata.create_all` made before migrations
+# Its tables: a pre-migration database has all of them (tables added later it cannot have).
+BASELINE_TABLES = frozenset(
+    {"partners", "probes", "milestones", "runs", "sites", "jobs", "run_files", "stages"}
+)
 VERSION_TABLE = "hpcfleet_alembic_version"  # not alembic_version: MLflow and Prefect use that
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6870_6366  # "hpcf": pg_advisory_xact_lock key of schema upgrades
@@ -138,7 +142,7 @@ def _upgrade(engine: Engine, *, adopt_only: bool = False) -> str:
         config = alembic_config(connection)
         before = revision(connection)  # again: another process may have won the lock
         if before is None and _registry_tables(connection):
-            missing = sorted(set(Base.metadata.tables) - _registry_tables(connection))
+            missing = sorted(BASELINE_TABLES - _registry_tables(connection))
             if missing:
                 raise SchemaError(
                     f"the registry at {_shown(engine)} has some of hpcfleet's tables but "
