@@ -135,12 +135,12 @@ def read_cells_csv(content: str, name: str) -> list[Cell]:
     if not rows:
         raise MatrixError(f"{name} is empty; its first row names the keys, e.g. language,task")
     header = [field.strip() for field in rows[0]]
+    if len(set(header)) != len(header):
+        raise MatrixError(f"{name}, header row: a key appears twice")
     try:
         check_keys(header)
     except MatrixError as exc:
         raise MatrixError(f"{name}, header row: {exc}") from None
-    if len(set(header)) != len(header):
-        raise MatrixError(f"{name}, header row: a key appears twice")
     cells = []
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):

@@ -113,7 +113,15 @@ def test_fill_reruns_exactly_the_missing_cell(
     assert [j.array_value for j in new_jobs] == ["language=cs,task=flores,n_shot=5"]
     columns, cells = _csv_cells(store, run_id)
     assert columns == [
-        "checkpoint", "stage", "language", "task", "n_shot", "metric", "value", "site", "attempt"
+        "checkpoint",
+        "stage",
+        "language",
+        "task",
+        "n_shot",
+        "metric",
+        "value",
+        "site",
+        "attempt",
     ]
     assert cells == {
         (language, task, shots)
