@@ -19,6 +19,7 @@ from flows.metrics import (
     MetricsFileTooLarge,
     ParsedMetrics,
     key_part,
+    parent_cell_key,
     parent_metric_key,
     parse_metrics,
     read_metrics_file,
@@ -114,7 +115,19 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:
-        _record_array_results(ctx, job.array_value, parsed.last_values())
+        cells = ctx.spec.stage(job.stage).cells
+        index = job.array_index
+        if index is not None and index < len(cells) and len(cells[index]) > 1:
+            _record_cell_results(ctx, list(cells[index].values()), parsed.last_values())
+        else:
+            _record_array_results(ctx, job.array_value, parsed.last_values())
+
+
+def _record_cell_results(ctx: RunContext, cell_values: list[str], values: dict[str, float]) -> None:
+    """A matrix cell's results on the parent as `<key>/<v1>/<v2>/...` (`acc/fi/belebele/5`)."""
+    points = [MetricPoint(parent_cell_key(key, cell_values), v) for key, v in values.items()]
+    with ctx.parent_lock:
+        ctx.tracker.log_metrics(ctx.parent_mlflow_id, points)
 
 
 def _record_array_results(ctx: RunContext, array_value: str, values: dict[str, float]) -> None:

@@ -138,7 +138,11 @@ def metric_key_warnings(spec: RunSpec) -> list[str]:
     """Array values that MLflow would refuse in a metric key, and how they will appear."""
     warnings = []
     for stage in spec.stages:
-        escaped = escaped_array_values(stage.array_values)
+        keys = stage.array_keys
+        if len(keys) > 1:  # a matrix: each key's values are components of the parent's keys
+            escaped = escaped_array_values(dict.fromkeys(c[k] for c in stage.cells for k in keys))
+        else:
+            escaped = escaped_array_values(stage.array_values)
         if escaped:
             shown = ", ".join(f"{v!r} as {k!r}" for v, k in list(escaped.items())[:3])
             more = f" and {len(escaped) - 3} more" if len(escaped) > 3 else ""

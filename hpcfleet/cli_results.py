@@ -72,15 +72,32 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
     display.out.print(table)
 
 
-def cell_count_lines(store: Store, run: RunRecord) -> list[str]:
-    """`evaluate: 312/320 cells, 8 missing (5 failed, 3 not run)` per array stage."""
-    from flows.results import cell_counts
+def cell_counts(store: Store, run: RunRecord) -> list[dict[str, object]]:
+    """Per array stage: cells, how many have a result, and why the others have none."""
+    from flows.results import cell_counts as count
     from registry.results import read_results
 
     if not any(stage.array for stage in run.spec.stages):
         return []
-    counts = cell_counts(run.spec, store.jobs(run.run_id), read_results(store, run.run_id))
-    return [f"{count.stage}: {count.text()}" for count in counts]
+    counts = count(run.spec, store.jobs(run.run_id), read_results(store, run.run_id))
+    return [
+        {
+            "stage": c.stage,
+            "cells": c.total,
+            "done": c.total - c.missing,
+            "missing": c.missing,
+            "failed": c.failed,
+            "running": c.running,
+            "not_run": c.not_run,
+            "text": f"{c.stage}: {c.text()}",
+        }
+        for c in counts
+    ]
+
+
+def cell_count_lines(store: Store, run: RunRecord) -> list[str]:
+    """`evaluate: 312/320 cells, 8 missing (5 failed, 3 not run)` per array stage."""
+    return [str(count["text"]) for count in cell_counts(store, run)]
 
 
 def fill(

@@ -236,7 +236,7 @@ def show(run_id: str, json: JsonOption = False) -> None:
             }
             for s in stages
         ]
-        data["cells"] = cli_results.cell_count_lines(store, run)
+        data["cells"] = cli_results.cell_counts(store, run)
         display.print_json(data)
         return
     display.out.print(display.progress_table(run, stages, jobs))

@@ -69,3 +69,5 @@ def test_results_missing_and_fill_through_the_cli(tmp_path: Path) -> None:
     assert again.returncode == 0 and "nothing to fill" in again.stderr
     shown = cli(env, "run", "show", run_id)
     assert "evaluate: 6/6 cells" in shown.stdout
+    as_json = json.loads(cli(env, "run", "show", run_id, "--json").stdout)
+    assert as_json["cells"][0]["cells"] == as_json["cells"][0]["done"] == 6

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from flows.engine import EngineConfig, execute_run
 from flows.fill import fill_run
@@ -130,6 +131,10 @@ def test_fill_reruns_exactly_the_missing_cell(
         for shots in ("0", "5")
     }
     assert len(read_results(store, run_id)) == 16  # two metrics per cell
+
+    parent = MlflowClient(config.tracking_uri).get_run(run.mlflow_run_id or "")
+    assert parent.data.metrics["acc/cs/flores/5"] == 0.5  # the filled cell, on the parent
+    assert len([k for k in parent.data.metrics if k.startswith("f1/")]) == 8
 
     assert fill_run(config, run_id).cells == 0
     assert len(store.jobs(run_id, "evaluate")) == 9

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from flows.jobs import build_request
 from flows.layout import StageLayout
 from flows.matrix import resolve_cells_files
+from flows.metrics import parent_cell_key
 from flows.results import (
     CellCount,
     job_results,
@@ -243,3 +244,10 @@ def test_results_csv_has_the_contract_columns_and_empty_missing_keys() -> None:
         "site": "a",
         "attempt": "2",
     }
+
+
+def test_a_cells_results_on_the_parent_run_are_a_path_of_its_values() -> None:
+    assert parent_cell_key("acc", ["fi", "belebele", "5"]) == "acc/fi/belebele/5"
+    assert parent_cell_key("acc", ["c++", "x"]) == "acc/c_x2B__x2B_/x"
+    long = parent_cell_key("acc", ["a" * 200, "b" * 200])
+    assert len(long) == 250 and long != parent_cell_key("acc", ["a" * 200, "b" * 199])
