@@ -32,6 +32,7 @@ MAX_CELL_VALUE_CHARS = 200  # job records keep the canonical value in 200 charac
 MAX_CSV_BYTES = 4 * 1024 * 1024
 FROM_KEY = "from"
 CELLS_KEY = "cells"
+EXCLUDE_KEY = "exclude"  # also read inside the array: {..., exclude: [...]}
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -49,7 +50,7 @@ def text(value: object) -> str:
 def check_keys(keys: Sequence[str]) -> None:
     """Keys are words (not `params`), distinct even as environment names (upper case)."""
     for key in keys:
-        if not _KEY.fullmatch(key) or key in ("params", FROM_KEY, CELLS_KEY):
+        if not _KEY.fullmatch(key) or key in ("params", FROM_KEY, CELLS_KEY, EXCLUDE_KEY):
             raise MatrixError(f"{key!r} is not a valid array key (a word, not 'params')")
     upper = Counter(k.upper() for k in keys)
     clash = sorted(k for k in keys if upper[k.upper()] > 1)

@@ -35,6 +35,7 @@ from registry.common import (
 )
 from registry.env_secrets import check_env
 from registry.matrix import (
+    EXCLUDE_KEY,
     FROM_KEY,
     apply_exclude,
     array_cells,
@@ -175,6 +176,18 @@ class Stage(StrictModel):
     array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
 
     _cells: list[dict[str, str]] | None = PrivateAttr(default=None)  # None: file not read
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exclude_inside_array(cls, value: Any) -> Any:
+        """`array: {..., exclude: [...]}` is read as the stage's `exclude`."""
+        array = value.get("array") if isinstance(value, dict) else None
+        if isinstance(array, dict) and EXCLUDE_KEY in array:
+            if "exclude" in value:
+                raise ValueError("give exclude once: in the array or next to it")
+            array = dict(array)
+            value = {**value, "array": array, "exclude": array.pop(EXCLUDE_KEY)}
+        return value
 
     @field_validator("command", mode="before")
     @classmethod

@@ -60,6 +60,12 @@ def test_exclude_drops_every_matching_cell() -> None:
     assert not [c for c in stage.cells if c["task"] == "flores" and c["n_shot"] == "5"]
 
 
+def test_exclude_may_be_written_inside_the_array() -> None:
+    stage = spec({**MATRIX, "exclude": [{"task": "flores", "n_shot": 5}]}).stage("eval")
+    assert len(stage.cells) == 6
+    assert stage.exclude == [{"task": "flores", "n_shot": 5}]
+
+
 @pytest.mark.parametrize(
     ("exclude", "message"),
     [
