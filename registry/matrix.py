@@ -41,9 +41,7 @@ class MatrixError(ValueError):
 
 
 def text(value: object) -> str:
-    """A scalar as jobs and result rows see it (`true`/`false` for booleans)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    """A scalar as jobs and result rows see it: `str()`, as one-key arrays always had it."""
     return str(value)
 
 
