@@ -20,10 +20,12 @@ from flows.metrics import (
     MetricsFileTooLarge,
     ParsedMetrics,
     key_part,
+    parent_cell_key,
     parent_metric_key,
     parse_metrics,
     read_metrics_file,
 )
+from flows.results import store_job_results
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
@@ -69,9 +71,10 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
 def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     metrics_file = fetched / "metrics" / f"{job.array_index or 0}.jsonl"
     try:
-        parsed = parse_metrics(read_metrics_file(metrics_file))
+        metrics_text = read_metrics_file(metrics_file)
+        parsed = parse_metrics(metrics_text)
     except MetricsFileTooLarge as exc:
-        parsed = ParsedMetrics([], [str(exc)])
+        metrics_text, parsed = "", ParsedMetrics([], [str(exc)])
     for problem in parsed.rejected[:5]:
         log.warning("%s: metrics %s", job.job_name, problem)
     log_names = [Path(p).name for p in (job.stdout_path, job.stderr_path) if p]
@@ -108,10 +111,24 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
         if (logs_dir / name).is_file():
             ctx.tracker.log_artifact(child, capped_log(logs_dir / name), "logs")
     ctx.tracker.finish(child, MLFLOW_STATUS.get(_stage_like(job.state), "FAILED"))
+    # Before the job is marked collected: a collection redone after a crash replaces them.
+    store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:
-        _record_array_results(ctx, job.array_value, parsed.last_values())
+        cells = ctx.spec.stage(job.stage).cells
+        index = job.array_index
+        if index is not None and index < len(cells) and len(cells[index]) > 1:
+            _record_cell_results(ctx, list(cells[index].values()), parsed.last_values())
+        else:
+            _record_array_results(ctx, job.array_value, parsed.last_values())
+
+
+def _record_cell_results(ctx: RunContext, cell_values: list[str], values: dict[str, float]) -> None:
+    """A matrix cell's results on the parent as `<key>/<v1>/<v2>/...` (`acc/fi/belebele/5`)."""
+    points = [MetricPoint(parent_cell_key(key, cell_values), v) for key, v in values.items()]
+    with ctx.parent_lock:
+        ctx.tracker.log_metrics(ctx.parent_mlflow_id, points)
 
 
 def _record_array_results(ctx: RunContext, array_value: str, values: dict[str, float]) -> None:

@@ -96,8 +96,10 @@ def _task(
     if value is not None and stage.array_key is not None:
         env["HPCFLEET_ARRAY_VALUE"] = value
         env["HPCFLEET_ARRAY_KEY"] = stage.array_key
+        cell = stage.cells[index] if index is not None and index < len(stage.cells) else {}
+        env.update({f"HPCFLEET_CELL_{key.upper()}": v for key, v in cell.items()})
     if stage.script is not None:
         # A script is bash: it reads $HPCFLEET_ARRAY_VALUE itself; no placeholders.
         return TaskSpec(script=stage.script, env=env, array_value=value)
-    argv = render_argv(spec, stage, run_id, attempt, value)
+    argv = render_argv(spec, stage, run_id, attempt, value, index)
     return TaskSpec(argv=argv, env=env, array_value=value)

@@ -15,6 +15,7 @@ from flows.ledger import (
     requested_gpu_hours,
     site_usage,
 )
+from flows.matrix import resolve_cells_files
 from flows.metrics import escaped_array_values
 from flows.placement import place
 from flows.planning import (
@@ -102,7 +103,7 @@ def check_launch(
     A run that could exceed the remaining allocation of a site it uses gets a warning,
     or is refused when `strict`.
     """
-    spec = load_document(spec_path, RunSpec)
+    spec = resolve_cells_files(load_document(spec_path, RunSpec), spec_path.parent, str(spec_path))
     sites = [record.site for record in store.list_sites()]
     store.get_partner(partner)
     usage = usage_by_site(store)
@@ -140,7 +141,11 @@ def metric_key_warnings(spec: RunSpec) -> list[str]:
     """Array values that MLflow would refuse in a metric key, and how they will appear."""
     warnings = []
     for stage in spec.stages:
-        escaped = escaped_array_values(stage.array_values)
+        keys = stage.array_keys
+        if len(keys) > 1:  # a matrix: each key's values are components of the parent's keys
+            escaped = escaped_array_values(dict.fromkeys(c[k] for c in stage.cells for k in keys))
+        else:
+            escaped = escaped_array_values(stage.array_values)
         if escaped:
             shown = ", ".join(f"{v!r} as {k!r}" for v, k in list(escaped.items())[:3])
             more = f" and {len(escaped) - 3} more" if len(escaped) > 3 else ""

@@ -26,7 +26,7 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,16 @@ def parent_metric_key(key: str, array_value: str) -> str:
     if len(full) <= MAX_KEY_LENGTH:
         return full
     digest = hashlib.sha256(f"{key}\0{array_value}".encode()).hexdigest()[:12].upper()
+    return full[: MAX_KEY_LENGTH - 15] + f"_x{digest}_"
+
+
+def parent_cell_key(key: str, cell_values: Sequence[str]) -> str:
+    """`<key>/<v1>/<v2>/...` for a cell of a matrix (e.g. `acc/fi/belebele/5`), each value
+    a component as in `parent_metric_key`, cut the same way."""
+    full = "/".join([key, *(key_part(v) for v in cell_values)])
+    if len(full) <= MAX_KEY_LENGTH:
+        return full
+    digest = hashlib.sha256("\0".join([key, *cell_values]).encode()).hexdigest()[:12].upper()
     return full[: MAX_KEY_LENGTH - 15] + f"_x{digest}_"
 
 

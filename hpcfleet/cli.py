@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from hpcfleet import cli_misc, cli_provenance, cli_runs, cli_server, cli_sites
+from hpcfleet import cli_misc, cli_provenance, cli_results, cli_runs, cli_server, cli_sites
 
 app = typer.Typer(
     name="hpcfleet",
@@ -34,6 +34,8 @@ app.add_typer(cli_misc.milestone_app, name="milestone")
 app.add_typer(cli_server.server_app, name="server")
 app.add_typer(cli_server.db_app, name="db")
 app.command("schema")(cli_misc.schema)
+app.command("results")(cli_results.results)
+cli_runs.run_app.command("fill")(cli_results.fill)
 app.command("dashboard")(cli_misc.dashboard)
 app.command("demo")(cli_misc.demo)
 cli_runs.run_app.command("provenance")(cli_provenance.provenance)

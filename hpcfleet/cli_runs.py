@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hpcfleet import cli_server, display
+from hpcfleet import cli_results, cli_server, display
 from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
 from hpcfleet.completion import complete_runs
 from registry.owner_only import private_file
@@ -88,6 +88,8 @@ def print_summary(store: Store, run: RunRecord) -> None:
         display.err.print(f"(metrics unavailable: {redact_urls(str(exc))})")
     rows = summarize(run, store.stages(run.run_id), store.jobs(run.run_id), children)
     display.out.print(display.summary_table(run, rows))
+    for line in cli_results.cell_count_lines(store, run):
+        display.out.print(line)
 
 
 def mlflow_hint() -> str:
@@ -263,9 +265,12 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
             }
             for s in stages
         ]
+        data["cells"] = cli_results.cell_counts(store, run)
         display.print_json(data)
         return
     display.out.print(display.progress_table(run, stages, jobs))
+    for line in cli_results.cell_count_lines(store, run):
+        display.out.print(line)
     for stage in stages:
         if stage.choice:
             display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")

@@ -15,7 +15,6 @@ names are MLflow-safe words; an `env` that looks like a secret is refused
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -36,6 +35,15 @@ from registry.common import (
     parse_memory,
 )
 from registry.env_secrets import check_env
+from registry.matrix import (
+    EXCLUDE_KEY,
+    FROM_KEY,
+    apply_exclude,
+    array_cells,
+    cell_value,
+    check_cells,
+    matrix_array,
+)
 from registry.residency import Residency
 
 StageKind = Literal["data", "train", "eval", "other"]
@@ -161,9 +169,9 @@ class Stage(StrictModel):
     command: Annotated[list[str], Field(min_length=1)] | None = None
     script: str | None = None
     needs: list[str] = []
-    array: (
-        dict[str, Annotated[list[Scalar], Field(min_length=1, max_length=MAX_ARRAY_VALUES)]] | None
-    ) = None
+    # {key: [values], ...} (their product) or {from: FILE[, cells: [...]]}: registry.matrix
+    array: dict[str, list[Scalar] | str | list[dict[str, Scalar]]] | None = None
+    exclude: list[dict[str, Scalar]] = []  # cells of the array left out
     env: dict[str, str] = {}
     outputs: list[str] = []
     retries: Annotated[int, Field(ge=0, le=10)] = 0
@@ -183,6 +191,20 @@ class Stage(StrictModel):
             raise ValueError("give an image path, or 'none' to run without the site's container")
         return value
 
+    _cells: list[dict[str, str]] | None = PrivateAttr(default=None)  # None: file not read
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exclude_inside_array(cls, value: Any) -> Any:
+        """`array: {..., exclude: [...]}` is read as the stage's `exclude`."""
+        array = value.get("array") if isinstance(value, dict) else None
+        if isinstance(array, dict) and EXCLUDE_KEY in array:
+            if "exclude" in value:
+                raise ValueError("give exclude once: in the array or next to it")
+            array = dict(array)
+            value = {**value, "array": array, "exclude": array.pop(EXCLUDE_KEY)}
+        return value
+
     @field_validator("command", mode="before")
     @classmethod
     def _command_as_strings(cls, value: Any) -> Any:
@@ -200,21 +222,9 @@ class Stage(StrictModel):
 
     @field_validator("array")
     @classmethod
-    def _one_array_key(
-        cls, value: dict[str, list[Scalar]] | None
-    ) -> dict[str, list[Scalar]] | None:
-        if value is None:
-            return None
-        if len(value) != 1:
-            raise ValueError("an array has exactly one key, e.g. {language: [bg, cs]}")
-        key, values = next(iter(value.items()))
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key == "params":
-            raise ValueError(f"{key!r} is not a valid array key (a word, not 'params')")
-        counts = Counter(str(v) for v in values)  # linear: arrays hold 10^5 values
-        repeated = sorted(t for t, count in counts.items() if count > 1)
-        if repeated:
-            raise ValueError(f"array values repeat: {', '.join(repeated)}")
-        return value
+    def _array_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked (and cells written as text) by registry.matrix.
+        return None if value is None else matrix_array(value)
 
     @field_validator("outputs")
     @classmethod
@@ -241,13 +251,45 @@ class Stage(StrictModel):
             raise ValueError("give exactly one of 'command' (a list) or 'script' (bash)")
         return self
 
+    @model_validator(mode="after")
+    def _matrix_cells(self) -> Self:
+        if self.array is None:
+            if self.exclude:
+                raise ValueError("exclude needs an array")
+            return self
+        cells = array_cells(self.array)
+        if cells is not None:
+            keys = list(cells[0]) if cells else []
+            cells = apply_exclude(cells, keys, self.exclude) if self.exclude else cells
+            check_cells(cells)
+        self._cells = cells
+        return self
+
+    @property
+    def array_keys(self) -> list[str]:
+        """The keys of the array's cells ([] without an array or before its file is read)."""
+        return list(self._cells[0]) if self._cells else []
+
     @property
     def array_key(self) -> str | None:
-        return next(iter(self.array)) if self.array else None
+        """`HPCFLEET_ARRAY_KEY`: the key, or the keys joined by commas."""
+        return ",".join(self.array_keys) if self.array else None
+
+    @property
+    def cells(self) -> list[dict[str, str]]:
+        """The array's cells in spec order; array index i runs cells[i]."""
+        return self._cells or []
 
     @property
     def array_values(self) -> list[str]:
-        return [str(v) for v in next(iter(self.array.values()))] if self.array else []
+        """The canonical value of each cell (HPCFLEET_ARRAY_VALUE), in spec order."""
+        return [cell_value(c) for c in self.cells]
+
+    @property
+    def array_file(self) -> str | None:
+        """The cells file of `array: {from: FILE}`, or None."""
+        path = self.array.get(FROM_KEY) if self.array else None
+        return path if isinstance(path, str) else None
 
 
 class RunSpec(StrictModel):
@@ -377,10 +419,13 @@ def placeholders(text: str) -> list[str]:
 
 def _check_placeholders(index: int, stage: Stage, params: dict[str, Scalar]) -> None:
     known = {f"params.{p}" for p in params} | {"run_id", "stage", "attempt"}
-    if stage.array_key:
-        known.add(stage.array_key)
+    known.update(stage.array_keys)
+    # Keys of a cells file not read yet are checked once it is (flows.matrix).
+    unread = stage.array is not None and not stage.array_keys
     for j, arg in enumerate(stage.command or []):
         for name in placeholders(arg):
+            if unread and _PLACEHOLDER_NAME.match(name) and not name.startswith("params."):
+                continue
             if not _PLACEHOLDER_NAME.match(name) or name not in known:
                 raise FieldError(
                     f"stages[{index}].command[{j}]",

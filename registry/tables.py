@@ -153,6 +153,26 @@ class JobRow(Base):
     stderr_path: Mapped[str | None] = mapped_column(Text)
 
 
+class ResultRow(Base):
+    """One metric of one evaluation cell, as a job's result line reported it (the last
+    value per metric and cell). `cell` holds the coordinates ({language: fi, ...});
+    `checkpoint` is empty until checkpoints stream out of a training stage."""
+
+    __tablename__ = "results"
+    __table_args__ = (Index("ix_results_run_stage", "run_id", "stage"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    stage: Mapped[str] = mapped_column(String(63))
+    job_id: Mapped[int] = mapped_column(Integer, index=True)  # jobs.id of the job that wrote it
+    attempt: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str] = mapped_column(String(63))
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    checkpoint: Mapped[str] = mapped_column(String(500), default="")
+    cell: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    metric: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Float)
+
+
 class MilestoneRow(Base):
     __tablename__ = "milestones"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)

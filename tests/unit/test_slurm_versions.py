@@ -20,6 +20,7 @@ from sites.slurm.limits import submit_limit
 from sites.slurm.parse import expand_task_ids, parse_sacct, parse_squeue
 from sites.slurm.scheduler import scheduler_error
 from sites.transport import CommandResult
+from tests.doubles import RecordingTransport, ok
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 
@@ -177,13 +178,32 @@ def test_a_stage_over_its_submit_limit_waits_and_resubmits() -> None:
 
     site = local_site("lumi", "csc", policy={"min_poll_interval": "0.1s"})
     scheduler, store = _Scheduler(refusals=2), _Store()
-    driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler)
+    queue = RecordingTransport({"squeue": ok("2\n")})  # two jobs of ours queued: room later
+    driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler, transport=queue)
     ctx = SimpleNamespace(store=store, cancel_requested=lambda: False)
-    request = SimpleNamespace(name="hpcfleet-r-train-1", exclude_nodes=())
+    request = SimpleNamespace(name="hpcfleet-r-train-1", exclude_nodes=(), tasks=(1,))
     assert submit_when_room(ctx, driver, request, [1, 2]) == "4242"  # type: ignore[arg-type]
     assert scheduler.calls == 3
     assert store.reasons[1].startswith("waiting: the job submit limit on lumi is reached")
     assert "QOSMaxSubmitJobPerUserLimit" in store.reasons[2]
+
+
+def test_a_job_over_the_submit_limit_by_itself_fails_instead_of_waiting() -> None:
+    from types import SimpleNamespace
+
+    from flows.submission import submit_when_room
+    from sites.errors import SchedulerError
+    from tests.helpers import local_site
+
+    site = local_site("lumi", "csc", policy={"min_poll_interval": "0.1s"})
+    scheduler = _Scheduler(refusals=100)
+    queue = RecordingTransport({"squeue": ok("0\n")})  # nothing of ours to leave the queue
+    driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler, transport=queue)
+    ctx = SimpleNamespace(store=_Store(), cancel_requested=lambda: False)
+    request = SimpleNamespace(name="hpcfleet-r-wide-1", exclude_nodes=(), tasks=(1, 2, 3))
+    with pytest.raises(SchedulerError, match=r"\(3 task\(s\)\).*alone is more than"):
+        submit_when_room(ctx, driver, request, [1])  # type: ignore[arg-type]
+    assert scheduler.calls == 1
 
 
 def test_run_show_names_the_raw_state_of_a_live_job() -> None:
