@@ -12,6 +12,7 @@ the database file owner-only is enough for all three.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -39,6 +40,8 @@ def private_dir(path: Path) -> Path:
     """Create `path` and its missing parents as 0700; existing directories are left as
     they are (a parent such as /tmp is not ours to change)."""
     if not path.is_dir():
+        if path.exists() or path.is_symlink():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         private_dir(path.parent)
         # exist_ok: made by someone else in the meantime.
         path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
@@ -93,10 +96,10 @@ def secure_home(home: Path) -> str | None:
     an open home gets a notice: behind an owner-only home nothing was exposed (Prefect,
     for one, creates its directory there under the umask).
     """
+    if not home.exists():
+        private_dir(home)  # a home that cannot be made is the command's error, not a notice
+        return None
     try:
-        if not home.exists():
-            private_dir(home)
-            return None
         was_open = open_to_others(home) is not None
         changed = []
         for path in (home, *(home / name for name in HOME_ENTRIES)):
