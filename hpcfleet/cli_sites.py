@@ -176,6 +176,8 @@ def trust(
 
 def _with_pinned_keys(site: Site, lines: list[str]) -> Site:
     """One key: `host_key`, as before; several (round-robin login nodes): `host_keys`."""
+    from registry.site import Site
+
     assert site.ssh is not None
     several = len(lines) > 1
     keys = {"host_key": None if several else lines[0], "host_keys": lines if several else []}
