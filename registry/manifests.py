@@ -42,7 +42,7 @@ def put_outputs(
     """Replace the stored manifest of `stage`'s outputs on `site`; returns how many
     entries were left out by the size cap."""
     kept = sorted(entries.items())[:MAX_ENTRIES]
-    with store._session() as s:
+    with store.session() as s:
         s.execute(
             delete(ManifestRow).where(
                 ManifestRow.run_id == run_id, ManifestRow.stage == stage, ManifestRow.site == site
@@ -69,7 +69,7 @@ def outputs(store: Store, run_id: str, stage: str | None = None) -> list[Manifes
     if stage is not None:
         query = query.where(ManifestRow.stage == stage)
     query = query.order_by(ManifestRow.stage, ManifestRow.site, ManifestRow.path)
-    with store._session() as s:
+    with store.session() as s:
         return [_entry(row) for row in s.scalars(query)]
 
 
@@ -83,7 +83,7 @@ def find(store: Store, sha256: str | None = None, path: str | None = None) -> li
         query = query.where(
             or_(ManifestRow.path == clean, ManifestRow.path.endswith("/" + clean, autoescape=True))
         )
-    with store._session() as s:
+    with store.session() as s:
         rows = s.scalars(query.order_by(ManifestRow.recorded, ManifestRow.id))
         return [_entry(row) for row in rows]
 
@@ -101,18 +101,18 @@ def _entry(row: ManifestRow) -> ManifestEntry:
 
 
 def put_launch_facts(store: Store, run_id: str, facts: dict[str, Any]) -> None:
-    with store._session() as s:
+    with store.session() as s:
         s.merge(LaunchFactsRow(run_id=run_id, facts=facts))
 
 
 def launch_facts(store: Store, run_id: str) -> dict[str, Any]:
-    with store._session() as s:
+    with store.session() as s:
         row = s.get(LaunchFactsRow, run_id)
         return dict(row.facts) if row is not None else {}
 
 
 def image_digest(store: Store, site: str, path: str, size: int, mtime: int) -> str | None:
-    with store._session() as s:
+    with store.session() as s:
         row = s.get(ImageDigestRow, (site, path, size, mtime))
         return row.sha256 if row is not None else None
 
@@ -120,5 +120,5 @@ def image_digest(store: Store, site: str, path: str, size: int, mtime: int) -> s
 def put_image_digest(
     store: Store, site: str, path: str, size: int, mtime: int, sha256: str
 ) -> None:
-    with store._session() as s:
+    with store.session() as s:
         s.merge(ImageDigestRow(site=site, path=path, size=size, mtime=mtime, sha256=sha256))

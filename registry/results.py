@@ -8,14 +8,12 @@ collection repeated after a crash never stores them twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Table, Text, delete, insert, select, type_coerce
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Table, Text, delete, insert, select, type_coerce
 
-from registry.store import Store, StoreError
+from registry.store import Store
 from registry.tables import ResultRow
 
 _TABLE: Table = ResultRow.__table__  # type: ignore[assignment]
@@ -35,23 +33,12 @@ class StoredResult:
     array_index: int | None = None
 
 
-@contextmanager
-def _connection(store: Store) -> Iterator[Connection]:
-    try:
-        with store.engine.begin() as connection:
-            yield connection
-    except SQLAlchemyError as exc:
-        raise StoreError(
-            f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
-            transient=isinstance(exc, OperationalError),
-        ) from None
-
 
 def replace_job_results(
     store: Store, run_id: str, job_id: int, results: Sequence[StoredResult]
 ) -> None:
     """The results of job `job_id` (a jobs row id) become `results`."""
-    with _connection(store) as connection:
+    with store.connection() as connection:
         connection.execute(delete(_TABLE).where(_TABLE.c.job_id == job_id))
         if results:
             connection.execute(
@@ -85,7 +72,7 @@ def read_results(store: Store, run_id: str, stage: str | None = None) -> list[St
     query = query.where(_TABLE.c.run_id == run_id)
     if stage is not None:
         query = query.where(_TABLE.c.stage == stage)
-    with _connection(store) as connection:
+    with store.connection() as connection:
         rows = connection.execute(query.order_by(_TABLE.c.id)).all()
     cells: dict[str | None, dict[str, str]] = {}
     results = []

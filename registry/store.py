@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +46,17 @@ from registry.tables import (
     utcnow,
 )
 
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """SQLAlchemy's errors as the project's own, saying whether a retry can help."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            transient=isinstance(exc, OperationalError),
+        ) from None
 
 class StoreError(HpcfleetError):
     """The database could not be read or written."""
@@ -95,20 +106,23 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
-                transient=isinstance(exc, OperationalError),
-            ) from None
+    def session(self) -> Iterator[Session]:
+        """One ORM transaction; SQLAlchemy's errors become `StoreError` (for the
+        registry's own table modules: manifests, results)."""
+        with _store_errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One Core transaction (bulk reads and writes), errors as in `session`."""
+        with _store_errors(), self.engine.begin() as connection:
+            yield connection
+
 
     # -- partners -------------------------------------------------------------------
     def put_partner(self, partner: Partner) -> bool:
         """Add or update a partner; True when it was new."""
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(PartnerRow, partner.id)
             if row is None:
                 s.add(PartnerRow(id=partner.id, name=partner.name, country=partner.country))
@@ -117,7 +131,7 @@ class Store:
             return False
 
     def get_partner(self, partner_id: str) -> Partner:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(PartnerRow, partner_id)
             if row is None:
                 raise NotFoundError(
@@ -126,7 +140,7 @@ class Store:
             return _partner(row)
 
     def list_partners(self) -> list[Partner]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(PartnerRow).order_by(PartnerRow.id))
             return scan(rows, _partner, lambda r: ("partner", r.id, r.id)).logged()
 
@@ -134,7 +148,7 @@ class Store:
     def put_site(self, site: Site, actor: str) -> bool:
         """Add or update a site as partner `actor`; True when it was new."""
         self.get_partner(site.partner)
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(SiteRow, site.name)
             # The owner column, not the stored document: a broken document stays fixable.
             access.check_site_edit(actor, site, row.partner if row is not None else None)
@@ -146,7 +160,7 @@ class Store:
             return False
 
     def get_site(self, name: str) -> SiteRecord:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(SiteRow, name)
             if row is None:
                 raise NotFoundError(f"no site {name!r}; see 'hpcfleet site list'")
@@ -157,13 +171,13 @@ class Store:
         return self.scan_sites().logged()
 
     def scan_sites(self) -> Scan[SiteRecord]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(SiteRow).order_by(SiteRow.name))
             return scan(rows, _site_record, lambda r: ("site", r.name, r.partner))
 
     def remove_site(self, name: str, actor: str) -> None:
         """Remove a site as its owner; the stored document is not read (it may be broken)."""
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(SiteRow, name)
             if row is None:
                 raise NotFoundError(f"no site {name!r}; see 'hpcfleet site list'")
@@ -172,11 +186,11 @@ class Store:
 
     # -- probes ---------------------------------------------------------------------
     def add_probe(self, probe: ProbeRecord) -> None:
-        with self._session() as s:
+        with self.session() as s:
             s.add(ProbeRow(**probe.model_dump()))
 
     def latest_probes(self) -> dict[str, ProbeRecord]:
-        with self._session() as s:
+        with self.session() as s:
             latest: dict[str, ProbeRecord] = {}
             for row in s.scalars(select(ProbeRow).order_by(ProbeRow.checked_at)):
                 latest[row.site] = _probe_record(row)
@@ -192,7 +206,7 @@ class Store:
     ) -> RunRecord:
         """Store a new run, its stages (PENDING) and the files that travel with it."""
         self.get_partner(partner)
-        with self._session() as s:
+        with self.session() as s:
             run = RunRow(
                 run_id=run_id,
                 name=spec.name,
@@ -219,7 +233,7 @@ class Store:
             return _run_record(run)
 
     def get_run(self, run_id: str) -> RunRecord:
-        with self._session() as s:
+        with self.session() as s:
             return _run_record(_run_row(s, run_id))
 
     def list_runs(self) -> list[RunRecord]:
@@ -227,31 +241,31 @@ class Store:
         return self.scan_runs().logged()
 
     def scan_runs(self) -> Scan[RunRecord]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(RunRow).order_by(RunRow.created, RunRow.run_id))
             return scan(rows, _run_record, lambda r: ("run", r.run_id, r.partner))
 
     def run_files(self, run_id: str) -> dict[str, tuple[bytes, int]]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(RunFileRow).where(RunFileRow.run_id == run_id))
             return {r.path: (r.content, r.mode) for r in rows}
 
     def update_run(self, run_id: str, **fields: Any) -> RunRecord:
-        with self._session() as s:
+        with self.session() as s:
             row = _run_row(s, run_id)
             _assign(row, fields)
             return _run_record(row)
 
     # -- stages ---------------------------------------------------------------------
     def stages(self, run_id: str) -> list[StageRecord]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(
                 select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)
             )
             return [_stage_record(r) for r in rows]
 
     def update_stage(self, run_id: str, name: str, **fields: Any) -> StageRecord:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(StageRow, (run_id, name))
             if row is None:
                 raise NotFoundError(f"run {run_id} has no stage {name!r}")
@@ -261,14 +275,14 @@ class Store:
     # -- jobs -----------------------------------------------------------------------
     def add_jobs(self, jobs: Sequence[dict[str, Any]]) -> list[JobRecord]:
         """Record jobs (normally as SUBMITTING, before the submit call happens)."""
-        with self._session() as s:
+        with self.session() as s:
             rows = [JobRow(**_enum_values(job)) for job in jobs]
             s.add_all(rows)
             s.flush()
             return [_job_record(r) for r in rows]
 
     def update_job(self, job_id: int, **fields: Any) -> JobRecord:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 raise NotFoundError(f"no job record {job_id}")
@@ -277,7 +291,7 @@ class Store:
 
     def update_jobs(self, updates: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Apply many job updates in one transaction (one poll cycle's worth)."""
-        with self._session() as s:
+        with self.session() as s:
             for job_id, fields in updates:
                 row = s.get(JobRow, job_id)
                 if row is not None:
@@ -286,7 +300,7 @@ class Store:
     def jobs(
         self, run_id: str, stage: str | None = None, attempt: int | None = None
     ) -> list[JobRecord]:
-        with self._session() as s:
+        with self.session() as s:
             query = select(JobRow).where(JobRow.run_id == run_id)
             if stage is not None:
                 query = query.where(JobRow.stage == stage)
@@ -298,7 +312,7 @@ class Store:
     def live_job_count(self, site: str) -> int:
         """Jobs (array tasks count one each) of every run that are not final on `site`."""
         final = [s.value for s in JobState if s.is_final]
-        with self._session() as s:
+        with self.session() as s:
             query = (
                 select(func.count())
                 .select_from(JobRow)
@@ -307,13 +321,13 @@ class Store:
             return int(s.scalar(query) or 0)
 
     def all_jobs(self) -> list[JobRecord]:
-        with self._session() as s:
+        with self.session() as s:
             return [_job_record(r) for r in s.scalars(select(JobRow).order_by(JobRow.id))]
 
     # -- milestones -----------------------------------------------------------------
     def put_milestone(self, milestone: Milestone, actor: str) -> bool:
         self.get_partner(actor)
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(MilestoneRow, milestone.id)
             access.check_milestone_edit(actor, milestone.id, row.owner if row else None)
             document = milestone.model_dump(mode="json")
@@ -324,7 +338,7 @@ class Store:
             return False
 
     def list_milestones(self) -> list[MilestoneRecord]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(MilestoneRow).order_by(MilestoneRow.id))
             return scan(rows, _milestone_record, lambda r: ("milestone", r.id, r.owner)).logged()
 
