@@ -207,13 +207,21 @@ def test_stages_over_the_qos_submit_limit_wait_and_each_runs_once(
     jobs = store.jobs(run_id)
     assert sorted(j.stage for j in jobs) == sorted(names)
     assert all(j.attempt == 1 and j.state is JobState.COMPLETED for j in jobs)
-    # SLURM ran each stage's job once, under the QOS asked for, and no other.
-    sacct = slurm_sandbox.run_on(
-        "site-a",
-        ["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobID,JobName%200,QOS,State",
-         f"--name={wanted}"],
-    )  # fmt: skip
-    rows = [line.split("|") for line in sacct.stdout.splitlines() if line]
+    # SLURM ran each stage's job once, under the QOS asked for, and no other. slurmdbd
+    # records a job's end some time after slurmctld reports it: wait for all three rows.
+    rows: list[list[str]] = []
+
+    def accounted() -> bool:
+        nonlocal rows
+        sacct = slurm_sandbox.run_on(
+            "site-a",
+            ["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobID,JobName%200,QOS,State",
+             f"--name={wanted}"],
+        )  # fmt: skip
+        rows = [line.split("|") for line in sacct.stdout.splitlines() if line]
+        return len(rows) >= len(names) and all(row[3] == "COMPLETED" for row in rows)
+
+    wait_until(accounted, timeout=30)
     assert sorted(row[1] for row in rows) == sorted(wanted.split(","))
     assert {row[0] for row in rows} == {j.scheduler_id for j in jobs}
     assert {(row[2], row[3]) for row in rows} == {(LIMITED, "COMPLETED")}
