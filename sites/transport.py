@@ -15,6 +15,11 @@ from typing import Protocol
 DEFAULT_MAX_FILES = 1_000_000
 DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB
 
+# What one command may print, per stream, before the transport stops reading it: every
+# command's answer is read into memory, and a site's account (its `~/.bashrc`, its jobs'
+# files that a listing prints) can make it as large as it likes.
+MAX_COMMAND_OUTPUT = 256 << 20  # 256 MiB: a manifest of a million files fits
+
 
 @dataclass(frozen=True)
 class TransferLimits:

@@ -13,21 +13,20 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 from sites.errors import SiteError, TransferError
-from sites.transport import CommandResult, TransferLimits
+from sites.transport import MAX_COMMAND_OUTPUT, CommandResult, TransferLimits
 
 # Errors that a retry of the same call can get past (a busy or briefly unavailable
 # filesystem); everything else (missing file, no permission, disk full) needs a person.
 _TRANSIENT_ERRNOS = frozenset(
     {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE}
 )
-
-# How long a timed-out command's output pipes may stay open after its process group was
-# killed (a grandchild that left the group can hold them).
-_PIPE_DRAIN_SECONDS = 5.0
 
 
 def is_transient_oserror(exc: OSError) -> bool:
@@ -64,7 +63,7 @@ class LocalTransport:
                 transient=is_transient_oserror(exc),
             ) from exc
         try:
-            stdout, stderr = proc.communicate(stdin, timeout=timeout)
+            stdout, stderr = _communicate(proc, stdin, timeout, MAX_COMMAND_OUTPUT)
         except subprocess.TimeoutExpired as exc:
             _kill_session(proc)
             raise SiteError(
@@ -72,6 +71,13 @@ class LocalTransport:
                 f"command {command!r} did not finish within {timeout} s",
                 transient=True,
             ) from exc
+        except _TooMuchOutput as exc:
+            _kill_session(proc)
+            raise SiteError(
+                self.site,
+                f"command {command!r} printed more than {exc.limit} bytes on one stream; "
+                "the rest was not read",
+            ) from None
         return CommandResult(
             command=command,
             returncode=proc.returncode,
@@ -185,15 +191,77 @@ def _same_or_inside(path: Path, directory: Path) -> bool:
     return path.resolve().is_relative_to(directory.resolve())
 
 
+class _TooMuchOutput(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class _CappedReader(threading.Thread):
+    """Reads one pipe to its end, keeping at most `limit` bytes; past that it stops and
+    sets `over` (the caller kills the command)."""
+
+    def __init__(self, pipe: IO[bytes], limit: int, over: threading.Event) -> None:
+        super().__init__(name="local-command-reader", daemon=True)
+        self.pipe, self.limit, self.over = pipe, limit, over
+        self.chunks: list[bytes] = []
+
+    def run(self) -> None:
+        size = 0
+        fd = self.pipe.fileno()
+        while chunk := os.read(fd, 1 << 16):
+            size += len(chunk)
+            if size > self.limit:
+                self.over.set()
+                return
+            self.chunks.append(chunk)
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float | None, limit: int
+) -> tuple[bytes, bytes]:
+    """`proc.communicate(stdin, timeout)` that keeps at most `limit` bytes per stream:
+    raises `_TooMuchOutput` past it, `subprocess.TimeoutExpired` at the deadline."""
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    over = threading.Event()
+    readers = [_CappedReader(proc.stdout, limit, over), _CappedReader(proc.stderr, limit, over)]
+    for reader in readers:
+        reader.start()
+    if proc.stdin is not None:
+        writer = threading.Thread(target=_feed, args=(proc.stdin, stdin or b""), daemon=True)
+        writer.start()
+    for reader in readers:
+        while reader.is_alive() and not over.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout or 0)
+            reader.join(0.05 if remaining is None else min(0.05, remaining))
+        if over.is_set():
+            raise _TooMuchOutput(limit)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    proc.wait(remaining)
+    for pipe in (proc.stdout, proc.stderr):
+        pipe.close()
+    return readers[0].value(), readers[1].value()
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    # A command that exits without reading its input closes the pipe: not an error.
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.write(data)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.close()
+
+
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the process group of a timed-out command and collect what is left of it."""
+    """Kill the process group of a command that ran too long or printed too much, and
+    reap it. Its pipes stay with the reader threads: they end when the last writer is
+    gone (a grandchild that left the group may hold them a while)."""
     # The leader is our unreaped child, so its pid (= the group id) cannot be reused yet.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=_PIPE_DRAIN_SECONDS)
-    except subprocess.TimeoutExpired:
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        proc.wait()
+    proc.wait()

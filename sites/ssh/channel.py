@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import paramiko
 
+from sites.transport import MAX_COMMAND_OUTPUT
+
 READ_SIZE = 1 << 20
 EXIT_STATUS_MISSING = -1  # paramiko's value when the server sent no exit-status
 
@@ -35,11 +37,25 @@ class CommandTimeout(TimeoutError):
     """The command did not finish before its deadline."""
 
 
-def read_all(channel: paramiko.Channel, deadline: float | None = None) -> ChannelOutput:
+class OutputTooLarge(Exception):
+    """The command printed more than the reader's cap on one stream."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the command printed more than {limit} bytes on one stream")
+        self.limit = limit
+
+
+def read_all(
+    channel: paramiko.Channel,
+    deadline: float | None = None,
+    max_output: int | None = None,
+) -> ChannelOutput:
     """Read stdout and stderr until EOF, then the exit status. Raises `CommandTimeout`
-    when `deadline` (a `time.monotonic()` value) passes first."""
-    stdout: list[bytes] = []
-    stderr: list[bytes] = []
+    when `deadline` (a `time.monotonic()` value) passes first, `OutputTooLarge` when
+    either stream goes over `max_output` bytes (default `MAX_COMMAND_OUTPUT`)."""
+    limit = MAX_COMMAND_OUTPUT if max_output is None else max_output
+    stdout = _Capped(limit)
+    stderr = _Capped(limit)
     with selectors.DefaultSelector() as selector:
         selector.register(channel, selectors.EVENT_READ)
         while True:
@@ -53,7 +69,7 @@ def read_all(channel: paramiko.Channel, deadline: float | None = None) -> Channe
         raise CommandTimeout("the command did not finish before its time-out")
     # A channel that ends normally sends EOF first; a dead connection just closes it.
     lost = channel.exit_status == EXIT_STATUS_MISSING and not channel.eof_received
-    return ChannelOutput(channel.exit_status, b"".join(stdout), b"".join(stderr), lost)
+    return ChannelOutput(channel.exit_status, stdout.value(), stderr.value(), lost)
 
 
 def send_all(channel: paramiko.Channel, data: bytes, deadline: float | None = None) -> None:
@@ -100,7 +116,25 @@ class BackgroundReader:
         return self._result
 
 
-def _drain(channel: paramiko.Channel, stdout: list[bytes], stderr: list[bytes]) -> None:
+class _Capped:
+    """Chunks of one stream, refusing to grow past `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def append(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise OutputTooLarge(self.limit)
+        self.chunks.append(chunk)
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def _drain(channel: paramiko.Channel, stdout: _Capped, stderr: _Capped) -> None:
     while channel.recv_ready():
         stdout.append(channel.recv(READ_SIZE))
     while channel.recv_stderr_ready():

@@ -17,6 +17,7 @@ import paramiko
 from paramiko.ssh_exception import IncompatiblePeer
 
 from sites.errors import HostKeyRejected, SiteError, SiteUnreachable, TransferError
+from sites.ssh.channel import OutputTooLarge
 
 # Errors raised by the local or remote file system during a transfer: never transient.
 _FILE_ERRORS = (
@@ -35,6 +36,9 @@ def translate_ssh_error(site: str, exc: BaseException, action: str) -> SiteError
     if isinstance(exc, SiteError):
         return exc
     what = f"{action}: {_describe(exc)}"
+    if isinstance(exc, OutputTooLarge):
+        # What the site prints is its to choose; asking again gets the same answer.
+        return SiteError(site, f"{what}; the rest was not read", transient=False)
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostKeyRejected(site, what)
     if isinstance(exc, paramiko.AuthenticationException):

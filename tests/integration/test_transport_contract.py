@@ -139,6 +139,25 @@ def test_large_output_on_both_streams_does_not_deadlock(remote: Remote) -> None:
     assert (len(result.stdout), len(result.stderr)) == (3_000_000, 3_000_000)
 
 
+def test_a_command_printing_without_end_is_cut_off_permanently_and_nothing_hangs(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A site's account decides what its commands print (its ~/.bashrc, its jobs'
+    # files): the answer is read into memory only up to the cap (lowered here).
+    from sites.local import transport as local_transport
+    from sites.ssh import channel
+
+    monkeypatch.setattr(local_transport, "MAX_COMMAND_OUTPUT", 1 << 20)
+    monkeypatch.setattr(channel, "MAX_COMMAND_OUTPUT", 1 << 20)
+
+    for stream in ("", ">&2"):
+        with pytest.raises(SiteError, match="more than 1048576 bytes") as caught:
+            remote.transport.run(f"yes hostile {stream}", timeout=60)
+        assert not caught.value.transient
+    # Under the cap, everything arrives; the transport is still usable.
+    assert len(remote.transport.run("head -c 1000000 /dev/zero", timeout=60).stdout) == 1_000_000
+
+
 HOSTILE_VALUES = (
     "it's",
     '"double" and \\backslash',
