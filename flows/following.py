@@ -91,6 +91,10 @@ def _take_changes(
                 JobState.NODE_FAIL,
                 reason="the scheduler no longer knows this job",
             )
+        if status.state is JobState.PENDING and status.never_starts and ctx is not None:
+            # Waiting would be for ever: end it now, saying what to change.
+            cancel_live(ctx, [job])
+            status = JobStatus(status.job_id, JobState.FAILED, reason=status.never_starts)
         if ctx is not None:
             status = _with_gpu_estimate(ctx, job, status)
         fields = status_fields(job, status)

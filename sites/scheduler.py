@@ -95,6 +95,9 @@ class JobStatus:
     gpu_hours: float = 0.0
     node: str | None = None
     reason: str | None = None  # the scheduler's own state / reason text
+    # Set on a PENDING job that the scheduler will never start as submitted (it is over a
+    # per-job limit): why, for the user. The job is still queued until cancelled.
+    never_starts: str | None = None
 
     @property
     def array_index(self) -> int | None:

@@ -1,6 +1,13 @@
-"""Reading an sbatch refusal for a job submit limit: the user already has as many jobs
-queued as a QOS or association allows. Pure; `scheduler_error` turns it into
-`SubmitLimitReached`, which `flows.submission` waits out instead of failing the job.
+"""Reading SLURM's limits where it names them. Pure.
+
+- An sbatch refusal for a job submit limit: the user already has as many jobs queued
+  as a QOS or association allows. `scheduler_error` turns it into `SubmitLimitReached`,
+  which `flows.submission` waits out instead of failing the job.
+- A pending job's Reason that means it will never start as submitted (`never_starts`):
+  its request is over a per-job maximum. Without the QOS flag `DenyOnLimit`, sbatch
+  accepts such a job and it stays PENDING for ever (slurm.schedmd.com/
+  job_reason_codes.html: "QOSMax* — a portion of the job request exceeds a maximum
+  limit (e.g., PerJob, PerNode) for the requested QOS").
 """
 
 from __future__ import annotations
@@ -35,3 +42,32 @@ def submit_limit(output: str) -> str | None:
     if names:
         return next((n for n in names if n in SUBMIT_LIMITS), None)
     return _SUBMIT_LIMIT_TEXT if _SUBMIT_LIMIT_TEXT in output.lower() else None
+
+
+# Reasons of a pending job that only a change of the job's request (or of the site's
+# limits, by its admins) can end. Aggregate limits (QOSGrp*, AssocGrp*, MaxJobsPerUser,
+# ...) pass when other jobs end, and PartitionNodeLimit also stands for DOWN nodes: none
+# of those is here.
+_PER_JOB_LIMIT = re.compile(r"^(?:QOS|Assoc)Max\w*PerJob(?:Limit)?$")
+_NEVER_STARTS = {
+    "PartitionTimeLimit": "its time limit is over the partition's MaxTime",
+    "InvalidQOS": "its QOS is not valid for this account or partition",
+    "InvalidAccount": "its account is not valid",
+    "BadConstraints": "no node can satisfy its constraints",
+}
+
+
+def never_starts(reason: str) -> str | None:
+    """Why SLURM will never start a job PENDING for `reason` (squeue's or sacct's
+    Reason; a "PENDING (Reason)" text is read too), or None when it may still start."""
+    match = re.search(r"\((\w+)\)\s*$", reason)
+    code = match.group(1) if match else reason.strip()
+    if code in _NEVER_STARTS:
+        return f"SLURM will never start it as submitted ({code}): {_NEVER_STARTS[code]}"
+    if _PER_JOB_LIMIT.match(code):
+        what = "QOS's" if code.startswith("QOS") else "association's"
+        return (
+            f"SLURM will never start it as submitted ({code}): its request is over the "
+            f"{what} per-job limit; ask for less (resources.time, nodes, gpus) or another qos"
+        )
+    return None

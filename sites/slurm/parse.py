@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from registry.states import JobState
 from sites.scheduler import JobStatus
+from sites.slurm.limits import never_starts
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,7 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
                 gpu_hours=gpu_hours,
                 node=_node(nodes),
                 reason=_reason(state_text, state, reason),
+                never_starts=never_starts(reason) if state is JobState.PENDING else None,
             )
     return _with_oom_steps(result, oom_steps)
 
@@ -397,6 +399,7 @@ def parse_squeue(stdout: str, delimiter: str = "|") -> dict[str, JobStatus]:
                 gpu_hours=gpu_hours,
                 node=_node(nodes),
                 reason=_reason(state_text, state, reason),
+                never_starts=never_starts(reason) if state is JobState.PENDING else None,
             )
     return result
 

@@ -247,3 +247,30 @@ def test_an_array_larger_than_the_submit_limit_fails_instead_of_waiting_forever(
     [wide] = store.stages(run_id.run_id)
     assert "alone is more than the limit allows" in (wide.reason or ""), wide.reason
     assert all(j.scheduler_id is None for j in store.jobs(run_id.run_id))  # nothing queued
+
+
+@pytest.mark.timeout(120)
+def test_a_stage_over_the_qos_max_wall_fails_at_once_saying_why_instead_of_pending_for_ever(
+    engine: tuple[Store, EngineConfig], slurm_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # The site document does not list the QOS's MaxWall, so placement cannot know; SLURM
+    # accepts the job and would leave it PENDING (QOSMaxWallDurationPerJobLimit) for ever.
+    store, config = engine
+    stage = {
+        "name": "long",
+        "site": "site-a",
+        "resources": {"qos": LIMITED, "time": "00:10:00"},
+        "script": "true",
+    }
+    document = {"name": "long", "experiment": "tests", "stages": [stage]}
+    run_id = launch(store, write_yaml(tmp_path / "spec" / "run.yaml", document), "cuni").run.run_id
+    run = execute_run(config, run_id)
+
+    assert run.state is RunState.FAILED
+    [long] = store.stages(run_id)
+    assert "QOSMaxWallDurationPerJobLimit" in (long.reason or ""), long.reason
+    assert "ask for less" in (long.reason or "")
+    [job] = store.jobs(run_id)
+    assert job.state is JobState.FAILED and job.scheduler_id
+    # Nothing is left in the queue: the job was cancelled, not abandoned.
+    wait_until(lambda: queued(slurm_sandbox, [job.scheduler_id or ""]) == [], timeout=15)

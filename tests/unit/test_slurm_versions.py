@@ -16,7 +16,7 @@ from registry.runspec import Stage
 from registry.site import Site
 from registry.states import JobState
 from sites.errors import SubmitLimitReached
-from sites.slurm.limits import submit_limit
+from sites.slurm.limits import never_starts, submit_limit
 from sites.slurm.parse import expand_task_ids, parse_sacct, parse_squeue
 from sites.slurm.scheduler import scheduler_error
 from sites.transport import CommandResult
@@ -233,3 +233,48 @@ def test_run_show_names_the_raw_state_of_a_live_job() -> None:
     console = Console(width=200, record=True)
     console.print(progress_table(run, [stage], [job]))
     assert "REQUEUED_CRON" in console.export_text()
+
+
+def test_a_job_pending_over_a_per_job_limit_never_starts_and_says_what_to_change() -> None:
+    [status] = parse_squeue(read("recorded/squeue_qos_max_wall.stdout")).values()
+
+    assert status.state is JobState.PENDING
+    assert status.never_starts is not None
+    assert "QOSMaxWallDurationPerJobLimit" in status.never_starts
+    assert "resources.time" in status.never_starts
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "QOSMaxWallDurationPerJobLimit",
+        "AssocMaxNodesPerJobLimit",
+        "QOSMaxGRESPerJob",
+        "PartitionTimeLimit",
+        "InvalidQOS",
+        "PENDING (BadConstraints)",
+    ],
+)
+def test_reasons_that_never_pass(reason: str) -> None:
+    assert never_starts(reason) is not None
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        # Aggregate limits and busy machines pass when other jobs end.
+        "Resources",
+        "Priority",
+        "QOSMaxJobsPerUserLimit",
+        "QOSGrpGRES",
+        "AssocGrpCPUMinutesLimit",
+        "QOSMaxSubmitJobPerUserLimit",
+        "Dependency",
+        # Also stands for nodes that are DOWN or DRAINED for a while.
+        "PartitionNodeLimit",
+        "ReqNodeNotAvail, Reserved for maintenance",
+        "",
+    ],
+)
+def test_reasons_that_may_still_pass(reason: str) -> None:
+    assert never_starts(reason) is None
