@@ -55,8 +55,17 @@ def zombie_pid() -> Iterator[int]:
 
 
 def test_this_process_on_this_host_with_a_fresh_heartbeat_is_alive() -> None:
-    assert orchestrator_id() == f"{HERE}:{os.getpid()}"
+    assert orchestrator_id().startswith(f"{HERE}:{os.getpid()}:")
     assert orchestrator_alive(run(orchestrator_id(), now()))
+    # An id recorded before start times were: the pid alone decides.
+    assert orchestrator_alive(run(f"{HERE}:{os.getpid()}", now()))
+
+
+def test_a_live_pid_that_started_at_another_time_is_another_process() -> None:
+    # The kernel reuses pids: the orchestrator that recorded this id has gone, and the
+    # pid now belongs to someone else (here: this test's own process).
+    _, pid, start = orchestrator_id().split(":")
+    assert not orchestrator_alive(run(f"{HERE}:{pid}:{int(start) + 1}", now()))
 
 
 def test_no_orchestrator_or_no_heartbeat_is_not_alive() -> None:
