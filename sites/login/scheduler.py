@@ -78,6 +78,11 @@ class LoginScheduler:
         return render_login_script(request, self.environment)
 
     def submit(self, request: JobRequest) -> str:
+        if request.after_ok or request.link_inputs:
+            # Nothing on a login node would wait for them: the caller waits instead.
+            raise SchedulerError(
+                self.site, f"job {request.name!r}: a login-node task takes no afterok dependencies"
+            )
         try:
             script = self.render(request)
             wrapper = render_wrapper(
