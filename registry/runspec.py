@@ -264,9 +264,18 @@ class Stage(StrictModel):
         resources to ask for, and no array or launcher to fan it out."""
         if self.where != "login":
             return self
-        given = self.resources.model_fields_set
-        refused = [f"resources.{f}" for f in LOGIN_REFUSED_RESOURCES if f in given]
-        refused += [f for f in LOGIN_REFUSED_STAGE_FIELDS if f in self.model_fields_set]
+        # Compared with the defaults, not "given": a stored spec is dumped in full.
+        defaults = Resources()
+        refused = [
+            f"resources.{f}"
+            for f in LOGIN_REFUSED_RESOURCES
+            if getattr(self.resources, f) != getattr(defaults, f)
+        ]
+        refused += [
+            f
+            for f in LOGIN_REFUSED_STAGE_FIELDS
+            if getattr(self, f) != Stage.model_fields[f].get_default(call_default_factory=True)
+        ]
         if refused:
             raise ValueError(
                 f"where: login runs one process on the login node and takes no "

@@ -211,9 +211,10 @@ def status_command(root: str, job_ids: Sequence[str]) -> str:
         '[ -r "$id/state" ] || continue; '
         "r=$(sed -n 's/^runner=//p' \"$id/state\"); a=0; "
         # Alive: that pid is no zombie and still runs this very task's wrapper.
-        'case "$r" in \'\'|*[!0-9]*) ;; *) c=$(ps -o stat= -o args= -p "$r" 2>/dev/null); '
+        'case "$r" in \'\'|*[!0-9]*) ;; *) c=$(ps -ww -o stat= -o args= -p "$r" 2>/dev/null); '
         'case "$c" in Z*) ;; *"$PWD/$id") a=1;; esac;; esac; '
-        'printf \'alive=%s\\nname=\' "$a"; head -n 1 "$id/name" 2>/dev/null || echo; '
+        'printf \'alive=%s\\nchecked=%s\\nname=\' "$a" "$r"; '
+        'head -n 1 "$id/name" 2>/dev/null || echo; '
         'cat "$id/state"; '
         "done; "
         f"printf '{_TRAILER}\\nhere=%s\\nnow=%s\\n' \"$(hostname 2>/dev/null || uname -n)\" "
@@ -260,7 +261,7 @@ class LoginState:
     host: str | None = None
     reason: str | None = None
     runner_alive: bool = False
-    has_runner: bool = False
+    has_runner: bool = False  # the recorded wrapper's liveness was checked
 
 
 def _epoch(value: str | None, field: str) -> datetime | None:
@@ -285,6 +286,9 @@ def _record(job_id: str, fields: dict[str, str]) -> LoginState:
     if state is None:
         raise BadLoginOutput(f"task {job_id}: unknown state {raw_state[:40]!r}")
     runner = fields.get("runner", "")
+    # The state may have been replaced between the liveness check and its reading (the
+    # wrapper's first write): liveness counts only for the runner that was checked.
+    checked = bool(runner.isdigit() and fields.get("checked") == runner)
     return LoginState(
         job_id=job_id,
         state=state,
@@ -296,7 +300,7 @@ def _record(job_id: str, fields: dict[str, str]) -> LoginState:
         host=fields.get("host") or None,
         reason=fields.get("reason") or None,
         runner_alive=fields.get("alive") == "1",
-        has_runner=runner.isdigit(),
+        has_runner=checked,
     )
 
 

@@ -63,7 +63,8 @@ def test_a_stage_runs_as_a_batch_job_unless_it_says_login() -> None:
         ({"resources": {"nodes": 2, "time": "00:01:00"}}, "resources.nodes"),
         ({"resources": {"qos": "debug"}}, "resources.qos"),
         ({"resources": {"partition": "cpu"}}, "resources.partition"),
-        ({"resources": {"cpus": 1}}, "resources.cpus"),  # even the default: it means nothing
+        ({"resources": {"cpus": 2}}, "resources.cpus"),
+        ({"resources": {"mem": "all"}}, "resources.mem"),
         ({"array": {"language": ["fi", "cs"]}}, "array"),
         ({"launcher": "srun"}, "launcher"),
     ],
@@ -75,6 +76,12 @@ def test_a_login_stage_refuses_batch_resources_naming_the_field(
         Stage.model_validate(login_stage(**fields))
     message = str(caught.value)
     assert f"takes no {named}" in message and "only resources.time" in message
+
+
+def test_a_stored_login_stage_reads_back() -> None:
+    spec = RunSpec.model_validate({"name": "r", "stages": [login_stage()]})
+    again = RunSpec.model_validate(spec.model_dump())  # the store keeps every field
+    assert again.stage("download").where == "login"
 
 
 def test_where_takes_batch_or_login() -> None:
@@ -217,6 +224,7 @@ def test_find_by_name_matches_whole_lines_of_a_quoted_name() -> None:
 
 STATUS = """@@ L1
 alive=0
+checked=4241
 name=hpcfleet-abcd-download-1
 state=COMPLETED
 exit=0
@@ -228,6 +236,7 @@ runner=4241
 reason=
 @@ L2
 alive=1
+checked=4300
 name=hpcfleet-abcd-second-1
 state=PENDING
 exit=
@@ -262,6 +271,16 @@ def test_parse_status_reads_asked_tasks_and_the_login_node() -> None:
     assert (done.ended - done.started).total_seconds() == 60  # type: ignore[operator]
     assert tasks["L2"].reason == "waiting for a login slot" and tasks["L2"].runner_alive
     assert here == "login1" and now == datetime.fromtimestamp(1764633700, UTC)
+
+
+def test_liveness_counts_only_for_the_wrapper_that_was_checked() -> None:
+    # The wrapper's first write landed between the check (no runner yet) and the read.
+    text = "@@ L1\nalive=0\nchecked=\nstate=PENDING\nrunner=77\nhost=login1\n"
+    tasks, _, _ = parse_status(text, ["L1"])
+    assert settle(tasks["L1"], "login1", NOW) == (JobState.PENDING, None)
+    text = text.replace("checked=\n", "checked=77\n")
+    tasks, _, _ = parse_status(text, ["L1"])
+    assert settle(tasks["L1"], "login1", NOW)[0] is JobState.NODE_FAIL
 
 
 @pytest.mark.parametrize("line", ["state=RUNNING; rm", "state=", "started=yesterday", "exit=-1"])
