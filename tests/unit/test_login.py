@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flows.chains import chainable_stages
 from flows.jobs import build_request
 from flows.layout import StageLayout
-from flows.planning import StagePlan
+from flows.planning import StagePlan, fit
 from registry.runspec import RunSpec, Stage
 from registry.site import Environment, Site
 from registry.states import JobState
@@ -393,3 +393,19 @@ def test_one_id_space_when_both_share_their_files() -> None:
 def test_job_ids_sort_in_submission_order_per_kind() -> None:
     assert sorted(["L10", "L9", "L2"], key=job_id_order) == ["L2", "L9", "L10"]
     assert max(["99", "100"], key=job_id_order) == "100"
+
+
+def test_a_login_stage_fits_a_site_whatever_its_partitions_allow() -> None:
+    site = Site.model_validate(
+        {
+            "name": "s",
+            "partner": "p",
+            "scheduler": "slurm",
+            "slurm": {"partitions": [{"name": "cpu", "default": True, "max_time": "00:30:00"}]},
+        }
+    )
+    long = Stage.model_validate(login_stage(resources={"time": "02:00:00"}))
+    assert fit(long, site) == (None, None)  # no partition: the login node
+    two_hours = {"resources": {"time": "02:00:00"}}
+    batch = Stage.model_validate({"name": "b", "site": "s", "command": ["true"], **two_hours})
+    assert fit(batch, site)[0] is None and fit(batch, site)[1]  # refused, with a reason
