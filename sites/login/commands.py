@@ -165,6 +165,8 @@ def submit_command(
     jobs = q(root + "/jobs")
     return (
         f"umask {q(umask)} || exit 1; "
+        "for tool in setsid flock; do command -v $tool >/dev/null 2>&1 || "
+        '{ echo "$tool not found on the login node (util-linux)" >&2; exit 1; }; done; '
         f"mkdir -p -- {jobs} {q(root + '/slots')} {q(log_dir)} {q(workdir)} || exit 1; "
         f"cd -- {jobs} || exit 1; "
         "n=$(cat ../next 2>/dev/null); case $n in ''|*[!0-9]*) n=0;; esac; n=$((n + 1)); "

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -409,3 +410,15 @@ def test_a_login_stage_fits_a_site_whatever_its_partitions_allow() -> None:
     two_hours = {"resources": {"time": "02:00:00"}}
     batch = Stage.model_validate({"name": "b", "site": "s", "command": ["true"], **two_hours})
     assert fit(batch, site)[0] is None and fit(batch, site)[1]  # refused, with a reason
+
+
+def test_submitting_without_setsid_or_flock_says_what_is_missing(tmp_path: Path) -> None:
+    command = submit_command(
+        root=str(tmp_path / "r"), name="n", wrapper="", log_dir="/l", workdir="/w", umask="077"
+    )
+    done = subprocess.run(
+        ["/bin/bash", "-c", command], env={"PATH": str(tmp_path)}, capture_output=True, text=True
+    )
+    with pytest.raises(BadLoginOutput, match="setsid not found on the login node"):
+        parse_submit(done.returncode, done.stdout, done.stderr)
+    assert not (tmp_path / "r").exists()  # nothing was made
