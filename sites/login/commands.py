@@ -211,12 +211,16 @@ def status_command(root: str, job_ids: Sequence[str]) -> str:
         f"for id in {ids}; do "
         f"printf '{_RECORD}%s\\n' \"$id\"; "
         '[ -r "$id/state" ] || continue; '
-        "r=$(sed -n 's/^runner=//p' \"$id/state\"); a=0; "
+        # Shell builtins where it is cheap: one poll may cover many tasks.
+        "st=; r=; n=; a=0; "
+        'while IFS== read -r k v; do case $k in state) st=$v;; runner) r=$v;; esac; '
+        'done <"$id/state"; '
         # Alive: that pid is no zombie and still runs this very task's wrapper.
-        'case "$r" in \'\'|*[!0-9]*) ;; *) c=$(ps -ww -o stat= -o args= -p "$r" 2>/dev/null); '
-        'case "$c" in Z*) ;; *"$PWD/$id") a=1;; esac;; esac; '
-        'printf \'alive=%s\\nchecked=%s\\nname=\' "$a" "$r"; '
-        'head -n 1 "$id/name" 2>/dev/null || echo; '
+        'case "$st:$r" in PENDING:*[0-9]|RUNNING:*[0-9]) '
+        'case "$r" in *[!0-9]*) ;; *) c=$(ps -ww -o stat= -o args= -p "$r" 2>/dev/null); '
+        'case "$c" in Z*) ;; *"$PWD/$id") a=1;; esac;; esac;; esac; '
+        'read -r n <"$id/name" 2>/dev/null; '
+        'printf \'alive=%s\\nchecked=%s\\nname=%s\\n\' "$a" "$r" "$n"; '
         'cat "$id/state"; '
         "done; "
         f"printf '{_TRAILER}\\nhere=%s\\nnow=%s\\n' \"$(hostname 2>/dev/null || uname -n)\" "

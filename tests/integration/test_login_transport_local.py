@@ -4,6 +4,8 @@ lets two tasks run at once while a third waits."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -49,3 +51,21 @@ def test_hostile_paths_stay_paths_and_two_slots_run_two_tasks(tmp_path: Path) ->
     assert start[third] >= min(end[first], end[second])  # never three
     assert not list(tmp_path.rglob("canary*")) and not Path("canary").exists()
     assert (base / "logs" / "task-0" / "0.out").exists()
+
+
+def test_a_task_whose_wrapper_was_killed_is_a_node_failure(tmp_path: Path) -> None:
+    scheduler = LoginScheduler("here", LocalTransport("here"), str(tmp_path / "site"))
+    job_id = scheduler.submit(request(tmp_path, "doomed", "sleep 60"))
+    state_file = tmp_path / "site" / ".hpcfleet-login" / "jobs" / job_id / "state"
+    fields: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while fields.get("state") != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fields = dict(line.split("=", 1) for line in state_file.read_text().splitlines())
+    assert scheduler.status([job_id])[job_id].state is JobState.RUNNING
+    try:
+        os.kill(int(fields["runner"]), signal.SIGKILL)
+        status = settle(scheduler, [job_id], until=10)[job_id]
+        assert (status.state, status.reason) == (JobState.NODE_FAIL, "login runner vanished")
+    finally:
+        os.killpg(int(fields["pgid"]), signal.SIGKILL)  # nothing supervises it any more
