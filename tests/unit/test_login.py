@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.chains import chainable_stages
+from flows.dry_run import DryRun, PlannedJob, format_dry_run
 from flows.jobs import build_request
 from flows.layout import StageLayout
 from flows.planning import StagePlan, fit
@@ -422,3 +424,11 @@ def test_submitting_without_setsid_or_flock_says_what_is_missing(tmp_path: Path)
     with pytest.raises(BadLoginOutput, match="setsid not found on the login node"):
         parse_submit(done.returncode, done.stdout, done.stderr)
     assert not (tmp_path / "r").exists()  # nothing was made
+
+
+def test_dry_run_shows_a_login_stage_as_a_login_node_script() -> None:
+    job = PlannedJob("download", "lumi", None, None, "named in the spec: lumi", "#!/bin/bash\n")
+    text = format_dry_run(DryRun([replace(job, login=True)], []), Path("run.yaml"))
+    assert "== stage download: site lumi\n" in text
+    assert "--- login-node script (lumi) ---" in text and "batch script" not in text
+    assert "--- batch script (lumi) ---" in format_dry_run(DryRun([job], []), Path("run.yaml"))
