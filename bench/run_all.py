@@ -33,6 +33,7 @@ SECTIONS = (
     "bench_documents",
     "bench_launcher",
     "bench_cli",
+    "bench_login",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
 TIMEOUT = 600.0

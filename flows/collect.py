@@ -31,6 +31,7 @@ from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
 from registry.states import JobState
 from sites.errors import SiteError
+from sites.login.commands import is_login_job_id
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,11 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     tags = ctx.base_tags(job.stage, job.site, job.attempt)
     tags["hpcfleet.job_id"] = job.scheduler_id or ""
     tags["hpcfleet.state"] = job.state.value
-    if ctx.sites[job.site].scheduler == "slurm" and job.scheduler_id:
+    if (
+        ctx.sites[job.site].scheduler == "slurm"
+        and job.scheduler_id
+        and not is_login_job_id(job.scheduler_id)
+    ):
         tags["slurm.job_id"] = job.scheduler_id
     if job.array_value is not None:
         tags[ARRAY_VALUE_TAG] = job.array_value

@@ -37,6 +37,7 @@ class PlannedJob:
     qos: str | None
     why: str
     script: str
+    login: bool = False  # a `where: login` stage: a task on the login node, not a job
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,11 @@ def dry_run(
                     stage=name,
                     site=site_name,
                     partition=request.resources.partition,
-                    qos=request.resources.qos or (site.slurm.qos if site.slurm else None),
+                    qos=request.resources.qos
+                    or (site.slurm.qos if site.slurm and request.where == "batch" else None),
                     why=plan.explanation,
                     script=render(site, request, sites_root),
+                    login=request.where == "login",
                 )
             )
     return DryRun(jobs, checked.warnings)
@@ -120,5 +123,6 @@ def format_dry_run(result: DryRun, spec_path: Path) -> str:
         if job.qos:
             where.append(f"QOS {job.qos}")
         lines += ["", f"== stage {job.stage}: {', '.join(where)}", f"why: {job.why}"]
-        lines += [f"--- batch script ({job.site}) ---", job.script.rstrip("\n"), "---"]
+        kind = "login-node script" if job.login else "batch script"
+        lines += [f"--- {kind} ({job.site}) ---", job.script.rstrip("\n"), "---"]
     return "\n".join(lines) + "\n"

@@ -60,12 +60,15 @@ def build_request(
         exclude_nodes=tuple(exclude_nodes),
         launcher=stage.launcher or "auto",
         container=stage.container,
+        where=stage.where,
     )
 
 
 def job_resources(stage: Stage, site: Site, partition: str | None, qos: str | None) -> JobResources:
     """What the job asks the scheduler for; `qos` is the planned one (None: the stage's)."""
     given = stage.resources
+    if stage.where == "login":
+        return JobResources(time_seconds=given.time)  # a login node has no partitions
     throttles = [t for t in (stage.array_parallelism, site.policy.max_running_tasks) if t]
     return JobResources(
         nodes=given.nodes,

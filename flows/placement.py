@@ -37,6 +37,8 @@ class _Need:
 
 def place(stage: Stage, site: Site) -> tuple[Placement | None, str]:
     """(where `stage` goes on `site`, "") or (None, why it fits nowhere there)."""
+    if stage.where == "login":
+        return Placement(None, None, "on the login node"), ""  # no partition, no QOS
     requirement = stage.site.require
     need = _Need(
         nodes=stage.resources.nodes,

@@ -194,7 +194,7 @@ def _explain(
     parts = []
     for site, placement in fitting:
         probe = probes.get(site.name)
-        notes = [placement.why] if placement.partition else []
+        notes = [placement.why] if placement.partition or stage.where == "login" else []
         if probe is not None and probe.queue_depth is not None:
             notes.append(f"queue {probe.queue_depth}")
         if site.allocation is not None:

@@ -32,7 +32,7 @@ from registry.store import now
 from sites import remote
 from sites.driver import SiteDriver
 from sites.errors import CredentialsExpired, SchedulerError, SiteError, SubmitLimitReached
-from sites.scheduler import JobRequest
+from sites.scheduler import JobRequest, job_id_order
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _submit_with_retries(driver: SiteDriver, request: JobRequest) -> str:
         except SiteError:
             continue
         if found:  # the newest: a refused submission can leave a FAILED record by the name
-            return max((s.job_id.split("_")[0] for s in found), key=int)
+            return max((s.job_id.split("_")[0] for s in found), key=job_id_order)
     raise AssertionError("unreachable")
 
 
@@ -298,7 +298,7 @@ def _adopt(
 ) -> list[JobRecord]:
     """Give the SUBMITTING jobs of one site the ids the scheduler knows them by."""
     found = ctx.driver(site).scheduler.find_by_name(job_name(ctx.run_id, name, attempt))
-    ids = sorted({s.job_id.split("_")[0] for s in found}, key=int)
+    ids = sorted({s.job_id.split("_")[0] for s in found}, key=job_id_order)
     if not ids:
         log.info("stage %s: attempt %d on %s was never submitted; submitting", name, attempt, site)
         tasks = [PlannedTask.of_job(j) for j in unknown]

@@ -161,6 +161,11 @@ class Resources(StrictModel):
         return value
 
 
+# What a `where: login` stage may not set (only `resources.time` applies on a login node).
+LOGIN_REFUSED_RESOURCES = tuple(f for f in Resources.model_fields if f != "time")
+LOGIN_REFUSED_STAGE_FIELDS = ("array", "exclude", "array_parallelism", "launcher")
+
+
 class Stage(StrictModel):
     name: Identifier
     kind: StageKind = "other"
@@ -183,6 +188,8 @@ class Stage(StrictModel):
     # Unset: srun when nodes > 1 or tasks_per_node > 1 (sites.launcher).
     launcher: Literal["srun", "none"] | None = None
     container: str | None = None  # unset: the site's; "none": no container; else an image
+    # `login`: on the site's login node, for downloads (sites.login); `batch`: a job.
+    where: Literal["batch", "login"] = "batch"
 
     @field_validator("container")
     @classmethod
@@ -249,6 +256,31 @@ class Stage(StrictModel):
     def _command_or_script(self) -> Self:
         if (self.command is None) == (self.script is None):
             raise ValueError("give exactly one of 'command' (a list) or 'script' (bash)")
+        return self
+
+    @model_validator(mode="after")
+    def _login_stage_fields(self) -> Self:
+        """A login-node stage is one process under a time limit: it has no SLURM
+        resources to ask for, and no array or launcher to fan it out."""
+        if self.where != "login":
+            return self
+        # Compared with the defaults, not "given": a stored spec is dumped in full.
+        defaults = Resources()
+        refused = [
+            f"resources.{f}"
+            for f in LOGIN_REFUSED_RESOURCES
+            if getattr(self.resources, f) != getattr(defaults, f)
+        ]
+        refused += [
+            f
+            for f in LOGIN_REFUSED_STAGE_FIELDS
+            if getattr(self, f) != Stage.model_fields[f].get_default(call_default_factory=True)
+        ]
+        if refused:
+            raise ValueError(
+                f"where: login runs one process on the login node and takes no "
+                f"{', '.join(refused)} (only resources.time, its time limit)"
+            )
         return self
 
     @model_validator(mode="after")

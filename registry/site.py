@@ -27,6 +27,7 @@ from registry.env_secrets import check_env
 ALL_PARTNERS = "*"
 MAX_GPUS_PER_NODE = 64
 MAX_QUEUED_JOBS = 100_000
+MAX_LOGIN_TASKS = 8
 MAX_GPU_HOURS = 1e12
 MIN_POLL_SECONDS = 0.1  # local sites; a SLURM login node is polled at most once a second
 MIN_SLURM_POLL_SECONDS = 1.0
@@ -276,6 +277,9 @@ def _poll_interval(seconds: float) -> float:
 class Policy(StrictModel):
     max_queued_jobs: Annotated[int, Field(ge=1, le=MAX_QUEUED_JOBS)] = 200
     max_running_tasks: Annotated[int, Field(ge=1)] | None = None  # per array: --array=…%N
+    # `where: login` stages running at once on the login node (others wait): a shared
+    # machine, so a small number.
+    login_tasks: Annotated[int, Field(ge=1, le=MAX_LOGIN_TASKS)] = 1
     # None: 30 s for SLURM sites (be gentle with a shared login node), 0.5 s for local ones.
     min_poll_interval: Annotated[Duration, AfterValidator(_poll_interval)] | None = None
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from registry.owner_only import private_dir
 from registry.site import Site
 from sites.errors import SiteError
+from sites.routing import WhereScheduler
 from sites.scheduler import JobRequest, Scheduler
 from sites.transport import Transport
 
@@ -33,6 +34,13 @@ class SiteDriver:
     @property
     def name(self) -> str:
         return self.site.name
+
+    @property
+    def batch_scheduler(self) -> Scheduler:
+        """The site's own scheduler (SLURM's, or the local one), without login tasks."""
+        if isinstance(self.scheduler, WhereScheduler):
+            return self.scheduler.batch
+        return self.scheduler
 
     @property
     def is_local_machine(self) -> bool:
@@ -65,22 +73,29 @@ def remote_workdir(site: Site, transport: Transport) -> str:
     return f"{result.stdout.rstrip('/')}/{relative}"
 
 
-def local_scheduler(site: Site, workdir: str) -> LocalScheduler:
-    """The scheduler of a `scheduler: local` site whose work dir is `workdir`."""
+def local_scheduler(site: Site, workdir: str, *, login: bool = False) -> LocalScheduler:
+    """The scheduler of a `scheduler: local` site whose work dir is `workdir`; with
+    `login`, the one of its `where: login` stages: a local job, online."""
     from sites.local.scheduler import LocalScheduler
+    from sites.login.scheduler import login_environment
 
     slots = site.local.slots if site.local else 2
-    return LocalScheduler(site.name, Path(workdir), slots, environment=site.environment)
+    environment = login_environment(site.environment) if login else site.environment
+    return LocalScheduler(site.name, Path(workdir), slots, environment=environment)
 
 
 def render_job_script(site: Site, request: JobRequest, workdir: str) -> str:
     """The script `site`'s scheduler would submit for `request` (pure: no connection),
     for `run launch --dry-run` and provenance crates."""
+    if request.where == "login" and site.slurm is not None:
+        from sites.login.scheduler import render_login_script
+
+        return render_login_script(request, site.environment)
     if site.slurm is not None:
         from sites.slurm.script import render_sbatch
 
         return render_sbatch(request, site.slurm, site.environment)
-    return local_scheduler(site, workdir).render(request)
+    return local_scheduler(site, workdir, login=request.where == "login").render(request)
 
 
 def open_driver(site: Site, default_root: Path) -> SiteDriver:
@@ -89,9 +104,16 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
         from sites.local.transport import LocalTransport
 
         workdir = local_workdir(site, default_root)
-        scheduler = local_scheduler(site, workdir)
+        # Both keep their jobs under the same root: one id space, one set of slots.
+        scheduler = WhereScheduler(
+            local_scheduler(site, workdir),
+            local_scheduler(site, workdir, login=True),
+            is_login_id=None,
+        )
         return SiteDriver(site, LocalTransport(site.name), scheduler, workdir)
 
+    from sites.login.commands import is_login_job_id
+    from sites.login.scheduler import LoginScheduler
     from sites.slurm.scheduler import SlurmScheduler
 
     transport: Transport
@@ -107,7 +129,15 @@ def open_driver(site: Site, default_root: Path) -> SiteDriver:
         workdir = remote_workdir(site, transport)
     assert site.slurm is not None  # the Site model guarantees it for scheduler 'slurm'
     slurm_scheduler = SlurmScheduler(site.name, transport, site.slurm, site.environment)
-    return SiteDriver(site, transport, slurm_scheduler, workdir)
+    login_scheduler = LoginScheduler(
+        site.name,
+        transport,  # the same connection: a login task costs no new login
+        workdir,
+        slots=site.policy.login_tasks,
+        environment=site.environment,
+    )
+    scheduler = WhereScheduler(slurm_scheduler, login_scheduler, is_login_id=is_login_job_id)
+    return SiteDriver(site, transport, scheduler, workdir)
 
 
 class DriverPool:

@@ -120,7 +120,7 @@ def _workdir_checks(driver: SiteDriver) -> list[Check]:
 def _slurm_checks(driver: SiteDriver) -> list[Check]:
     from sites.slurm.scheduler import SlurmScheduler
 
-    scheduler = driver.scheduler
+    scheduler = driver.batch_scheduler
     assert isinstance(scheduler, SlurmScheduler)
     settings = scheduler.slurm
     versions = scheduler.versions()

@@ -65,6 +65,8 @@ class JobRequest:
     # How tasks fan out (sites.launcher): "auto" = srun when more than one task.
     launcher: Literal["auto", "srun", "none"] = "auto"
     container: str | None = None  # None: the site's; "none": no container; else an image
+    # "login": a process on the site's login node (sites.login), not a batch job.
+    where: Literal["batch", "login"] = "batch"
 
     @property
     def is_array(self) -> bool:
@@ -103,6 +105,14 @@ class JobStatus:
     def array_index(self) -> int | None:
         _, sep, index = self.job_id.partition("_")
         return int(index) if sep and index.isdigit() else None
+
+
+def job_id_order(job_id: str) -> tuple[str, int]:
+    """Sort key of base job ids of one site: SLURM's "123" and the login node's "L7"
+    (sites.login) each in the order they were submitted."""
+    prefix = job_id.rstrip("0123456789")
+    digits = job_id[len(prefix) :]
+    return prefix, int(digits) if digits else -1
 
 
 class Scheduler(Protocol):
