@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # the context imports the store; chains are pure
 
 def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
     """Stages that can be submitted with `afterok` right behind the stages they need:
-    they and all their needs run on one and the same single site."""
+    they and all their needs run on one and the same single site, and no need runs in
+    segments (`chain: N`: its last queued segment is dropped when an earlier one
+    completes, which would cancel a job queued behind it)."""
     chained = set()
     for stage in spec.stages:
         sites = plans[stage.name].sites
@@ -28,6 +30,7 @@ def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
             stage.needs
             and len(sites) == 1
             and all(plans[need].sites == sites for need in stage.needs)
+            and not any(spec.stage(need).chain for need in stage.needs)
         ):
             chained.add(stage.name)
     return chained

@@ -58,6 +58,9 @@ class JobRequest:
     resources: JobResources = field(default_factory=JobResources)
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
+    # Job ids that must have ended, however (the segment before, in a chain: TIMEOUT
+    # is how it usually ends).
+    after_any: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     # (outputs of a needed stage, its input dir): made a tree of hard links when the job
     # starts, for a job queued behind that stage (afterok) on the same site.
@@ -127,4 +130,9 @@ class Scheduler(Protocol):
 
     def find_by_name(self, name: str) -> list[JobStatus]:
         """Jobs (and array tasks) with this exact job name, to reattach after a crash."""
+        ...
+
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Keep the given queued jobs off `nodes` (their whole exclusion list: it
+        replaces the one given at submission). Jobs that already started keep theirs."""
         ...
