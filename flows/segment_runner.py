@@ -41,17 +41,17 @@ def submit_chain(
     avoid: dict[str, set[str]] | None = None,
 ) -> list[JobRecord]:
     """Submit the segment `attempt` and queue the follow-ups behind it, each with
-    afterany on the one before; return every segment that was queued, oldest first."""
+    afternotok on all segments before it; return every segment queued, oldest first."""
     history = ctx.store.jobs(ctx.run_id, name)
     count = follow_up_count(ctx.spec.stage(name), history)
     previous = submit_tasks(ctx, name, attempt, tasks, after_ok=after_ok, avoid=avoid)
     segments = list(previous)
     for number in range(1, count + 1):
-        behind = tuple(j.scheduler_id for j in previous if j.scheduler_id)
-        if not behind or any(j.state.is_final for j in previous):
+        if any(j.state.is_final or not j.scheduler_id for j in previous):
             break  # refused, or already over: nothing to queue behind
+        behind = tuple(j.scheduler_id or "" for j in segments)
         queued = submit_tasks(
-            ctx, name, attempt + number, tasks, after_ok=after_ok, after_any=behind, avoid=avoid
+            ctx, name, attempt + number, tasks, after_ok=after_ok, after_not_ok=behind, avoid=avoid
         )
         refused = [j for j in queued if j.state.is_final]
         if refused:
@@ -96,11 +96,14 @@ def follow_chain(ctx: RunContext, name: str, segments: list[JobRecord]) -> list[
 
 
 def drop_segments(ctx: RunContext, segments: Sequence[JobRecord], why: str) -> None:
-    """Cancel segments still queued (or just started) and record them dropped."""
-    live = [s for s in segments if not s.state.is_final]
-    for segment in live:
+    """Record the segments after the one that ended the chain dropped, and cancel those
+    still live. SLURM has usually cancelled them already (their afternotok can no
+    longer hold after a COMPLETED segment); after a FAILED one, the next may have
+    started."""
+    for segment in segments:
         if not is_dropped(segment):
             ctx.store.update_job(segment.id, reason=dropped_reason(why))
+    live = [s for s in segments if not s.state.is_final]
     cancel_live(ctx, live)
     for segment in live:
         ctx.store.update_job(segment.id, state=JobState.CANCELLED, ended=now())

@@ -2,13 +2,21 @@
 the end of each segment means, and which of them count for the stage's verdict. Pure.
 
 A long training outlives a site's wall-time limit in segments: one job runs, N more
-wait behind it (`--dependency=afterany`), each segment its own attempt of the stage.
-When the running segment hits its time limit (or is preempted, or its node fails) the
-next one, already queued, starts at once and resumes from the checkpoint; when it ends
-any other way (COMPLETED, FAILED, OUT_OF_MEMORY, CANCELLED) the segments still queued
-are dropped. A dropped segment is recorded with a reason starting with
-`DROPPED_SEGMENT` and is left out of the stage retry policy (`flows.retry`): the stage's
-verdict is that of the segment that ended the chain.
+wait behind it, each segment its own attempt of the stage. When the running segment
+hits its time limit (or is preempted, or its node fails) the next one, already queued,
+starts at once and resumes from the checkpoint; when it ends any other way (COMPLETED,
+FAILED, OUT_OF_MEMORY, CANCELLED) the segments still queued are dropped. A dropped
+segment is recorded with a reason starting with `DROPPED_SEGMENT` and is left out of
+the stage retry policy (`flows.retry`): the stage's verdict is that of the segment that
+ended the chain.
+
+Segment k waits with `--dependency=afternotok:<segments 1..k-1>`, not `afterany` on the
+one before: SLURM starts a job within a second of its dependency ending, before any
+poll can cancel it, so with afterany the segments after a COMPLETED one ran too (seen on
+the sandbox: four segments of a finished training ran one after another). afternotok
+on all segments before it never holds once one completed, and `--kill-on-invalid-dep`
+makes SLURM cancel it at once. After a FAILED segment the next one may start before
+hpcfleet cancels it (afternotok cannot tell FAILED from TIMEOUT).
 
     segment   1: TIMEOUT    2: TIMEOUT    3: COMPLETED   4: dropped
               |---limit---| |---limit---| |--done--|     (cancelled while queued)

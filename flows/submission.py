@@ -46,12 +46,13 @@ def submit_tasks(
     tasks: Sequence[PlannedTask],
     after_ok: tuple[str, ...] = (),
     avoid: dict[str, set[str]] | None = None,
-    after_any: tuple[str, ...] = (),
+    after_not_ok: tuple[str, ...] = (),
 ) -> list[JobRecord]:
     """Submit one job (array) per site; each recorded before and after the submit call.
 
     `avoid` names, per site, nodes to exclude (where earlier attempts failed);
-    `after_any`, jobs to start after (a chain's segment before, `flows.segment_runner`).
+    `after_not_ok`, jobs that must all end without completing first (a chain's earlier
+    segments, `flows.segment_runner`).
     A site that refuses the job leaves its tasks FAILED ("not submitted: ...").
     """
     ctx.store.update_stage(ctx.run_id, name, attempt=attempt)
@@ -62,7 +63,7 @@ def submit_tasks(
     for site, site_tasks in by_site.items():
         exclude = sorted((avoid or {}).get(site, ()))
         request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude)
-        request = replace(request, after_any=after_any)
+        request = replace(request, after_not_ok=after_not_ok)
         records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request))
     return records
 

@@ -178,7 +178,7 @@ class Stage(StrictModel):
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     resumable: bool = False
     max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
-    # Follow-up segments pre-queued (afterany) behind the running one (flows.segments).
+    # Follow-up segments pre-queued behind the running one (flows.segments).
     chain: Annotated[int, Field(ge=1, le=MAX_CHAIN)] | None = None
     array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
     residency: Residency | None = None  # where the outputs may live (registry.residency)

@@ -58,9 +58,9 @@ class JobRequest:
     resources: JobResources = field(default_factory=JobResources)
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
-    # Job ids that must have ended, however (the segment before, in a chain: TIMEOUT
-    # is how it usually ends).
-    after_any: tuple[str, ...] = ()
+    # Job ids that must all have ended other than COMPLETED (TIMEOUT, NODE_FAIL, ...);
+    # if one completes, this job never runs (a chain's segments, `flows.segments`).
+    after_not_ok: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     # (outputs of a needed stage, its input dir): made a tree of hard links when the job
     # starts, for a job queued behind that stage (afterok) on the same site.

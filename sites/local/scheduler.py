@@ -214,7 +214,10 @@ class LocalScheduler:
         elif not os.path.isabs(request.log_dir):
             problem = f"log_dir must be an absolute path, not {request.log_dir!r}"
         else:
-            for kind, deps in (("after_ok", request.after_ok), ("after_any", request.after_any)):
+            for kind, deps in (
+                ("after_ok", request.after_ok),
+                ("after_not_ok", request.after_not_ok),
+            ):
                 for dep in deps:
                     match = _JOB_ID.match(dep)
                     if not match or not (jobs_dir(self.state_dir) / match[1] / "job.json").exists():
@@ -278,7 +281,7 @@ class LocalScheduler:
             stdout=tuple(request.stdout_path(i) for i in range(count)),
             stderr=tuple(request.stderr_path(i) for i in range(count)),
             after_ok=tuple(request.after_ok),
-            after_any=tuple(request.after_any),
+            after_not_ok=tuple(request.after_not_ok),
             submitted=submitted,
             slots=self.slots,
             kill_grace_seconds=self.kill_grace_seconds,

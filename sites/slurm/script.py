@@ -95,10 +95,10 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
 
 
 def dependency_option(request: JobRequest) -> str:
-    """`afterok:1:2,afterany:3` (a comma: every part must hold), or "" without one."""
+    """`afterok:1:2,afternotok:3:4` (a comma: every part must hold), or "" without one."""
     parts = [
         f"{kind}:" + ":".join(ids)
-        for kind, ids in (("afterok", request.after_ok), ("afterany", request.after_any))
+        for kind, ids in (("afterok", request.after_ok), ("afternotok", request.after_not_ok))
         if ids
     ]
     return ",".join(parts)

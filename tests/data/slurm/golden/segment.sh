@@ -7,7 +7,7 @@
 #SBATCH --nodes=1
 #SBATCH --cpus-per-task=1
 #SBATCH --gres=gpu:8
-#SBATCH --dependency=afterany:4301
+#SBATCH --dependency=afternotok:4300:4301
 #SBATCH --kill-on-invalid-dep=yes
 #SBATCH --exclude=nid007
 #SBATCH --output=/scratch/p/hpcfleet/r1/train/logs/3/0.out
