@@ -140,3 +140,42 @@ def test_a_stage_after_a_chained_one_waits_for_its_end_not_behind_its_segments()
     )
     plans = {n: StagePlan(n, ("a",), {"a": None}, "named") for n in ("train", "export")}
     assert chainable_stages(spec, plans) == set()
+
+
+def test_run_show_lists_each_segment_and_the_gpu_hours_of_all() -> None:
+    from hpcfleet.display import segment_lines
+
+    start = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+    end = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    text = segment_lines(
+        [
+            segment(1, JobState.TIMEOUT, started=start, ended=end, gpu_hours=16.0, node="nid7"),
+            segment(2, JobState.COMPLETED, started=end, ended=end, gpu_hours=0.5, node="nid8"),
+            segment(3, JobState.CANCELLED, dropped_reason("segment 2 ended completed")),
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "segment",
+        "job",
+        "state",
+        "node",
+        "started",
+        "ended",
+        "gpu-h",
+        "note",
+    ]
+    assert lines[1].split() == [
+        "1",
+        "41",
+        "TIMEOUT",
+        "nid7",
+        "2026-12-02",
+        "01:00:00",
+        "2026-12-02",
+        "03:00:00",
+        "16.00",
+    ]
+    assert lines[3].split()[:3] == ["3", "43", "DROPPED"]
+    assert lines[3].endswith("segment 2 ended completed")
+    assert lines[4] == "3 segments, 16.50 GPU-hours"
