@@ -21,7 +21,7 @@ from flows.context import RunContext
 from flows.following import cancel_live, follow
 from flows.jobs import job_name
 from flows.retry import failed_nodes
-from flows.segments import dropped_reason, follow_up_count, goes_on, is_dropped
+from flows.segments import SegmentPlace, dropped_reason, follow_up_count, goes_on, is_dropped
 from flows.submission import submit_tasks
 from flows.tasks import PlannedTask
 from registry.records import JobRecord
@@ -44,15 +44,16 @@ def submit_chain(
     afternotok on all segments before it; return every segment queued, oldest first."""
     history = ctx.store.jobs(ctx.run_id, name)
     count = follow_up_count(ctx.spec.stage(name), history)
-    previous = submit_tasks(ctx, name, attempt, tasks, after_ok=after_ok, avoid=avoid)
+    first = SegmentPlace()
+    previous = submit_tasks(ctx, name, attempt, tasks, after_ok, avoid, segment=first)
     segments = list(previous)
     for number in range(1, count + 1):
         if any(j.state.is_final or not j.scheduler_id for j in previous):
             break  # refused, or already over: nothing to queue behind
-        behind = tuple(j.scheduler_id or "" for j in segments)
-        queued = submit_tasks(
-            ctx, name, attempt + number, tasks, after_ok=after_ok, after_not_ok=behind, avoid=avoid
+        place = SegmentPlace(
+            tuple(s.attempt for s in segments), tuple(s.scheduler_id or "" for s in segments)
         )
+        queued = submit_tasks(ctx, name, attempt + number, tasks, after_ok, avoid, segment=place)
         refused = [j for j in queued if j.state.is_final]
         if refused:
             # The chain is shorter; the retry policy resumes the stage when it runs out.

@@ -15,8 +15,10 @@ one before: SLURM starts a job within a second of its dependency ending, before 
 poll can cancel it, so with afterany the segments after a COMPLETED one ran too (seen on
 the sandbox: four segments of a finished training ran one after another). afternotok
 on all segments before it never holds once one completed, and `--kill-on-invalid-dep`
-makes SLURM cancel it at once. After a FAILED segment the next one may start before
-hpcfleet cancels it (afternotok cannot tell FAILED from TIMEOUT).
+makes SLURM cancel it at once. afternotok cannot tell FAILED from TIMEOUT, so each
+segment's job also writes an end marker when its command returns by itself (a job killed
+at its time limit never does), and a segment that finds an earlier one's marker exits
+at once without running the command (`sites.jobscript.render_segment_guard`).
 
     segment   1: TIMEOUT    2: TIMEOUT    3: COMPLETED   4: dropped
               |---limit---| |---limit---| |--done--|     (cancelled while queued)
@@ -24,15 +26,44 @@ hpcfleet cancels it (afternotok cannot tell FAILED from TIMEOUT).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from flows.layout import StageLayout
 from registry.records import JobRecord
 from registry.runspec import Stage
 from registry.states import JobState
+from sites.scheduler import JobRequest
 
 DROPPED_SEGMENT = "segment dropped"
+END_MARKER = "ended"  # in a segment's log dir: its command's exit status
+
+
+@dataclass(frozen=True)
+class SegmentPlace:
+    """Where a segment stands in its chain: the attempts and job ids before it."""
+
+    earlier_attempts: tuple[int, ...] = ()
+    earlier_ids: tuple[str, ...] = ()
+
+
+def segment_request(
+    request: JobRequest, layout: StageLayout, attempt: int, place: SegmentPlace
+) -> JobRequest:
+    """The job of one segment: queued behind the earlier ones (afternotok), and guarded
+    by their end markers against running after one that completed or failed."""
+    return replace(
+        request,
+        after_not_ok=place.earlier_ids,
+        end_marker=end_marker(layout, attempt),
+        earlier_end_markers=tuple(end_marker(layout, a) for a in place.earlier_attempts),
+    )
+
+
+def end_marker(layout: StageLayout, attempt: int) -> str:
+    return posixpath.join(layout.logs(attempt), END_MARKER)
 
 
 def goes_on(segment: JobRecord) -> bool:

@@ -25,6 +25,7 @@ from flows.context import RunContext
 from flows.credentials import RenewalWait, renewal_wait
 from flows.jobs import build_request, job_name
 from flows.retry import with_retries
+from flows.segments import SegmentPlace, segment_request
 from flows.tasks import PlannedTask
 from registry.records import JobRecord
 from registry.states import JobState
@@ -46,13 +47,12 @@ def submit_tasks(
     tasks: Sequence[PlannedTask],
     after_ok: tuple[str, ...] = (),
     avoid: dict[str, set[str]] | None = None,
-    after_not_ok: tuple[str, ...] = (),
+    segment: SegmentPlace | None = None,
 ) -> list[JobRecord]:
     """Submit one job (array) per site; each recorded before and after the submit call.
 
     `avoid` names, per site, nodes to exclude (where earlier attempts failed);
-    `after_not_ok`, jobs that must all end without completing first (a chain's earlier
-    segments, `flows.segment_runner`).
+    `segment`, where the job stands in a chain of segments (`flows.segment_runner`).
     A site that refuses the job leaves its tasks FAILED ("not submitted: ...").
     """
     ctx.store.update_stage(ctx.run_id, name, attempt=attempt)
@@ -63,7 +63,8 @@ def submit_tasks(
     for site, site_tasks in by_site.items():
         exclude = sorted((avoid or {}).get(site, ()))
         request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude)
-        request = replace(request, after_not_ok=after_not_ok)
+        if segment is not None:
+            request = segment_request(request, ctx.layout(site, name), attempt, segment)
         records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request))
     return records
 

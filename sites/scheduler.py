@@ -61,6 +61,11 @@ class JobRequest:
     # Job ids that must all have ended other than COMPLETED (TIMEOUT, NODE_FAIL, ...);
     # if one completes, this job never runs (a chain's segments, `flows.segments`).
     after_not_ok: tuple[str, ...] = ()
+    # A chain's segments (flows.segments): the job writes its command's exit status to
+    # `end_marker` when the command returns by itself (a job killed for its time limit
+    # never does), and exits at once, doing nothing, if an earlier segment's exists.
+    end_marker: str | None = None
+    earlier_end_markers: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     # (outputs of a needed stage, its input dir): made a tree of hard links when the job
     # starts, for a job queued behind that stage (afterok) on the same site.

@@ -113,7 +113,10 @@ def test_a_failed_segment_fails_the_stage_and_drops_the_rest(
     setup: tuple[Store, EngineConfig], tmp_path: Path
 ) -> None:
     store, config = setup
-    script = '[ "$HPCFLEET_ATTEMPT" = 1 ] && sleep 120; echo "shard 7 unreadable" >&2; exit 4'
+    script = (
+        'touch "$HPCFLEET_OUTPUTS/ran-$HPCFLEET_ATTEMPT"; [ "$HPCFLEET_ATTEMPT" = 1 ] && sleep 120;'
+        ' echo "shard 7 unreadable" >&2; exit 4'
+    )
     run_id = start(store, tmp_path, script)
 
     run = execute_run(config, run_id)
@@ -128,6 +131,10 @@ def test_a_failed_segment_fails_the_stage_and_drops_the_rest(
     assert stage.reason == "train on site-a failed with exit code 4 after 2 attempts: " + (
         "shard 7 unreadable"
     )
+    # Segment 3 may start once segment 2 failed (afternotok holds), but its guard sees
+    # that segment 2 ended by itself and runs nothing.
+    ran = sorted(p.name for p in outputs(tmp_path, run_id).iterdir())
+    assert ran == ["ran-1", "ran-2"]
 
 
 def test_a_restarted_orchestrator_follows_the_same_segments(

@@ -134,6 +134,11 @@ def test_chained_segment_matches_golden_file() -> None:
         resources=JobResources(gpus=8, time_seconds=2 * 86400, partition="small-g"),
         after_not_ok=("4300", "4301"),
         exclude_nodes=("nid007",),
+        end_marker="/scratch/p/hpcfleet/r1/train/attempt-3/logs/ended",
+        earlier_end_markers=(
+            "/scratch/p/hpcfleet/r1/train/attempt-1/logs/ended",
+            "/scratch/p/hpcfleet/r1/train/attempt-2/logs/ended",
+        ),
     )
     assert_golden(GOLDEN / "segment.sh", render_sbatch(request, SITE, ENV))
 

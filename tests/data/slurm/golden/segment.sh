@@ -15,6 +15,12 @@
 #SBATCH --chdir=/scratch/p/hpcfleet/r1/train
 export HPCFLEET_ARRAY_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
 umask 077
+for hpcfleet_ended in /scratch/p/hpcfleet/r1/train/attempt-1/logs/ended /scratch/p/hpcfleet/r1/train/attempt-2/logs/ended; do
+  if [ -e "$hpcfleet_ended" ]; then
+    echo "hpcfleet: an earlier segment ended (exit $(cat "$hpcfleet_ended")): nothing to resume" >&2
+    exit 0
+  fi
+done
 if ! type module >/dev/null 2>&1; then
   for init in /etc/profile.d/lmod.sh /usr/share/lmod/lmod/init/bash \
       /etc/profile.d/modules.sh /usr/share/Modules/init/bash /usr/share/modules/init/bash; do
@@ -35,3 +41,6 @@ case "${HPCFLEET_ARRAY_INDEX:-0}" in
     echo "hpcfleet: this job has no task ${HPCFLEET_ARRAY_INDEX}" >&2; exit 97
     ;;
 esac
+hpcfleet_status=$?
+printf '%s\n' "$hpcfleet_status" > /scratch/p/hpcfleet/r1/train/attempt-3/logs/ended
+exit "$hpcfleet_status"
