@@ -76,11 +76,16 @@ def follow_chain(ctx: RunContext, name: str, segments: list[JobRecord]) -> list[
     index = 0
     while True:
         segment = segments[index]
-        if not segment.state.is_final:
-            segment = follow(ctx, [segment])[0]
-            collect_attempt(ctx, name, segment.attempt, [segment])
-            segments[index] = segment
         rest = segments[index + 1 :]
+        if not segment.state.is_final:
+            try:
+                segment = follow(ctx, [segment])[0]
+                collect_attempt(ctx, name, segment.attempt, [segment])
+            except SiteError:
+                # The stage fails: nobody would follow the segments still queued.
+                drop_segments(ctx, rest, f"segment {segment.attempt} was lost with its site")
+                raise
+            segments[index] = segment
         if not rest or not goes_on(segment) or ctx.cancel_requested():
             drop_segments(ctx, rest, f"segment {segment.attempt} ended {segment.state.lower()}")
             return [segment]
