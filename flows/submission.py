@@ -65,7 +65,10 @@ def submit_tasks(
         request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude)
         if segment is not None:
             request = segment_request(request, ctx.layout(site, name), attempt, segment)
-        records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request))
+        # A follow-up segment over a submit limit is not queued (the chain is shorter):
+        # waiting for room would hold up following the segments before it.
+        wait = segment is None or not segment.earlier_ids
+        records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request, wait))
     return records
 
 
@@ -120,6 +123,7 @@ def _submit_recorded(
     site: str,
     tasks: list[PlannedTask],
     request: JobRequest,
+    wait_for_room: bool = True,
 ) -> list[JobRecord]:
     """Record the tasks SUBMITTING, submit, then record the ids (or why it failed)."""
     driver = ctx.driver(site)
@@ -145,7 +149,12 @@ def _submit_recorded(
         )
     try:
         base = submit_when_room(
-            ctx, driver, request, [row.id for row in rows], renewal=renewal_wait(ctx, name)
+            ctx,
+            driver,
+            request,
+            [row.id for row in rows],
+            renewal=renewal_wait(ctx, name),
+            wait=wait_for_room,
         )
     except SiteError as exc:
         return [
@@ -193,11 +202,13 @@ def submit_when_room(
     job_ids: Sequence[int],
     *,
     renewal: RenewalWait | None = None,
+    wait: bool = True,
 ) -> str:
     """Submit; while the site refuses only because the user's QOS or association job
     submit limit is reached, the jobs wait (their reason says so, for `run watch`) and
-    are submitted again each poll interval until the queue has room. Expired credentials
-    are waited out through `renewal` (the login failed: nothing was sent)."""
+    are submitted again each poll interval until the queue has room (without `wait`,
+    the refusal is raised). Expired credentials are waited out through `renewal` (the
+    login failed: nothing was sent)."""
     noted = False
     while True:
         try:
@@ -208,7 +219,7 @@ def submit_when_room(
                 renewal=renewal,
             )
         except SubmitLimitReached as exc:
-            if ctx.cancel_requested():
+            if ctx.cancel_requested() or not wait:
                 raise
             if not _others_queued(driver):
                 # Nothing of ours is queued to leave: the job alone is over the limit.

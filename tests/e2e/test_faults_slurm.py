@@ -520,6 +520,32 @@ fi
     assert table[5].startswith("4 segments, ")
 
 
+def test_a_chain_over_the_qos_submit_limit_is_shorter_and_still_completes(fleet: Fleet) -> None:
+    # QOS `limited` lets a user queue 2 jobs: segments 1 and 2 are queued, segment 3 is
+    # refused and dropped at once instead of holding up the chain; segment 1 completes,
+    # so SLURM cancels segment 2.
+    spec = fleet.spec(
+        "segments-limited",
+        [
+            {
+                "name": "short",
+                "site": "site-a",
+                "resources": {"time": "00:01:00", "qos": "limited"},
+                "resumable": True,
+                "chain": 2,
+                "command": ["true"],
+            },
+        ],
+    )
+    run_id = fleet.drive(spec)
+
+    assert fleet.store.get_run(run_id).state is RunState.COMPLETED
+    first, *rest = fleet.jobs(run_id, "short")
+    assert (first.attempt, first.state) == (1, JobState.COMPLETED)
+    assert rest and all((j.reason or "").startswith("segment dropped: ") for j in rest)
+    assert any("QOSMaxSubmitJobPerUserLimit" in (j.reason or "") for j in rest), rest
+
+
 def test_failing_job_is_retried_then_fails_the_run_with_its_last_words(fleet: Fleet) -> None:
     spec = fleet.spec(
         "failing",
