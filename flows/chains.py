@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # the context imports the store; chains are pure
 def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
     """Stages that can be submitted with `afterok` right behind the stages they need:
     they and all their needs run on one and the same single site, as batch jobs (a
-    login-node task has no `afterok`: it neither waits for one nor is waited for)."""
+    login-node task has no `afterok`: it neither waits for one nor is waited for), and
+    no need runs in segments (`chain: N`: its last queued segment is dropped when an
+    earlier one completes, which would cancel a job queued behind it)."""
     chained = set()
     for stage in spec.stages:
         sites = plans[stage.name].sites
@@ -30,6 +32,7 @@ def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
             and len(sites) == 1
             and all(plans[need].sites == sites for need in stage.needs)
             and all(s.where == "batch" for s in (stage, *map(spec.stage, stage.needs)))
+            and not any(spec.stage(need).chain for need in stage.needs)
         ):
             chained.add(stage.name)
     return chained

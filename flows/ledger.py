@@ -138,7 +138,8 @@ def requested_gpu_hours(
         gpus = stage.resources.nodes * stage.resources.gpus
         if not gpus:
             continue
-        hours = stage.resources.time / 3600 * (1 + stage.retries)
+        # A chain's queued segments (`chain: N`) each run to the time limit but the last.
+        hours = stage.resources.time / 3600 * (1 + stage.retries + (stage.chain or 0))
         for site in plan.sites:
             tasks = len(plan.shares.get(site, ())) or 1
             allocation = (sites or {})[site].allocation if site in (sites or {}) else None

@@ -8,7 +8,9 @@ ended (or, for a chained stage, submitted). A stage then goes:
     prepare      work dirs, the spec's files, the needs' outputs on every chosen site
     drive        submit an attempt (`flows.submission`), follow it to its end
                  (`flows.following`), collect logs and metrics (`flows.collect`), and
-                 submit the next attempt while the retry policy (`flows.retry`) says so
+                 submit the next attempt while the retry policy (`flows.retry`) says so;
+                 a stage with `chain: N` queues and follows segments instead
+                 (`flows.segment_runner`), judged by the segment that ended the chain
     conclude     COMPLETED if every task's last job completed and the declared outputs
                  exist, FAILED with the reason otherwise
 
@@ -29,6 +31,8 @@ from flows.credentials import renewal_wait
 from flows.following import cancel_live, follow
 from flows.residency import guard_handoff
 from flows.retry import cancelled_tasks, failed_nodes, failure_reason, next_tasks, with_retries
+from flows.segment_runner import follow_chain, reattach_chain, submit_chain
+from flows.segments import verdict_history
 from flows.submission import reattach, submit_tasks
 from flows.tasks import PlannedTask, initial_tasks
 from registry.records import JobRecord
@@ -98,6 +102,8 @@ def _drive(
         started=now(),
     )
     history = ctx.store.jobs(ctx.run_id, name)
+    if ctx.spec.stage(name).chain and any(not j.state.is_final for j in history):
+        return _follow_attempts(ctx, name, last_attempt, reattach_chain(ctx, name, history), chain)
     if any(j.attempt == last_attempt and not j.state.is_final for j in history):
         return _follow_attempts(
             ctx, name, last_attempt, _reattach_attempt(ctx, name, last_attempt, history), chain
@@ -108,14 +114,28 @@ def _drive(
         renewal=renewal_wait(ctx, name),
     )
     stage = ctx.spec.stage(name)
-    tasks = initial_tasks(plan) if last_attempt == 0 else next_tasks(stage, history)
+    tasks = (
+        initial_tasks(plan) if last_attempt == 0 else next_tasks(stage, verdict_history(history))
+    )
     if not tasks:
         return _conclude(ctx, name, history)
     attempt = last_attempt + 1
-    jobs = submit_tasks(
-        ctx, name, attempt, tasks, after_ok=afterok_ids(chain), avoid=failed_nodes(history)
-    )
+    jobs = _submit(ctx, name, attempt, tasks, afterok_ids(chain), failed_nodes(history))
     return _follow_attempts(ctx, name, attempt, jobs, chain)
+
+
+def _submit(
+    ctx: RunContext,
+    name: str,
+    attempt: int,
+    tasks: list[PlannedTask],
+    after_ok: tuple[str, ...] = (),
+    avoid: dict[str, set[str]] | None = None,
+) -> list[JobRecord]:
+    """Submit an attempt: one job per site, or a chain of segments (`chain: N`)."""
+    if ctx.spec.stage(name).chain:
+        return submit_chain(ctx, name, attempt, tasks, after_ok, avoid)
+    return submit_tasks(ctx, name, attempt, tasks, after_ok=after_ok, avoid=avoid)
 
 
 def _reattach_attempt(
@@ -141,8 +161,12 @@ def _follow_attempts(
 ) -> RunState:
     """Follow each attempt to its end and submit the next, until the stage has a verdict."""
     while True:
-        jobs = follow(ctx, jobs)
-        collect_attempt(ctx, name, attempt, jobs)
+        if ctx.spec.stage(name).chain:
+            jobs = follow_chain(ctx, name, jobs)
+            attempt = max(j.attempt for j in ctx.store.jobs(ctx.run_id, name))
+        else:
+            jobs = follow(ctx, jobs)
+            collect_attempt(ctx, name, attempt, jobs)
         if ctx.cancel_requested():
             return _finish(ctx, name, RunState.CANCELLED, "cancelled")
         if chain is not None:
@@ -152,17 +176,17 @@ def _follow_attempts(
                 return _finish(ctx, name, RunState.CANCELLED, skipped)
             if redo:
                 attempt += 1
-                jobs = submit_tasks(ctx, name, attempt, redo)
+                jobs = _submit(ctx, name, attempt, redo)
                 continue
         if any(j.state is JobState.CANCELLED for j in jobs):
             return _finish(ctx, name, RunState.CANCELLED, "cancelled")
         history = ctx.store.jobs(ctx.run_id, name)
-        tasks = next_tasks(ctx.spec.stage(name), history)
+        tasks = next_tasks(ctx.spec.stage(name), verdict_history(history))
         if not tasks:
             return _conclude(ctx, name, history)
         attempt += 1
         log.info("stage %s: attempt %d for %d task(s)", name, attempt, len(tasks))
-        jobs = submit_tasks(ctx, name, attempt, tasks, avoid=failed_nodes(history))
+        jobs = _submit(ctx, name, attempt, tasks, avoid=failed_nodes(history))
 
 
 def _after_chain(
@@ -182,7 +206,7 @@ def _after_chain(
 
 def _conclude(ctx: RunContext, name: str, history: list[JobRecord]) -> RunState:
     """All tasks are final and none will be tried again: the stage's verdict."""
-    reason = failure_reason(history)
+    reason = failure_reason(verdict_history(history))
     if reason is not None:
         return _finish(ctx, name, RunState.FAILED, reason)
     stage = ctx.spec.stage(name)

@@ -25,6 +25,7 @@ from flows.context import RunContext
 from flows.credentials import RenewalWait, renewal_wait
 from flows.jobs import build_request, job_name
 from flows.retry import with_retries
+from flows.segments import SegmentPlace, segment_request
 from flows.tasks import PlannedTask
 from registry.records import JobRecord
 from registry.states import JobState
@@ -46,11 +47,13 @@ def submit_tasks(
     tasks: Sequence[PlannedTask],
     after_ok: tuple[str, ...] = (),
     avoid: dict[str, set[str]] | None = None,
+    segment: SegmentPlace | None = None,
 ) -> list[JobRecord]:
     """Submit one job (array) per site; each recorded before and after the submit call.
 
-    `avoid` names, per site, nodes to exclude (where earlier attempts failed). A site
-    that refuses the job leaves its tasks FAILED ("not submitted: ...").
+    `avoid` names, per site, nodes to exclude (where earlier attempts failed);
+    `segment`, where the job stands in a chain of segments (`flows.segment_runner`).
+    A site that refuses the job leaves its tasks FAILED ("not submitted: ...").
     """
     ctx.store.update_stage(ctx.run_id, name, attempt=attempt)
     by_site: dict[str, list[PlannedTask]] = defaultdict(list)
@@ -60,7 +63,12 @@ def submit_tasks(
     for site, site_tasks in by_site.items():
         exclude = sorted((avoid or {}).get(site, ()))
         request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude)
-        records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request))
+        if segment is not None:
+            request = segment_request(request, ctx.layout(site, name), attempt, segment)
+        # A follow-up segment over a submit limit is not queued (the chain is shorter):
+        # waiting for room would hold up following the segments before it.
+        wait = segment is None or not segment.earlier_ids
+        records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request, wait))
     return records
 
 
@@ -115,6 +123,7 @@ def _submit_recorded(
     site: str,
     tasks: list[PlannedTask],
     request: JobRequest,
+    wait_for_room: bool = True,
 ) -> list[JobRecord]:
     """Record the tasks SUBMITTING, submit, then record the ids (or why it failed)."""
     driver = ctx.driver(site)
@@ -140,7 +149,12 @@ def _submit_recorded(
         )
     try:
         base = submit_when_room(
-            ctx, driver, request, [row.id for row in rows], renewal=renewal_wait(ctx, name)
+            ctx,
+            driver,
+            request,
+            [row.id for row in rows],
+            renewal=renewal_wait(ctx, name),
+            wait=wait_for_room,
         )
     except SiteError as exc:
         return [
@@ -188,11 +202,13 @@ def submit_when_room(
     job_ids: Sequence[int],
     *,
     renewal: RenewalWait | None = None,
+    wait: bool = True,
 ) -> str:
     """Submit; while the site refuses only because the user's QOS or association job
     submit limit is reached, the jobs wait (their reason says so, for `run watch`) and
-    are submitted again each poll interval until the queue has room. Expired credentials
-    are waited out through `renewal` (the login failed: nothing was sent)."""
+    are submitted again each poll interval until the queue has room (without `wait`,
+    the refusal is raised). Expired credentials are waited out through `renewal` (the
+    login failed: nothing was sent)."""
     noted = False
     while True:
         try:
@@ -203,7 +219,7 @@ def submit_when_room(
                 renewal=renewal,
             )
         except SubmitLimitReached as exc:
-            if ctx.cancel_requested():
+            if ctx.cancel_requested() or not wait:
                 raise
             if not _others_queued(driver):
                 # Nothing of ours is queued to leave: the job alone is over the limit.

@@ -262,6 +262,7 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
                 "jobs": [
                     j.model_dump(mode="json", exclude={"run_id"}) for j in jobs if j.stage == s.name
                 ],
+                **_segments(run, s.name, jobs),
             }
             for s in stages
         ]
@@ -276,10 +277,29 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
             display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")
         if stage.reason:
             display.out.print(f"  reason: {stage.reason}")
+        if run.spec.stage(stage.name).chain:
+            lines = display.segment_lines([j for j in jobs if j.stage == stage.name])
+            display.out.print(f"[bold]{stage.name}[/] segments:", highlight=False)
+            display.out.print(lines, markup=False, highlight=False, end="")
         if residency[stage.name]:
             display.out.print(f"  outputs stay within: {'; '.join(residency[stage.name])}")
     if run.reason:
         display.out.print(f"run: {run.reason}")
+
+
+def _segments(run: RunRecord, stage: str, jobs: list[JobRecord]) -> dict[str, Any]:
+    """`segments` of a chained stage for `run show --json` (nothing for other stages)."""
+    if not run.spec.stage(stage).chain:
+        return {}
+    from dataclasses import asdict
+
+    from flows.segments import segment_rows
+
+    rows = segment_rows([j for j in jobs if j.stage == stage])
+    return {
+        "segments": [asdict(row) for row in rows],
+        "gpu_hours": sum(row.gpu_hours for row in rows),
+    }
 
 
 @run_app.command("cancel")

@@ -101,6 +101,8 @@ def progress_table(
     submit limit, a pending reason)."""
     from rich.table import Table
 
+    from flows.segments import is_dropped
+
     table = Table(title=f"run {run.run_id}  {run.name}  [{run.state.value}]", title_justify="left")
     for column in ("stage", "state", "site", "attempt", "tasks", "time", "note"):
         table.add_column(column)
@@ -109,7 +111,8 @@ def progress_table(
         stage_jobs = [j for j in jobs if j.stage == stage.name]
         latest: dict[tuple[str, int | None], JobRecord] = {}
         for job in stage_jobs:
-            latest[(job.site, job.array_index)] = job
+            if not is_dropped(job):  # a chain's segment cancelled as not needed
+                latest[(job.site, job.array_index)] = job
         done = sum(j.state.value == "COMPLETED" for j in latest.values())
         running = sum(j.state.value == "RUNNING" for j in latest.values())
         total = len(latest) or len(run.spec.stage(stage.name).array_values) or 1
@@ -126,6 +129,33 @@ def progress_table(
             _live_note(latest.values()),
         )
     return table
+
+
+def segment_lines(jobs: Sequence[JobRecord]) -> str:
+    """The segments of a chained stage (`chain: N`): one line each, GPU-hours summed."""
+    from flows.segments import segment_rows
+
+    rows = segment_rows(jobs)
+    table = [
+        [
+            str(row.number),
+            row.job_id or "-",
+            row.state,
+            row.node or "-",
+            _clock(row.started),
+            _clock(row.ended),
+            f"{row.gpu_hours:.2f}",
+            row.note or "",
+        ]
+        for row in rows
+    ]
+    header = ["segment", "job", "state", "node", "started", "ended", "gpu-h", "note"]
+    total = sum(row.gpu_hours for row in rows)
+    return columns(header, table) + f"{len(rows)} segments, {total:.2f} GPU-hours\n"
+
+
+def _clock(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def _live_note(jobs: Iterable[JobRecord]) -> str:

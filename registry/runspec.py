@@ -54,6 +54,7 @@ MAX_NODES = 100_000
 MAX_GPUS_PER_NODE = 64
 MAX_CPUS_PER_TASK = 4096
 MAX_TASKS_PER_NODE = 1024
+MAX_CHAIN = 50  # follow-up segments pre-queued at once (`chain: N`)
 Scalar = str | int | float | bool
 
 # `{name}` or `{params.name}`; `{{` and `}}` are literal braces.
@@ -163,7 +164,7 @@ class Resources(StrictModel):
 
 # What a `where: login` stage may not set (only `resources.time` applies on a login node).
 LOGIN_REFUSED_RESOURCES = tuple(f for f in Resources.model_fields if f != "time")
-LOGIN_REFUSED_STAGE_FIELDS = ("array", "exclude", "array_parallelism", "launcher")
+LOGIN_REFUSED_STAGE_FIELDS = ("array", "exclude", "array_parallelism", "launcher", "chain")
 
 
 class Stage(StrictModel):
@@ -182,6 +183,8 @@ class Stage(StrictModel):
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     resumable: bool = False
     max_resumes: Annotated[int, Field(ge=0, le=100)] = 5
+    # Follow-up segments pre-queued behind the running one (flows.segments).
+    chain: Annotated[int, Field(ge=1, le=MAX_CHAIN)] | None = None
     array_parallelism: Annotated[int, Field(ge=1)] | None = None  # --array=…%N
     residency: Residency | None = None  # where the outputs may live (registry.residency)
     declassifies: bool = False  # outputs are free of the residency of the inputs
@@ -295,6 +298,23 @@ class Stage(StrictModel):
             cells = apply_exclude(cells, keys, self.exclude) if self.exclude else cells
             check_cells(cells)
         self._cells = cells
+        return self
+
+    @model_validator(mode="after")
+    def _chain_of_one_resumable_job(self) -> Self:
+        if self.chain is None:
+            return self
+        if not self.resumable:
+            raise ValueError(
+                "chain: pre-queued segments resume from a checkpoint; set resumable: true"
+            )
+        if self.array is not None:
+            raise ValueError("chain: only a stage without an array can be chained")
+        if self.chain > self.max_resumes:
+            raise ValueError(
+                f"chain: {self.chain} segments exceed max_resumes ({self.max_resumes}); "
+                f"lower chain or raise max_resumes"
+            )
         return self
 
     @property

@@ -117,6 +117,23 @@ def render_input_links(links: Sequence[tuple[str, str]]) -> list[str]:
     ]
 
 
+def render_segment_guard(earlier_end_markers: Sequence[str]) -> list[str]:
+    """Lines that end a chain's segment at once when an earlier segment's command
+    returned by itself (completed or failed rather than hit its time limit): the
+    scheduler may start this segment before hpcfleet can cancel it."""
+    if not earlier_end_markers:
+        return []
+    return [
+        f"for hpcfleet_ended in {' '.join(shlex.quote(m) for m in earlier_end_markers)}; do",
+        '  if [ -e "$hpcfleet_ended" ]; then',
+        '    echo "hpcfleet: an earlier segment ended (exit $(cat "$hpcfleet_ended")):'
+        ' nothing to resume" >&2',
+        "    exit 0",
+        "  fi",
+        "done",
+    ]
+
+
 def render_job_body(
     request: JobRequest,
     environment: Environment = Environment(),
@@ -132,6 +149,7 @@ def render_job_body(
     """
     launch = plan_launch(request, scheduler, environment, srun_flags)
     lines = [f"umask {shlex.quote(environment.effective_umask)}"]
+    lines.extend(render_segment_guard(request.earlier_end_markers))
     lines.extend(render_modules(environment))
     # hpcfleet's own variables first, so that the site's values may refer to them; the
     # site's go after `module load` (a module must not undo them) and before the
@@ -156,4 +174,8 @@ def render_job_body(
     )
     lines.append("    ;;")
     lines.append("esac")
+    if request.end_marker:
+        lines.append("hpcfleet_status=$?")
+        lines.append(f"printf '%s\\n' \"$hpcfleet_status\" > {shlex.quote(request.end_marker)}")
+        lines.append('exit "$hpcfleet_status"')
     return "\n".join(lines) + "\n"

@@ -56,6 +56,11 @@ class WhereScheduler:
         if login:
             self.login.cancel(login)
 
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        batch, _ = self._split(job_ids)  # a login task runs on the login node it is on
+        if batch:
+            self.batch.exclude_nodes(batch, nodes)
+
     def find_by_name(self, name: str) -> list[JobStatus]:
         found = self.batch.find_by_name(name)
         if self._is_login_id is not None:

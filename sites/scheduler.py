@@ -58,6 +58,14 @@ class JobRequest:
     resources: JobResources = field(default_factory=JobResources)
     log_dir: str = ""  # stdout/stderr go to <log_dir>/<index>.out / .err
     after_ok: tuple[str, ...] = ()  # job ids that must complete first
+    # Job ids that must all have ended other than COMPLETED (TIMEOUT, NODE_FAIL, ...);
+    # if one completes, this job never runs (a chain's segments, `flows.segments`).
+    after_not_ok: tuple[str, ...] = ()
+    # A chain's segments (flows.segments): the job writes its command's exit status to
+    # `end_marker` when the command returns by itself (a job killed for its time limit
+    # never does), and exits at once, doing nothing, if an earlier segment's exists.
+    end_marker: str | None = None
+    earlier_end_markers: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     # (outputs of a needed stage, its input dir): made a tree of hard links when the job
     # starts, for a job queued behind that stage (afterok) on the same site.
@@ -140,4 +148,9 @@ class Scheduler(Protocol):
 
     def find_by_name(self, name: str) -> list[JobStatus]:
         """Jobs (and array tasks) with this exact job name, to reattach after a crash."""
+        ...
+
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Keep the given queued jobs off `nodes` (their whole exclusion list: it
+        replaces the one given at submission). Jobs that already started keep theirs."""
         ...

@@ -1,7 +1,8 @@
 """The local job runner, and the files it shares with `sites.local.scheduler`.
 
 `python -m sites.local.runner JOBDIR INDEX` runs task INDEX of a job submitted by
-`LocalScheduler`: it waits for the job's `after_ok` dependencies and for a free slot,
+`LocalScheduler`: it waits for the job's `after_ok` and `after_not_ok` dependencies and
+for a free slot,
 runs `bash script.sh` in its own process group, enforces the time limit, honours
 cancellation and records every step in a state file. All state lives in files, so a
 new orchestrator (or a new `LocalScheduler`) sees everything the old one started.
@@ -161,6 +162,7 @@ class LocalJobFile:
     submitted: str
     slots: int
     kill_grace_seconds: float = KILL_GRACE_SECONDS
+    after_not_ok: tuple[str, ...] = ()  # jobs that must all end other than COMPLETED
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +187,8 @@ class LocalJobFile:
             submitted=_required(data, "submitted", str),
             slots=_required(data, "slots", int),
             kill_grace_seconds=_required(data, "kill_grace_seconds", float),
+            # Absent from the files of jobs written before chains existed.
+            after_not_ok=_strings(data, "after_not_ok") if "after_not_ok" in data else (),
         )
         if record.tasks < 1 or record.slots < 1:
             raise ValueError("a job needs at least one task and one slot")
@@ -378,21 +382,25 @@ class TaskRunner:
         self._save(state=state, reason=reason, exit_code=exit_code, ended=now_iso())
 
     def _wait_for_dependencies(self) -> bool:
-        waiting = list(self.job.after_ok)
+        """Wait until every `after_ok` job completed and every `after_not_ok` job ended
+        otherwise; a job that ends the wrong way (or is gone) cancels this one, as
+        SLURM's `--kill-on-invalid-dep=yes` does."""
+        waiting = [(dep, True) for dep in self.job.after_ok]
+        waiting += [(dep, False) for dep in self.job.after_not_ok]
         if waiting:
-            self._save(reason="waiting for dependencies: " + ", ".join(waiting))
+            self._save(reason="waiting for dependencies: " + ", ".join(d for d, _ in waiting))
         completed: set[tuple[str, int]] = set()
         jobs = jobs_dir(self.state_dir)
         while waiting:
             if self.cancel_requested():
                 self._finish(JobState.CANCELLED, "cancelled while waiting for dependencies")
                 return False
-            still: list[str] = []
-            for dep in waiting:
+            still: list[tuple[str, bool]] = []
+            for dep, must_complete in waiting:
                 outcome = dependency_outcome(jobs, dep, completed)
                 if outcome is None:
-                    still.append(dep)
-                elif outcome is not JobState.COMPLETED:
+                    still.append((dep, must_complete))
+                elif outcome is JobState.UNKNOWN or must_complete != outcome.is_success:
                     self._finish(
                         JobState.CANCELLED,
                         f"{DEPENDENCY_NEVER_SATISFIED}: job {dep} ended {outcome.value}",

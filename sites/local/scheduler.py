@@ -201,6 +201,10 @@ class LocalScheduler:
         ids = list(dict.fromkeys(lines))
         return [s for s in self.status(ids).values() if s.name == name]
 
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Nothing to do: every task runs on this one machine, which no job excludes
+        (`flows.retry.failed_nodes` leaves "localhost" out)."""
+
     # ------------------------------------------------------------------ submit
 
     def _check_request(self, request: JobRequest) -> None:
@@ -210,10 +214,14 @@ class LocalScheduler:
         elif not os.path.isabs(request.log_dir):
             problem = f"log_dir must be an absolute path, not {request.log_dir!r}"
         else:
-            for dep in request.after_ok:
-                match = _JOB_ID.match(dep)
-                if not match or not (jobs_dir(self.state_dir) / match[1] / "job.json").exists():
-                    problem = f"after_ok names unknown job {dep!r}"
+            for kind, deps in (
+                ("after_ok", request.after_ok),
+                ("after_not_ok", request.after_not_ok),
+            ):
+                for dep in deps:
+                    match = _JOB_ID.match(dep)
+                    if not match or not (jobs_dir(self.state_dir) / match[1] / "job.json").exists():
+                        problem = f"{kind} names unknown job {dep!r}"
         if problem:
             raise SchedulerError(self.site, f"cannot submit job {request.name!r}: {problem}")
 
@@ -273,6 +281,7 @@ class LocalScheduler:
             stdout=tuple(request.stdout_path(i) for i in range(count)),
             stderr=tuple(request.stderr_path(i) for i in range(count)),
             after_ok=tuple(request.after_ok),
+            after_not_ok=tuple(request.after_not_ok),
             submitted=submitted,
             slots=self.slots,
             kill_grace_seconds=self.kill_grace_seconds,

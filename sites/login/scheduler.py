@@ -144,6 +144,9 @@ class LoginScheduler:
         if ids:
             self._run(cancel_command(self.root, ids), "cannot cancel login tasks")
 
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Nothing to do: a login task runs on the login node that started it."""
+
     def find_by_name(self, name: str) -> list[JobStatus]:
         result = self._run(find_by_name_command(self.root, name), "cannot list login tasks")
         ids = parse_found_ids(result.stdout)

@@ -63,6 +63,7 @@ __all__ = [
     "SlurmScheduler",
     "account_check_command",
     "cancel_command",
+    "exclude_nodes_command",
     "find_by_name_command",
     "partitions_command",
     "render_sbatch",
@@ -180,6 +181,36 @@ def squeue_find_by_name_command(name: str) -> str:
 def cancel_command(job_ids: Iterable[str]) -> str:
     """scancel; an array's id cancels all of its tasks."""
     return "scancel " + _job_list(job_ids).replace(",", " ")
+
+
+def exclude_nodes_command(job_ids: Iterable[str], nodes: Iterable[str]) -> str:
+    """`scontrol update` of the queued jobs' excluded nodes (scontrol(1), "SPECIFICATIONS
+    FOR UPDATE COMMAND, JOBS": ExcNodeList, replaced as a whole; empty clears it)."""
+    names = sorted(set(nodes))
+    for name in names:
+        if not name or "," in name or any(c.isspace() for c in name):
+            raise ValueError(f"{name!r} is not a node name")
+    setting = shlex.quote("ExcNodeList=" + ",".join(names))
+    return f"scontrol update JobId={_job_list(job_ids)} {setting}"
+
+
+# scontrol's answers for a job that can no longer be updated because it started, ended
+# or was forgotten: the segment went on without the exclusion, which is no error.
+_NOT_PENDING = (
+    "job is no longer pending execution",
+    "job has already finished",
+    "invalid job id specified",
+)
+
+
+def parse_update_refusals(returncode: int, stdout: str, stderr: str) -> list[str]:
+    """The lines of a failed `scontrol update` that are real refusals (e.g. "Invalid
+    node name"), not jobs that merely left the queue; [] when it succeeded."""
+    if returncode == 0:
+        return []
+    lines = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    refusals = [line for line in lines if not line.lower().startswith(_NOT_PENDING)]
+    return refusals if refusals or lines else [f"scontrol update failed (exit {returncode})"]
 
 
 def tail_command(path: str, lines: int = 100) -> str:
@@ -337,6 +368,18 @@ class SlurmScheduler:
         live = self._squeue(self.transport.run(squeue_find_by_name_command(name)))
         merged = prefer_live(statuses, live, {task_id.split("_")[0] for task_id in live})
         return [s for s in merged.values() if s.name is not None and same_job_name(s.name, name)]
+
+    def exclude_nodes(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = self.transport.run(exclude_nodes_command(job_ids, nodes))
+        refusals = parse_update_refusals(result.returncode, result.stdout, result.stderr)
+        if refusals:
+            raise SchedulerError(
+                self.site,
+                f"scontrol update failed: {refusals[-1]}",
+                transient=is_transient("\n".join(refusals)),
+            )
 
     def tail(self, path: str, lines: int = 100) -> str:
         """The last lines of a file on the site, e.g. `request.stderr_path(0)`."""

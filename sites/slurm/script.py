@@ -77,8 +77,9 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
         options.append(("--constraint", resources.constraint))
     if request.is_array:
         options.append(("--array", array_range(len(request.tasks), resources.array_parallelism)))
-    if request.after_ok:
-        options.append(("--dependency", "afterok:" + ":".join(request.after_ok)))
+    dependency = dependency_option(request)
+    if dependency:
+        options.append(("--dependency", dependency))
         # Without this a job whose dependency failed stays PENDING forever
         # (Reason=DependencyNeverSatisfied) unless the site set kill_invalid_depend.
         options.append(("--kill-on-invalid-dep", "yes"))
@@ -91,6 +92,16 @@ def sbatch_options(request: JobRequest, slurm: SlurmSettings) -> list[tuple[str,
     options.append(("--error", f"{log_dir}/{index}.err"))
     options.append(("--chdir", request.workdir))
     return options
+
+
+def dependency_option(request: JobRequest) -> str:
+    """`afterok:1:2,afternotok:3:4` (a comma: every part must hold), or "" without one."""
+    parts = [
+        f"{kind}:" + ":".join(ids)
+        for kind, ids in (("afterok", request.after_ok), ("afternotok", request.after_not_ok))
+        if ids
+    ]
+    return ",".join(parts)
 
 
 def array_range(count: int, parallelism: int | None) -> str:

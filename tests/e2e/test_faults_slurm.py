@@ -422,6 +422,130 @@ fi
     assert result.read_text() == "resumed from attempt 1\n"
 
 
+def sacct_times(fleet: Fleet, job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """{job id: {State, Submit, Start, End, JobName}} of the allocations (times in epoch
+    seconds). By id: a job never eligible to start (its dependency never held) has no
+    eligible time, and sacct's time windows leave it out."""
+    result = fleet.sandbox.run_on(
+        "site-a",
+        "SLURM_TIME_FORMAT=%s sacct -n -P -X -o JobID,State,Submit,Start,End,JobName%200 -j "
+        + ",".join(job_ids),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|") for line in result.stdout.splitlines()]
+    keys = ("State", "Submit", "Start", "End", "JobName")
+    return {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
+
+
+def test_chained_segments_take_over_after_a_time_limit_without_a_new_submission(
+    fleet: Fleet,
+) -> None:
+    # chain: 3 queues segments 2-4 behind segment 1 at once. Segment 1 hits its
+    # one-minute limit; segment 2, queued all along, resumes from its checkpoint and
+    # completes; segments 3 and 4 are dropped.
+    script = """
+if [ -f "$HPCFLEET_OUTPUTS/checkpoint" ]; then
+    echo "segment $HPCFLEET_ATTEMPT resumed from $(cat "$HPCFLEET_OUTPUTS/checkpoint")" \
+        > "$HPCFLEET_OUTPUTS/result"
+else
+    echo "segment $HPCFLEET_ATTEMPT" > "$HPCFLEET_OUTPUTS/checkpoint"
+    sleep 600
+fi
+"""
+    spec = fleet.spec(
+        "segments",
+        [
+            {
+                "name": "long",
+                "site": "site-a",
+                "resources": {"time": "00:01:00"},
+                "resumable": True,
+                "chain": 3,
+                "outputs": ["result"],
+                "script": script,
+            },
+        ],
+    )
+    run_id = fleet.drive(spec)
+
+    assert fleet.store.get_run(run_id).state is RunState.COMPLETED
+    jobs = fleet.jobs(run_id, "long")
+    assert [(j.attempt, j.state) for j in jobs] == [
+        (1, JobState.TIMEOUT),
+        (2, JobState.COMPLETED),
+        (3, JobState.CANCELLED),
+        (4, JobState.CANCELLED),
+    ]
+    assert [j.reason for j in jobs[2:]] == ["segment dropped: segment 2 ended completed"] * 2
+    result = fleet.outputs("site-a", run_id, "long") / "result"
+    assert result.read_text() == "segment 2 resumed from segment 1\n"
+    assert_submitted_once(fleet.sandbox, run_id, {"site-a": ["long-1", "long-2"]})
+
+    ids = [j.scheduler_id or "" for j in jobs]
+    accounted = sacct_times(fleet, ids)
+    assert [accounted[i]["JobName"] for i in ids] == [
+        f"hpcfleet-{run_id}-long-{n}" for n in (1, 2, 3, 4)
+    ]
+    first, second = accounted[ids[0]], accounted[ids[1]]
+    assert first["State"] == "TIMEOUT" and second["State"] == "COMPLETED"
+    # Segment 2 was queued before segment 1 ended, and started only after it ended.
+    assert int(second["Submit"]) < int(first["End"]) <= int(second["Start"])
+    assert int(ids[1]) > int(ids[0])
+    for dropped in ids[2:]:
+        # Cancelled while queued: never started.
+        assert accounted[dropped]["State"] == "CANCELLED"
+        assert accounted[dropped]["Start"] in ("None", "Unknown")
+        assert int(accounted[dropped]["Submit"]) < int(first["End"])
+
+    shown = cli(fleet.env, "run", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    table = lines[lines.index("long segments:") + 1 :]
+    assert table[0].split() == [
+        "segment",
+        "job",
+        "state",
+        "node",
+        "started",
+        "ended",
+        "gpu-h",
+        "note",
+    ]
+    assert [row.split()[:3] for row in table[1:5]] == [
+        ["1", ids[0], "TIMEOUT"],
+        ["2", ids[1], "COMPLETED"],
+        ["3", ids[2], "DROPPED"],
+        ["4", ids[3], "DROPPED"],
+    ]
+    assert table[5].startswith("4 segments, ")
+
+
+def test_a_chain_over_the_qos_submit_limit_is_shorter_and_still_completes(fleet: Fleet) -> None:
+    # QOS `limited` lets a user queue 2 jobs: segments 1 and 2 are queued, segment 3 is
+    # refused and dropped at once instead of holding up the chain; segment 1 completes,
+    # so SLURM cancels segment 2.
+    spec = fleet.spec(
+        "segments-limited",
+        [
+            {
+                "name": "short",
+                "site": "site-a",
+                "resources": {"time": "00:01:00", "qos": "limited"},
+                "resumable": True,
+                "chain": 2,
+                "command": ["true"],
+            },
+        ],
+    )
+    run_id = fleet.drive(spec)
+
+    assert fleet.store.get_run(run_id).state is RunState.COMPLETED
+    first, *rest = fleet.jobs(run_id, "short")
+    assert (first.attempt, first.state) == (1, JobState.COMPLETED)
+    assert rest and all((j.reason or "").startswith("segment dropped: ") for j in rest)
+    assert any("QOSMaxSubmitJobPerUserLimit" in (j.reason or "") for j in rest), rest
+
+
 def test_failing_job_is_retried_then_fails_the_run_with_its_last_words(fleet: Fleet) -> None:
     spec = fleet.spec(
         "failing",

@@ -63,6 +63,7 @@ class Site:
         *tasks: TaskSpec,
         name: str | None = None,
         after_ok: Sequence[str] = (),
+        after_not_ok: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         workdir: str = "work",
     ) -> JobRequest:
@@ -76,6 +77,7 @@ class Site:
             resources=JobResources(time_seconds=300),
             log_dir=str(self.root / "logs" / tag),
             after_ok=tuple(after_ok),
+            after_not_ok=tuple(after_not_ok),
         )
 
     def submit(self, request: JobRequest) -> str:
@@ -311,3 +313,31 @@ def test_after_ok_waits_for_success_and_a_failure_cancels_the_dependent(site: Si
     assert statuses[failing].state is JobState.FAILED
     assert statuses[orphan_id].state is JobState.CANCELLED
     assert not (Path(orphan.workdir) / "ran").exists()
+
+
+def test_after_not_ok_runs_a_job_only_when_no_earlier_one_completed(site: Site) -> None:
+    # A chain's segments (flows.segments): the second takes over from a first that did
+    # not complete; the third, queued behind both, never runs once the second completed.
+    gated = site.request(script("while [ ! -e go ]; do sleep 0.05; done; exit 3"))
+    first = site.submit(gated)
+    second_request = site.request(script("touch ran"), after_not_ok=[first], workdir="second")
+    second = site.submit(second_request)
+    third_request = site.request(script("touch ran"), after_not_ok=[first, second], workdir="third")
+    third = site.submit(third_request)
+    node = site.reaches(first, JobState.RUNNING).node or "localhost"
+
+    # Waiting segments can be kept off a node and let back on; a running one keeps its.
+    site.scheduler.exclude_nodes([first, second, third], [node])
+    if site.transport is not None:  # SLURM: slurmctld holds the exclusion
+        shown = site.transport.run(f"scontrol show job {second}").stdout
+        assert f"ExcNodeList={node}" in shown
+    site.scheduler.exclude_nodes([second, third], [])
+    assert site.scheduler.status([second])[second].state is JobState.PENDING
+    (Path(gated.workdir) / "go").touch()
+
+    statuses = site.settled([first, second, third], 3)
+    assert statuses[first].state is JobState.FAILED
+    assert statuses[second].state is JobState.COMPLETED
+    assert (Path(second_request.workdir) / "ran").exists()
+    assert statuses[third].state is JobState.CANCELLED
+    assert not (Path(third_request.workdir) / "ran").exists()

@@ -304,3 +304,27 @@ def test_huge_documents_and_numbers_are_refused(tmp_path: Path) -> None:
         load_document(path, RunSpec)
     assert str(info.value).startswith(str(path))
     assert "invalid YAML" in error_of("seed: " + "1" * 5000 + "\n", RunSpec, "n.yaml")
+
+
+def test_chain_is_a_bounded_count_of_segments_of_a_resumable_stage() -> None:
+    chained = doc(RUN.replace("resumable: true", "resumable: true\n    chain: 3"), RunSpec)
+    assert chained.stage("train").chain == 3
+    for value, words in [("0", "greater than or equal to 1"), ("51", "less than or equal to 50")]:
+        message = error_of(
+            RUN.replace("resumable: true", f"resumable: true\n    chain: {value}"), RunSpec
+        )
+        assert "stages[1].chain" in message and words in message
+
+
+def test_chain_says_what_it_needs() -> None:
+    message = error_of(RUN.replace("resumable: true", "chain: 2"), RunSpec)
+    assert "stages[1]" in message and "set resumable: true" in message
+    message = error_of(RUN.replace("resumable: true", "resumable: true\n    chain: 9"), RunSpec)
+    assert "chain: 9 segments exceed max_resumes (5)" in message
+    raised = RUN.replace("resumable: true", "resumable: true\n    max_resumes: 9\n    chain: 9")
+    assert doc(raised, RunSpec).stage("train").chain == 9
+    arrayed = RUN.replace(
+        "command: [python3, evaluate.py",
+        "resumable: true\n    chain: 2\n    command: [python3, evaluate.py",
+    )
+    assert "only a stage without an array can be chained" in error_of(arrayed, RunSpec)

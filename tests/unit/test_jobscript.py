@@ -6,6 +6,9 @@ and review the diff.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from registry.site import Container, Environment
@@ -77,3 +80,37 @@ def test_task_without_argv_or_script_is_rejected() -> None:
     request = JobRequest(name="j", workdir="/w", tasks=(TaskSpec(),))
     with pytest.raises(ValueError, match="argv or a script"):
         render_job_body(request)
+
+
+def run_segment(tmp_path: Path, earlier: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """Run a segment's body with bash in a directory whose name no shell may evaluate."""
+    base = tmp_path / "p $(touch canary) 'x'"
+    base.mkdir(exist_ok=True)
+    request = JobRequest(
+        name="hpcfleet-r1-train-2",
+        workdir=str(base),
+        tasks=(TaskSpec(script="touch ran; exit 3"),),
+        end_marker=str(base / "2.ended"),
+        earlier_end_markers=tuple(str(base / name) for name in earlier),
+    )
+    return subprocess.run(
+        ["bash", "-c", render_job_body(request)], capture_output=True, text=True, cwd=tmp_path
+    )
+
+
+def test_a_segment_records_how_its_command_ended(tmp_path: Path) -> None:
+    result = run_segment(tmp_path, ("1.ended",))
+    base = tmp_path / "p $(touch canary) 'x'"
+    assert result.returncode == 3
+    assert (base / "ran").exists() and (base / "2.ended").read_text() == "3\n"
+    assert not (tmp_path / "canary").exists() and not (base / "canary").exists()
+
+
+def test_a_segment_after_one_that_ended_by_itself_runs_nothing(tmp_path: Path) -> None:
+    base = tmp_path / "p $(touch canary) 'x'"
+    base.mkdir()
+    (base / "1.ended").write_text("0\n")
+    result = run_segment(tmp_path, ("1.ended",))
+    assert result.returncode == 0
+    assert "an earlier segment ended (exit 0): nothing to resume" in result.stderr
+    assert not (base / "ran").exists() and not (base / "2.ended").exists()

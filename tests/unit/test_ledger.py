@@ -170,3 +170,17 @@ def test_site_usage_and_the_dashboard_agree_on_the_same_jobs(
     assert ledger.forecast is not None and ledger.forecast >= ledger.used > 0
     per_job = {None: 12.5, "gpu": 12.5 * 0.5, "node": 3 * 2 * 2.0}[billing and billing["per"]]
     assert view.gpu_hours_total == pytest.approx(per_job * len(moments))
+
+
+def test_a_chained_stage_requests_the_hours_of_all_its_queued_segments() -> None:
+    train = {
+        "name": "train",
+        "site": "gpu",
+        "command": ["x"],
+        "resumable": True,
+        "chain": 3,
+        "resources": {"gpus": 4, "time": "10:00:00"},
+    }
+    spec = RunSpec.model_validate({"name": "r", "stages": [train]})
+    requested = requested_gpu_hours(spec, plan_run(spec, [SITE], "csc"))
+    assert requested == {"gpu": 160.0}  # 4 GPUs x 10 h x (1 + 3 segments queued behind)

@@ -18,7 +18,9 @@ from sites.slurm.scheduler import (
     SlurmScheduler,
     account_check_command,
     cancel_command,
+    exclude_nodes_command,
     find_by_name_command,
+    parse_update_refusals,
     status_command,
     status_pair_command,
     submit_command,
@@ -349,3 +351,47 @@ def test_live_answers_replace_recorded_ones_by_task_and_by_array() -> None:
         for i in range(100)
     }
     assert len(prefer_live({}, many, [str(n) for n in range(100, 150)])) == 5000
+
+
+def test_excluding_nodes_is_one_scontrol_update_for_all_queued_segments() -> None:
+    sched, transport = scheduler({"scontrol update": ok()})
+    sched.exclude_nodes(["30", "31"], ["site-a-n2", "site-a-n1"])
+    assert transport.commands == ["scontrol update JobId=30,31 ExcNodeList=site-a-n1,site-a-n2"]
+
+
+@pytest.mark.parametrize(
+    "stderr_file",
+    [
+        "scontrol_update_one_started.stderr",
+        "scontrol_update_finished.stderr",
+        "scontrol_update_unknown_id.stderr",
+    ],
+)
+def test_a_segment_that_left_the_queue_keeps_its_nodes_without_error(stderr_file: str) -> None:
+    sched, _ = scheduler({"scontrol update": fail(recorded(stderr_file))})
+    sched.exclude_nodes(["13", "14"], ["site-a-n2"])
+
+
+def test_a_refused_exclusion_is_an_error_naming_scontrols_words() -> None:
+    sched, _ = scheduler({"scontrol update": fail(recorded("scontrol_update_bad_node.stderr"))})
+    with pytest.raises(SchedulerError, match="Invalid node name specified for job 11"):
+        sched.exclude_nodes(["11"], ["nosuchnode"])
+
+
+@pytest.mark.parametrize("node", ["a;reboot", "$(id)", "n1 n2", "n'1"])
+def test_hostile_node_names_stay_one_quoted_argument(node: str) -> None:
+    if " " in node:
+        with pytest.raises(ValueError, match="not a node name"):
+            exclude_nodes_command(["1"], [node])
+        return
+    command = exclude_nodes_command(["1"], [node])
+    assert shlex.split(command) == ["scontrol", "update", "JobId=1", f"ExcNodeList={node}"]
+
+
+def test_update_refusals_leave_out_jobs_that_left_the_queue() -> None:
+    assert parse_update_refusals(0, "", "") == []
+    started = recorded("scontrol_update_one_started.stderr")
+    bad = recorded("scontrol_update_bad_node.stderr")
+    assert parse_update_refusals(1, "", started) == []
+    assert parse_update_refusals(1, "", started + bad) == [bad.strip()]
+    assert parse_update_refusals(2, "", "") == ["scontrol update failed (exit 2)"]

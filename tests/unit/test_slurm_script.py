@@ -122,6 +122,42 @@ def test_array_job_matches_golden_file() -> None:
     assert_golden(GOLDEN / "array.sh", render_sbatch(request, site, env))
 
 
+def test_chained_segment_matches_golden_file() -> None:
+    # Segment 3 of a `chain: N` stage: runs only if segments 1 and 2 both ended without
+    # completing (time limit, node failure, ...).
+    request = JobRequest(
+        name="hpcfleet-r1-train-3",
+        workdir="/scratch/p/hpcfleet/r1/train",
+        log_dir="/scratch/p/hpcfleet/r1/train/logs/3",
+        tasks=(TaskSpec(argv=("python3", "train.py", "--resume")),),
+        env={"HPCFLEET_RUN_ID": "r1", "HPCFLEET_STAGE": "train", "HPCFLEET_ATTEMPT": "3"},
+        resources=JobResources(gpus=8, time_seconds=2 * 86400, partition="small-g"),
+        after_not_ok=("4300", "4301"),
+        exclude_nodes=("nid007",),
+        end_marker="/scratch/p/hpcfleet/r1/train/attempt-3/logs/ended",
+        earlier_end_markers=(
+            "/scratch/p/hpcfleet/r1/train/attempt-1/logs/ended",
+            "/scratch/p/hpcfleet/r1/train/attempt-2/logs/ended",
+        ),
+    )
+    assert_golden(GOLDEN / "segment.sh", render_sbatch(request, SITE, ENV))
+
+
+def test_segments_behind_needs_wait_for_both_kinds_of_dependency() -> None:
+    request = JobRequest(
+        name="hpcfleet-r1-train-2",
+        workdir="/w",
+        log_dir="/w/logs/2",
+        tasks=(TaskSpec(argv=("true",)),),
+        after_ok=("4242", "4243"),
+        after_not_ok=("4301",),
+    )
+    options = header(render_sbatch(request, BARE_SITE, Environment()))
+    # A comma: every part must hold (sbatch(1), --dependency; "?" would be either).
+    assert options["--dependency"] == "afterok:4242:4243,afternotok:4301"
+    assert options["--kill-on-invalid-dep"] == "yes"
+
+
 def test_header_says_what_the_request_asks() -> None:
     request = JobRequest(
         name="n",

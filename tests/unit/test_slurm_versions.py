@@ -144,7 +144,9 @@ def test_billing_in_the_sites_own_unit() -> None:
     )  # 2 nodes × 8 GCDs × 2 h
     assert billed_units(lumi({"per": "gpu", "factor": 0.5}), job) == 16.0  # MI250X = 2 GCDs
     assert billed_units(lumi({"per": "node", "factor": 1}), job, nodes=2) == 4.0  # node-hours
-    usage = site_usage(lumi({"per": "gpu", "factor": 0.5}), [job], {"r": "cuni"}, datetime(2026, 3, 2, tzinfo=UTC))
+    usage = site_usage(
+        lumi({"per": "gpu", "factor": 0.5}), [job], {"r": "cuni"}, datetime(2026, 3, 2, tzinfo=UTC)
+    )
     assert usage.used == 16.0 and usage.remaining == 984.0
 
 
@@ -278,3 +280,20 @@ def test_reasons_that_never_pass(reason: str) -> None:
 )
 def test_reasons_that_may_still_pass(reason: str) -> None:
     assert never_starts(reason) is None
+
+
+def test_a_follow_up_segment_over_the_submit_limit_is_refused_not_held() -> None:
+    from types import SimpleNamespace
+
+    from flows.submission import submit_when_room
+    from tests.helpers import local_site
+
+    site = local_site("lumi", "csc", policy={"min_poll_interval": "0.1s"})
+    scheduler = _Scheduler(refusals=1)
+    queue = RecordingTransport({"squeue": ok("2\n")})  # room would come later
+    driver = SimpleNamespace(name="lumi", site=site, scheduler=scheduler, transport=queue)
+    ctx = SimpleNamespace(store=_Store(), cancel_requested=lambda: False)
+    request = SimpleNamespace(name="hpcfleet-r-train-3", exclude_nodes=(), tasks=(1,))
+    with pytest.raises(SubmitLimitReached):
+        submit_when_room(ctx, driver, request, [1], wait=False)  # type: ignore[arg-type]
+    assert scheduler.calls == 1 and queue.commands == []
