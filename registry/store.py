@@ -58,6 +58,7 @@ def _store_errors() -> Iterator[None]:
             transient=isinstance(exc, OperationalError),
         ) from None
 
+
 class StoreError(HpcfleetError):
     """The database could not be read or written."""
 
@@ -117,7 +118,6 @@ class Store:
         """One Core transaction (bulk reads and writes), errors as in `session`."""
         with _store_errors(), self.engine.begin() as connection:
             yield connection
-
 
     # -- partners -------------------------------------------------------------------
     def put_partner(self, partner: Partner) -> bool:
@@ -456,6 +456,7 @@ def _job_record(row: JobRow) -> JobRecord:
         mlflow_run_id=row.mlflow_run_id,
         stdout_path=row.stdout_path,
         stderr_path=row.stderr_path,
+        checkpoint=row.checkpoint,
     )
 
 
