@@ -62,8 +62,11 @@ def render_argv(
     attempt: int,
     array_value: str | None,
     index: int | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[str, ...]:
     values = placeholder_values(spec, stage, run_id, attempt, array_value, index)
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
     return tuple(substitute(arg, values) for arg in stage.command or [])
 
 

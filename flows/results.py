@@ -63,7 +63,7 @@ def job_results(stage: Stage, job: JobRecord, metrics_text: str) -> list[StoredR
             site=job.site,
             attempt=job.attempt,
             cell=line_cell,
-            checkpoint=checkpoint if isinstance(checkpoint, str) else "",
+            checkpoint=checkpoint if isinstance(checkpoint, str) else job.checkpoint or "",
             array_index=job.array_index,
         )
         latest[(result.checkpoint, cell_value(line_cell) if line_cell else "", result.metric)] = (

@@ -33,6 +33,7 @@ class StoredResult:
     array_index: int | None = None
 
 
+
 def replace_job_results(
     store: Store, run_id: str, job_id: int, results: Sequence[StoredResult]
 ) -> None:

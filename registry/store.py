@@ -58,7 +58,6 @@ def _store_errors() -> Iterator[None]:
             transient=isinstance(exc, OperationalError),
         ) from None
 
-
 class StoreError(HpcfleetError):
     """The database could not be read or written."""
 
@@ -118,6 +117,7 @@ class Store:
         """One Core transaction (bulk reads and writes), errors as in `session`."""
         with _store_errors(), self.engine.begin() as connection:
             yield connection
+
 
     # -- partners -------------------------------------------------------------------
     def put_partner(self, partner: Partner) -> bool:
