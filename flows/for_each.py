@@ -258,6 +258,20 @@ def _checkpoint_path(
     return posixpath.join(ctx.layout(site, name).input_of(source), checkpoint.path)
 
 
+def checkpoint_paths(ctx: RunContext, name: str, checkpoint: str) -> dict[str, str]:
+    """Where the jobs of `for_each` stage `name` find `checkpoint` on each of its sites,
+    as staged for its first attempt (for `run fill`)."""
+    source = ctx.spec.checkpoint_source(name)
+    assert source is not None
+    ready = {c.name: c for c in ready_checkpoints(ctx, source)}
+    if checkpoint not in ready:
+        raise CheckpointGone(f"checkpoint {checkpoint} of {source} is not ready any more")
+    return {
+        site: _checkpoint_path(ctx, name, source, ready[checkpoint], site)
+        for site in ctx.plans[name].sites
+    }
+
+
 def _stage_checkpoint(
     ctx: RunContext, name: str, source: str, checkpoint: ReadyCheckpoint
 ) -> dict[str, str]:

@@ -12,7 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.engine import EngineConfig, execute_run
+from flows.fill import fill_run
 from flows.launch import launch
+from flows.results import cell_counts, missing_cells
 from registry.checkpoints import read_checkpoints
 from registry.results import read_results
 from registry.states import JobState, RunState
@@ -59,9 +61,11 @@ def setup(tmp_path: Path) -> tuple[Store, EngineConfig]:
     return store, config
 
 
-def start(store: Store, tmp_path: Path, stages: list[dict[str, Any]]) -> str:
+def start(
+    store: Store, tmp_path: Path, stages: list[dict[str, Any]], evaluate: str = EVALUATE
+) -> str:
     (tmp_path / "spec").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "spec" / "evaluate.py").write_text(EVALUATE)
+    (tmp_path / "spec" / "evaluate.py").write_text(evaluate)
     document = {"name": "ckpt", "experiment": "tests", "stages": stages}
     return launch(store, write_yaml(tmp_path / "spec" / "run.yaml", document), "cuni").run.run_id
 
@@ -177,3 +181,43 @@ mkdir -p "$d"; echo ready > "$d/model.safetensors"; sleep 4
     assert "checkpoint iter_1 (checkpoints/iter_1 on site-a) disappeared before it was staged" in (
         evaluate.reason or ""
     )
+
+
+def test_a_failed_cell_of_one_checkpoint_is_missing_and_fill_reruns_only_it(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
+    store, config = setup
+    # The cell (iter_2, cs, 5) fails the first time it runs, and only then.
+    marker = tmp_path / "failed-once"
+    flaky = EVALUATE.replace(
+        "with open(",
+        f"if (checkpoint, language, n_shot) == ('iter_2', 'cs', '5') and not os.path.exists("
+        f"{str(marker)!r}):\n    open({str(marker)!r}, 'w').close(); sys.exit(3)\nwith open(",
+        1,
+    )
+    run_id = start(store, tmp_path, STAGES, flaky)
+    run = execute_run(config, run_id)
+    assert run.state is RunState.FAILED
+    assert "stage evaluate failed: checkpoint iter_2: " in (run.reason or "")
+    jobs = store.jobs(run_id)
+    missing = missing_cells(run.spec, jobs, read_results(store, run_id))
+    assert [(m.checkpoint, m.cell, m.why) for m in missing] == [
+        ("iter_2", {"language": "cs", "n_shot": "5"}, "failed")
+    ]
+    assert [c.text() for c in cell_counts(run.spec, jobs, read_results(store, run_id))] == [
+        "11/12 cells, 1 missing (1 failed)"
+    ]
+
+    plan = fill_run(config, run_id)
+    assert plan.cells == 1
+    assert fill_run(config, run_id).cells == 0  # queued: a second fill submits nothing
+    run = execute_run(config, run_id)
+    assert run.state is RunState.COMPLETED, run.reason
+    evaluate = store.jobs(run_id, "evaluate")
+    runs_of = {}
+    for job in evaluate:
+        key = (job.checkpoint, job.array_index)
+        runs_of[key] = runs_of.get(key, 0) + 1
+    assert runs_of.pop(("iter_2", 3)) == 2  # its failure, then the fill
+    assert set(runs_of.values()) == {1}  # every other cell ran once
+    assert len(read_results(store, run_id, "evaluate")) == 12
