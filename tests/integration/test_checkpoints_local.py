@@ -19,7 +19,7 @@ from registry.checkpoints import read_checkpoints
 from registry.results import read_results
 from registry.states import JobState, RunState
 from registry.store import Store
-from tests.helpers import consortium, embedded_engine, write_yaml
+from tests.helpers import cli, cli_env, consortium, embedded_engine, write_yaml
 
 # Three checkpoints ~1.5 s apart, the ready file written last; and entries that are no
 # checkpoint: one still being written, one with a name no checkpoint may have.
@@ -145,6 +145,17 @@ def test_each_checkpoint_is_converted_then_evaluated_on_another_site_while_train
     entry = json.loads(tags["checkpoints/iter_2"])
     assert entry["sha256"] == checkpoints[1].sha256 and entry["stage"] == "train"
     assert "checkpoints/iter_4" not in tags and not any("bad" in key for key in tags)
+
+    # `run show` lists them, and counts each for_each stage's tasks per checkpoint.
+    env = {**cli_env(tmp_path), "HPCFLEET_PARTNER": "cuni"}
+    shown = cli(env, "run", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "checkpoint train/iter_3: checkpoints/iter_3 on site-a" in shown.stdout
+    assert "3 checkpoints, latest iter_3" in shown.stdout
+    assert "12/12" in shown.stdout and "evaluate: 12/12 cells" in shown.stdout
+    as_json = json.loads(cli(env, "run", "show", run_id, "--json").stdout)
+    assert [c["name"] for c in as_json["checkpoints"]] == ["iter_1", "iter_2", "iter_3"]
+    assert as_json["checkpoints"][0]["sha256"] == checkpoints[0].sha256
 
 
 def test_a_checkpoint_that_disappears_before_staging_is_reported(
