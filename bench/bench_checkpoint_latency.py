@@ -124,7 +124,7 @@ def main() -> None:
     )
     report.notes.append(
         "Each latency includes: waiting for the next poll of site-a (the checkpoint listing "
-        "rides on the poll's one sacct+squeue command), hashing the 30-byte ready file, "
+        "rides on the poll's one sacct+squeue command), hashing the ready file (a few bytes), "
         "recording it, the for_each stage noticing it (≤ 1 s), relaying the 1 MiB "
         "checkpoint to site-b through this machine with its manifest checked on both "
         "ends, and sbatch on site-b."
