@@ -232,3 +232,42 @@ def test_a_failed_cell_of_one_checkpoint_is_missing_and_fill_reruns_only_it(
     assert runs_of.pop(("iter_2", 3)) == 2  # its failure, then the fill
     assert set(runs_of.values()) == {1}  # every other cell ran once
     assert len(read_results(store, run_id, "evaluate")) == 12
+
+
+def test_a_resumed_training_that_rewrites_a_checkpoint_does_not_trigger_it_again(
+    setup: tuple[Store, EngineConfig], tmp_path: Path
+) -> None:
+    store, config = setup
+    # Attempt 1 writes iter_1, then runs past its time limit; attempt 2 (resumed) writes
+    # iter_1 again, with other bytes, then iter_2.
+    script = """
+d="$HPCFLEET_OUTPUTS/checkpoints"
+if [ "$HPCFLEET_ATTEMPT" = 1 ]; then
+  mkdir -p "$d/iter_1"; echo "first" > "$d/iter_1/model.safetensors"; sleep 120
+fi
+sleep 1
+mkdir -p "$d/iter_1"; echo "rewritten on resume" > "$d/iter_1/model.safetensors"
+mkdir -p "$d/iter_2"; echo "second" > "$d/iter_2/model.safetensors"
+sleep 1
+"""
+    stages = [
+        {**STAGES[0], "script": script, "resumable": True, "resources": {"time": "00:00:03"}},
+        {
+            "name": "evaluate",
+            "site": "site-b",
+            "needs": ["train"],
+            "for_each": "checkpoint",
+            "script": 'cat "$HPCFLEET_CHECKPOINT/model.safetensors"',
+        },
+    ]
+    run_id = start(store, tmp_path, stages)
+    run = execute_run(config, run_id)
+    assert run.state is RunState.COMPLETED, run.reason
+    assert [j.state for j in store.jobs(run_id, "train")] == [JobState.TIMEOUT, JobState.COMPLETED]
+    checkpoints = read_checkpoints(store, run_id)
+    assert [c.name for c in checkpoints] == ["iter_1", "iter_2"]  # iter_1 recorded once
+    assert checkpoints[0].sha256 == hashlib.sha256(b"first\n").hexdigest()
+    assert sorted(j.checkpoint or "" for j in store.jobs(run_id, "evaluate")) == [
+        "iter_1",
+        "iter_2",
+    ]
