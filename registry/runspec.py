@@ -164,7 +164,7 @@ class Resources(StrictModel):
 # A checkpoint's glob: relative, wildcards (`*`, `?`) only in its last segment, so that a
 # checkpoint's name (that segment) is unique; plain characters keep it one shell word.
 _CHECKPOINT_GLOB = re.compile(
-    r"^(?:[A-Za-z0-9_.+=@][A-Za-z0-9_.+=@-]*/)*[A-Za-z0-9_.+=@*?][A-Za-z0-9_.+=@*?-]*$"
+    r"^(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*/)*[A-Za-z0-9_*?][A-Za-z0-9_.*?-]*$"
 )
 _READY_FILE = re.compile(r"^[A-Za-z0-9_+=@][A-Za-z0-9_.+=@-]{0,199}$")
 CHECKPOINT_SOURCE = "checkpoint"  # the one value of `for_each`
@@ -189,7 +189,7 @@ class Checkpoints(StrictModel):
         ):
             raise ValueError(
                 f"{value[:200]!r}: give a glob relative to the stage's outputs, e.g. "
-                "'checkpoints/iter_*' (letters, digits, '_.+=@-', '/' between parts; "
+                "'checkpoints/iter_*' (letters, digits, '_.-', '/' between parts; "
                 "'*' and '?' only in the last part; no '.' or '..' parts)"
             )
         return value

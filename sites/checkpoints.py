@@ -26,7 +26,7 @@ from fnmatch import fnmatchcase
 from sites.remote import PICK_SHA256, shell_command
 
 NOT_HASHED = "-"
-_NAME = re.compile(r"^[A-Za-z0-9_+=@][A-Za-z0-9_.+=@-]{0,199}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")  # also a safe MLflow tag key part
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _STAT = re.compile(r"^([0-9]{1,20}) ([0-9]{1,20})$")
 MARK = "@@hpcfleet-checkpoints-follow@@"  # between the status answer and the listing

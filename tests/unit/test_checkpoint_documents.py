@@ -108,6 +108,8 @@ def test_checkpoint_placeholder_only_in_for_each_stages() -> None:
         "./iter_*",
         "",
         "-x/*",
+        "c/iter+*",
+        "c/.hidden*",
     ],
 )
 def test_a_glob_that_could_leave_the_outputs_is_refused(path: str) -> None:
