@@ -47,7 +47,8 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
     for job in pending:
         by_site[job.site].append(job)
     for site, site_jobs in by_site.items():
-        local = ctx.scratch / stage / site
+        # One directory per attempt: a for_each stage collects several attempts at once.
+        local = ctx.scratch / stage / site / str(attempt)
         try:
             fetched = with_retries(
                 partial(

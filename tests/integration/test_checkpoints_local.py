@@ -98,12 +98,13 @@ STAGES: list[dict[str, Any]] = [
 
 
 def test_each_checkpoint_is_converted_then_evaluated_on_another_site_while_training_runs(
-    setup: tuple[Store, EngineConfig], tmp_path: Path
+    setup: tuple[Store, EngineConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, config = setup
     run_id = start(store, tmp_path, STAGES)
     run = execute_run(config, run_id)
     assert run.state is RunState.COMPLETED, run.reason
+    assert "crashed" not in caplog.text and "could not be written" not in caplog.text
 
     # Recorded once each, with the sha256 of the ready file as written.
     checkpoints = read_checkpoints(store, run_id)

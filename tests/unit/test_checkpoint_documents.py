@@ -1,13 +1,17 @@
-"""`checkpoints:` and `for_each: checkpoint` in a run spec: what they accept, and what
-their errors say."""
+"""`checkpoints:` and `for_each: checkpoint` in a run spec: what they accept, what their
+errors say, and what a for_each job is given."""
 
 from __future__ import annotations
 
 import pytest
 
+from flows.jobs import build_request
+from flows.layout import StageLayout
 from registry.errors import DocumentError
 from registry.loading import parse_yaml, validate_document
 from registry.runspec import RunSpec
+from sites.scheduler import JobRequest
+from tests.helpers import local_site
 
 SPEC = """
 name: ckpt-run
@@ -133,3 +137,31 @@ def test_ready_files_and_globs_that_are_fine() -> None:
         "",
         "step-??.ckpt",
     )
+
+
+def test_a_for_each_job_sees_its_checkpoint_and_writes_its_own_outputs() -> None:
+    run = spec_of(SPEC)
+    stage = run.stage("evaluate")
+    layout = StageLayout("/w", "r1", "evaluate")
+
+    def request(checkpoint: tuple[str, str] | None) -> JobRequest:
+        return build_request(
+            run,
+            stage,
+            local_site("site-b", "cuni"),
+            run_id="r1",
+            attempt=4,
+            layout=layout,
+            partition=None,
+            share=[(3, stage.array_values[3])],
+            checkpoint=checkpoint,
+        )
+
+    ready = request(("iter_200", "/w/runs/r1/evaluate/inputs/convert/iter_200"))
+    [task] = ready.tasks
+    assert task.argv == ("python3", "eval.py", "iter_200", "fi", "flores", "5")
+    assert ready.env["HPCFLEET_CHECKPOINT"] == "/w/runs/r1/evaluate/inputs/convert/iter_200"
+    assert ready.env["HPCFLEET_OUTPUTS"] == "/w/runs/r1/evaluate/outputs/iter_200"
+    # Rendered before any checkpoint exists (dry run, provenance): the placeholder stays.
+    [shown] = request(None).tasks
+    assert shown.argv[2] == "{checkpoint}"
