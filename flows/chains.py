@@ -28,7 +28,8 @@ def chainable_stages(spec: RunSpec, plans: Mapping[str, StagePlan]) -> set[str]:
     for stage in spec.stages:
         sites = plans[stage.name].sites
         if (
-            stage.needs
+            stage.for_each is None  # it waits for checkpoints, not for jobs to queue behind
+            and stage.needs
             and len(sites) == 1
             and all(plans[need].sites == sites for need in stage.needs)
             and all(s.where == "batch" for s in (stage, *map(spec.stage, stage.needs)))
@@ -42,9 +43,16 @@ def awaited_needs(spec: RunSpec, chained: set[str]) -> dict[str, list[str]]:
     """For every stage, the needs whose end the engine awaits before starting it.
 
     None for a chained stage: it waits for its needs' submissions itself
-    (`RunContext.wait_for_needs`) and is queued behind them with `afterok`.
+    (`RunContext.wait_for_needs`) and is queued behind them with `afterok`. A
+    `for_each: checkpoint` stage starts while the stage its checkpoints come from runs
+    (`flows.for_each`), so it awaits only its other needs.
     """
-    return {stage.name: [] if stage.name in chained else list(stage.needs) for stage in spec.stages}
+    return {
+        stage.name: []
+        if stage.name in chained
+        else [n for n in stage.needs if n != spec.checkpoint_source(stage.name)]
+        for stage in spec.stages
+    }
 
 
 def afterok_ids(chain: Mapping[str, StageProgress] | None) -> tuple[str, ...]:

@@ -48,7 +48,8 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
     for job in pending:
         by_site[job.site].append(job)
     for site, site_jobs in by_site.items():
-        local = ctx.scratch / stage / site
+        # One directory per attempt: a for_each stage collects several attempts at once.
+        local = ctx.scratch / stage / site / str(attempt)
         try:
             fetched = with_retries(
                 partial(
@@ -96,6 +97,8 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
         tags["slurm.job_id"] = job.scheduler_id
     if job.array_value is not None:
         tags[ARRAY_VALUE_TAG] = job.array_value
+    if job.checkpoint is not None:
+        tags["hpcfleet.checkpoint"] = job.checkpoint
     if job.exit_code is not None:
         tags["hpcfleet.exit_code"] = str(job.exit_code)
     if reason:
@@ -103,6 +106,7 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
     if parsed.rejected:  # skipped lines are recorded on the run, never fail it
         tags["hpcfleet.metrics_skipped"] = "; ".join(parsed.rejected[:5])[:2000]
     suffix = f"[{job.array_value}]" if job.array_value is not None else ""
+    suffix += f"@{job.checkpoint}" if job.checkpoint is not None else ""
     child = ctx.tracker.start_run(
         ctx.experiment_id, f"{job.stage}{suffix} #{job.attempt}", tags, parent=ctx.parent_mlflow_id
     )

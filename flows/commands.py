@@ -62,8 +62,12 @@ def render_argv(
     attempt: int,
     array_value: str | None,
     index: int | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[str, ...]:
     values = placeholder_values(spec, stage, run_id, attempt, array_value, index)
+    if stage.for_each is not None:
+        # No checkpoint yet (a dry run, a provenance script): the placeholder stays.
+        values["checkpoint"] = "{checkpoint}" if checkpoint is None else checkpoint
     return tuple(substitute(arg, values) for arg in stage.command or [])
 
 

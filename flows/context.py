@@ -68,6 +68,17 @@ class RunContext:
             self.progress.setdefault(stage, StageProgress()).final = True
             self._progress_changed.notify_all()
 
+    def note_change(self) -> None:
+        """Something a `for_each` stage waits for happened (a checkpoint was recorded,
+        the work on one ended)."""
+        with self._progress_changed:
+            self._progress_changed.notify_all()
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until `note_change`, `note_final` or `note_submitted`, or `timeout`."""
+        with self._progress_changed:
+            self._progress_changed.wait(timeout)
+
     def wait_for_needs(self, needs: list[str], *, final: bool) -> dict[str, StageProgress]:
         """Block until every need has submitted its jobs (or, with `final`, has ended)."""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from flows.control.liveness import orchestrator_alive
 from flows.engine import EngineConfig, RunBusy, run_context
+from flows.for_each import checkpoint_paths
 from flows.planning import StagePlan
 from flows.results import MissingCell, missing_cells
 from flows.submission import submit_tasks
@@ -61,14 +62,17 @@ def plan_fill(
         if why is not None:
             blocked.append(f"{name}: {why}")
             continue
-        last_site = {j.array_index: j.site for j in jobs if j.stage == name}
+        last_site = {(j.checkpoint or "", j.array_index): j.site for j in jobs if j.stage == name}
         share_site = {i: site for site, share in plans[name].shares.items() for i, _ in share}
         values = spec.stage(name).array_values
         tasks[name] = [
             PlannedTask(
-                last_site.get(m.index) or share_site.get(m.index) or plans[name].sites[0],
+                last_site.get((m.checkpoint, m.index))
+                or share_site.get(m.index)
+                or plans[name].sites[0],
                 m.index,
                 values[m.index],
+                m.checkpoint or None,
             )
             for m in missing
             if m.stage == name and m.why != "running"
@@ -117,6 +121,17 @@ def fill_run(config: EngineConfig, run_id: str) -> FillPlan:
         store.close()
     with run_context(config, run_id) as ctx:
         attempts = {s.name: s.attempt for s in ctx.store.stages(run_id)}
+        for job in ctx.store.jobs(run_id):
+            attempts[job.stage] = max(attempts[job.stage], job.attempt)
         for name, tasks in plan.tasks.items():
-            submit_tasks(ctx, name, attempts[name] + 1, tasks)
+            # A `for_each` stage: one job (array) per checkpoint, each a new attempt.
+            by_checkpoint: dict[str | None, list[PlannedTask]] = {}
+            for task in tasks:
+                by_checkpoint.setdefault(task.checkpoint, []).append(task)
+            for checkpoint, checkpoint_tasks in by_checkpoint.items():
+                attempts[name] += 1
+                on = None
+                if checkpoint is not None:
+                    on = (checkpoint, checkpoint_paths(ctx, name, checkpoint))
+                submit_tasks(ctx, name, attempts[name], checkpoint_tasks, checkpoint=on)
     return plan

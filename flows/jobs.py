@@ -29,11 +29,14 @@ def build_request(
     share: Sequence[tuple[int, str]] = (),
     after_ok: Sequence[str] = (),
     exclude_nodes: Sequence[str] = (),
+    checkpoint: tuple[str, str] | None = None,
 ) -> JobRequest:
     """The job of `stage`'s attempt on `site`; `share` lists its (array index, value)s.
 
     Task i of the request runs array value share[i]; its metrics file is named after the
     array index in the spec, so that results from several sites never collide.
+    `checkpoint`: (name, path on the site) of the checkpoint a `for_each` stage runs
+    on; its outputs then go to a directory of their own, named after it.
     """
     # The site's own env is rendered by the scheduler ($VAR expands there); these are literal.
     env = dict(stage.env)
@@ -44,9 +47,15 @@ def build_request(
         HPCFLEET_INPUTS=layout.inputs,
         HPCFLEET_OUTPUTS=layout.outputs,
     )
+    if checkpoint is not None:
+        env.update(
+            HPCFLEET_CHECKPOINT=checkpoint[1],
+            HPCFLEET_OUTPUTS=layout.checkpoint_outputs(checkpoint[0]),
+        )
     slots: Sequence[tuple[int | None, str | None]] = share if share else [(None, None)]
+    name = checkpoint[0] if checkpoint is not None else None
     tasks = tuple(
-        _task(spec, stage, run_id, attempt, layout, index, value) for index, value in slots
+        _task(spec, stage, run_id, attempt, layout, index, value, name) for index, value in slots
     )
     resources = job_resources(stage, site, partition, qos)
     return JobRequest(
@@ -94,6 +103,7 @@ def _task(
     layout: StageLayout,
     index: int | None,
     value: str | None,
+    checkpoint: str | None = None,
 ) -> TaskSpec:
     env = {"HPCFLEET_METRICS": layout.metrics_file(attempt, index or 0)}
     if value is not None and stage.array_key is not None:
@@ -104,5 +114,5 @@ def _task(
     if stage.script is not None:
         # A script is bash: it reads $HPCFLEET_ARRAY_VALUE itself; no placeholders.
         return TaskSpec(script=stage.script, env=env, array_value=value)
-    argv = render_argv(spec, stage, run_id, attempt, value, index)
+    argv = render_argv(spec, stage, run_id, attempt, value, index, checkpoint)
     return TaskSpec(argv=argv, env=env, array_value=value)

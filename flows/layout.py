@@ -4,6 +4,7 @@
     work/                 the job's cwd; the files that travel with the spec
     outputs/              HPCFLEET_OUTPUTS (kept across attempts: a resumed job
                           finds its checkpoints)
+    outputs/<checkpoint>/ HPCFLEET_OUTPUTS of a `for_each: checkpoint` stage's job
     inputs/<needed>/      HPCFLEET_INPUTS/<needed>: outputs of needed stages
     attempt-<n>/logs/<i>.out|.err
     attempt-<n>/metrics/<i>.jsonl    HPCFLEET_METRICS of task i
@@ -32,6 +33,10 @@ class StageLayout:
     @property
     def outputs(self) -> str:
         return posixpath.join(self.root, "outputs")
+
+    def checkpoint_outputs(self, checkpoint: str) -> str:
+        """The outputs of a `for_each: checkpoint` stage's work on `checkpoint`."""
+        return posixpath.join(self.outputs, checkpoint)
 
     @property
     def inputs(self) -> str:

@@ -63,7 +63,7 @@ def job_results(stage: Stage, job: JobRecord, metrics_text: str) -> list[StoredR
             site=job.site,
             attempt=job.attempt,
             cell=line_cell,
-            checkpoint=checkpoint if isinstance(checkpoint, str) else "",
+            checkpoint=checkpoint if isinstance(checkpoint, str) else job.checkpoint or "",
             array_index=job.array_index,
         )
         latest[(result.checkpoint, cell_value(line_cell) if line_cell else "", result.metric)] = (
@@ -95,11 +95,24 @@ class MissingCell:
     index: int
     cell: dict[str, str]
     why: str  # "failed" | "running" | "not run"
+    checkpoint: str = ""  # of a `for_each: checkpoint` stage
 
 
 def _has_result(stage: Stage, results: Iterable[StoredResult]) -> set[tuple[str, ...]]:
     keys = stage.array_keys
-    return {tuple(r.cell.get(k, "") for k in keys) for r in results if r.stage == stage.name}
+    return {
+        (r.checkpoint, *(r.cell.get(k, "") for k in keys))
+        for r in results
+        if r.stage == stage.name
+    }
+
+
+def _checkpoints_of(stage: Stage, jobs: Sequence[JobRecord]) -> list[str]:
+    """The checkpoints whose cells a stage has to cover: "" for an ordinary stage; for a
+    `for_each` stage, every checkpoint it started work on."""
+    if stage.for_each is None:
+        return [""]
+    return list(dict.fromkeys(j.checkpoint for j in jobs if j.stage == stage.name and j.checkpoint))
 
 
 def missing_cells(
@@ -114,16 +127,19 @@ def missing_cells(
         if not entry.cells or (stage is not None and entry.name != stage):
             continue
         done = _has_result(entry, results)
-        last: dict[int, JobRecord] = {}
+        last: dict[tuple[str, int], JobRecord] = {}
         for job in jobs:
             if job.stage == entry.name and job.array_index is not None:
-                last[job.array_index] = job
-        for index, cell in enumerate(entry.cells):
-            if tuple(cell.values()) in done:
-                continue
-            latest = last.get(index)
-            why = "not run" if latest is None else "failed" if latest.state.is_final else "running"
-            missing.append(MissingCell(entry.name, index, dict(cell), why))
+                last[(job.checkpoint or "", job.array_index)] = job
+        for checkpoint in _checkpoints_of(entry, jobs):
+            for index, cell in enumerate(entry.cells):
+                if (checkpoint, *cell.values()) in done:
+                    continue
+                latest = last.get((checkpoint, index))
+                why = "not run" if latest is None else "running"
+                if latest is not None and latest.state.is_final:
+                    why = "failed"
+                missing.append(MissingCell(entry.name, index, dict(cell), why, checkpoint))
     return missing
 
 
@@ -171,7 +187,7 @@ def cell_counts(
         counts.append(
             CellCount(
                 stage.name,
-                len(stage.cells),
+                len(stage.cells) * len(_checkpoints_of(stage, jobs)),
                 failed=whys.count("failed"),
                 running=whys.count("running"),
                 not_run=whys.count("not run"),
@@ -228,5 +244,10 @@ def missing_rows(missing: Iterable[MissingCell]) -> tuple[list[str], list[list[s
     keys: list[str] = []
     for m in listed:
         keys.extend(k for k in m.cell if k not in keys)
+    if any(m.checkpoint for m in listed):
+        columns = ["checkpoint", "stage", *keys, "why"]
+        return columns, [
+            [m.checkpoint, m.stage, *(m.cell.get(k, "") for k in keys), m.why] for m in listed
+        ]
     columns = ["stage", *keys, "why"]
     return columns, [[m.stage, *(m.cell.get(k, "") for k in keys), m.why] for m in listed]

@@ -25,10 +25,12 @@ from functools import partial
 
 from flows import staging
 from flows.chains import afterok_ids
+from flows.checkpoints import watching_checkpoints
 from flows.collect import collect_attempt, record_outputs
 from flows.context import RunContext, StageProgress
 from flows.credentials import renewal_wait
 from flows.following import cancel_live, follow
+from flows.for_each import run_for_each
 from flows.residency import guard_handoff
 from flows.retry import cancelled_tasks, failed_nodes, failure_reason, next_tasks, with_retries
 from flows.segment_runner import follow_chain, reattach_chain, submit_chain
@@ -47,10 +49,15 @@ def run_stage(ctx: RunContext, name: str) -> RunState:
     """Drive stage `name` to a final state and return it. Never raises for job failures.
 
     A chained stage (see `flows.chains`) starts as soon as its needs have submitted
-    their jobs, and is submitted with `afterok` on them.
+    their jobs, and is submitted with `afterok` on them. A `for_each: checkpoint` stage
+    runs once per checkpoint (`flows.for_each`); the checkpoints of a stage that
+    declares them are watched while it runs (`flows.checkpoints`).
     """
     try:
-        return _run_stage(ctx, name)
+        with watching_checkpoints(ctx, name):
+            if ctx.spec.stage(name).for_each is not None:
+                return run_for_each(ctx, name)
+            return _run_stage(ctx, name)
     finally:
         ctx.note_final(name)
 

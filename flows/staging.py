@@ -7,6 +7,7 @@ machine (get from one, put to the other) and checked against the producer's chec
 
 from __future__ import annotations
 
+import posixpath
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -101,28 +102,31 @@ def stage_input(
     source_layout: StageLayout,
     target: SiteDriver,
     target_layout: StageLayout,
+    subpath: str = "",
 ) -> str:
-    """Make `source_layout`'s outputs appear as the target stage's input. Returns how.
+    """Make `source_layout`'s outputs (or only `subpath` in them: one checkpoint) appear
+    as the target stage's input (under the same `subpath`). Returns how.
 
     Same site: a tree of hard links (a copy across filesystems), so that the input is
     a real directory as it is from another site. Else through the S3 store of the
     source site (or of the target), or, where neither has one, relayed through this
     machine. Checksums are verified on arrival either way.
     """
+    origin = posixpath.join(source_layout.outputs, subpath) if subpath else source_layout.outputs
     destination = target_layout.input_of(source_layout.stage)
+    if subpath:
+        destination = posixpath.join(destination, subpath)
     if source.name == target.name:
-        command = remote.link_tree_command(
-            source_layout.outputs, destination, umask=_umask(target)
-        )
+        command = remote.link_tree_command(origin, destination, umask=_umask(target))
         how = run_remote(target, command, remote.parse_link_tree)
         return f"{how} (same site)"
-    expected = manifest(source, source_layout.outputs)
+    expected = manifest(source, origin)
     run_remote(target, remote.remove_tree_command(destination), remote.check_exit)
     store_site = next((d for d in (source, target) if d.site.storage and d.site.storage.s3), None)
     if store_site is not None:
-        how = _via_s3(store_site, source, source_layout, target, destination, expected)
+        how = _via_s3(store_site, source, source_layout, subpath, target, destination, expected)
     else:
-        how = _relay(source, source_layout.outputs, target, destination)
+        how = _relay(source, origin, target, destination)
     _verify(target, destination, expected, source_layout.stage, source.name)
     total = sum(entry.size for entry in expected.values())
     return f"{how}: {len(expected)} files, {total} bytes, checksums verified"
@@ -141,6 +145,7 @@ def _via_s3(
     store_site: SiteDriver,
     source: SiteDriver,
     source_layout: StageLayout,
+    subpath: str,
     target: SiteDriver,
     destination: str,
     expected: dict[str, ManifestEntry],
@@ -150,11 +155,10 @@ def _via_s3(
 
     assert store_site.site.storage is not None and store_site.site.storage.s3 is not None
     handoff = S3Handoff(store_site.name, store_site.site.storage.s3)
-    prefix = handoff.key(source_layout.run_id, source_layout.stage, "outputs")
+    prefix = handoff.key(source_layout.run_id, source_layout.stage, "outputs", subpath)
     uploads = handoff.plan_upload(prefix, {path: entry.size for path, entry in expected.items()})
-    result = source.transport.run(
-        "bash -s", stdin=render_upload(source_layout.outputs, uploads).encode()
-    )
+    origin = posixpath.join(source_layout.outputs, subpath) if subpath else source_layout.outputs
+    result = source.transport.run("bash -s", stdin=render_upload(origin, uploads).encode())
     if not result.ok:
         for upload in uploads:
             handoff.abort(upload)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -48,12 +48,15 @@ def submit_tasks(
     after_ok: tuple[str, ...] = (),
     avoid: dict[str, set[str]] | None = None,
     segment: SegmentPlace | None = None,
+    checkpoint: tuple[str, Mapping[str, str]] | None = None,
 ) -> list[JobRecord]:
     """Submit one job (array) per site; each recorded before and after the submit call.
 
     `avoid` names, per site, nodes to exclude (where earlier attempts failed);
-    `segment`, where the job stands in a chain of segments (`flows.segment_runner`).
-    A site that refuses the job leaves its tasks FAILED ("not submitted: ...").
+    `segment`, where the job stands in a chain of segments (`flows.segment_runner`);
+    `checkpoint`, the name of the checkpoint a `for_each` stage runs on, and its path
+    on each site. A site that refuses the job leaves its tasks FAILED ("not submitted:
+    ...").
     """
     ctx.store.update_stage(ctx.run_id, name, attempt=attempt)
     by_site: dict[str, list[PlannedTask]] = defaultdict(list)
@@ -62,13 +65,18 @@ def submit_tasks(
     records: list[JobRecord] = []
     for site, site_tasks in by_site.items():
         exclude = sorted((avoid or {}).get(site, ()))
-        request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude)
+        on = (checkpoint[0], checkpoint[1][site]) if checkpoint is not None else None
+        request = _request(ctx, name, attempt, site, site_tasks, after_ok, exclude, on)
         if segment is not None:
             request = segment_request(request, ctx.layout(site, name), attempt, segment)
         # A follow-up segment over a submit limit is not queued (the chain is shorter):
         # waiting for room would hold up following the segments before it.
         wait = segment is None or not segment.earlier_ids
-        records.extend(_submit_recorded(ctx, name, attempt, site, site_tasks, request, wait))
+        records.extend(
+            _submit_recorded(
+                ctx, name, attempt, site, site_tasks, request, wait, on and on[0]
+            )
+        )
     return records
 
 
@@ -80,6 +88,7 @@ def _request(
     tasks: list[PlannedTask],
     after_ok: tuple[str, ...],
     exclude_nodes: list[str],
+    checkpoint: tuple[str, str] | None = None,
 ) -> JobRequest:
     """The attempt's job on `site`, its directories prepared."""
     driver, layout = ctx.driver(site), ctx.layout(site, name)
@@ -101,6 +110,7 @@ def _request(
         share=share,
         after_ok=after_ok,
         exclude_nodes=exclude_nodes,
+        checkpoint=checkpoint,
     )
     return replace(request, link_inputs=_chained_inputs(ctx, name, site) if after_ok else ())
 
@@ -124,6 +134,7 @@ def _submit_recorded(
     tasks: list[PlannedTask],
     request: JobRequest,
     wait_for_room: bool = True,
+    checkpoint: str | None = None,
 ) -> list[JobRecord]:
     """Record the tasks SUBMITTING, submit, then record the ids (or why it failed)."""
     driver = ctx.driver(site)
@@ -143,6 +154,7 @@ def _submit_recorded(
                     "state": JobState.SUBMITTING,
                     "stdout_path": request.stdout_path(i),
                     "stderr_path": request.stderr_path(i),
+                    "checkpoint": checkpoint,
                 }
                 for i, t in enumerate(tasks)
             ]

@@ -21,11 +21,12 @@ class PlannedTask:
     site: str
     index: int | None  # array index in the spec
     value: str | None  # array value
+    checkpoint: str | None = None  # what a `for_each: checkpoint` stage's task runs on
 
     @classmethod
     def of_job(cls, job: JobRecord) -> PlannedTask:
         """The task a recorded job ran, to run it again."""
-        return cls(job.site, job.array_index, job.array_value)
+        return cls(job.site, job.array_index, job.array_value, job.checkpoint)
 
 
 def initial_tasks(plan: StagePlan) -> list[PlannedTask]:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +36,19 @@ def _loader(store: Store, run_id: str) -> Any:
     return load
 
 
+def _checkpoint_names(store: Store, run_id: str) -> Callable[[], dict[str, list[str]]]:
+    """Per stage, the names of the checkpoints it wrote, oldest first (`run watch`)."""
+    from registry.checkpoints import read_checkpoints
+
+    def load() -> dict[str, list[str]]:
+        names: dict[str, list[str]] = {}
+        for checkpoint in read_checkpoints(store, run_id):
+            names.setdefault(checkpoint.stage, []).append(checkpoint.name)
+        return names
+
+    return load
+
+
 def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> RunRecord:
     """Drive the run in this process through the Prefect flow, with live progress."""
     config = settings()
@@ -52,7 +67,7 @@ def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> Ru
     viewer = threading.Thread(
         target=display.watch,
         args=(_loader(store, run_id),),
-        kwargs={"until": stop.is_set},
+        kwargs={"until": stop.is_set, "checkpoints": _checkpoint_names(store, run_id)},
         daemon=True,
     )
     if show:
@@ -179,7 +194,7 @@ def _spawn_orchestrator(run_id: str, actor: str) -> Path:
 def watch(run_id: RunId) -> None:
     """Live progress per stage and site until the run ends."""
     store = open_store()
-    run = display.watch(_loader(store, run_id))
+    run = display.watch(_loader(store, run_id), checkpoints=_checkpoint_names(store, run_id))
     print_summary(store, run)
     if run.state is not RunState.COMPLETED:
         raise typer.Exit(1)
@@ -242,6 +257,7 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
     store = open_store()
     run = store.get_run(run_id)
     stages, jobs = store.stages(run_id), store.jobs(run_id)
+    from registry.checkpoints import read_checkpoints
     from registry.residency import output_residency
 
     residency = output_residency(run.spec)
@@ -267,11 +283,23 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
             for s in stages
         ]
         data["cells"] = cli_results.cell_counts(store, run)
+        data["checkpoints"] = [
+            {**asdict(c), "found": c.found.isoformat()} for c in read_checkpoints(store, run_id)
+        ]
         display.print_json(data)
         return
-    display.out.print(display.progress_table(run, stages, jobs))
+    display.out.print(
+        display.progress_table(run, stages, jobs, _checkpoint_names(store, run_id)())
+    )
     for line in cli_results.cell_count_lines(store, run):
         display.out.print(line)
+    for checkpoint in read_checkpoints(store, run_id):
+        display.out.print(
+            f"checkpoint {checkpoint.stage}/{checkpoint.name}: {checkpoint.path} on "
+            f"{checkpoint.site}, {checkpoint.found:%Y-%m-%d %H:%M:%S}Z, "
+            f"sha256 {checkpoint.sha256[:12]}",
+            markup=False,
+        )
     for stage in stages:
         if stage.choice:
             display.out.print(f"[bold]{stage.name}[/]: {stage.choice}")

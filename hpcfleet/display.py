@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -94,11 +94,15 @@ def duration_text(seconds: float | None) -> str:
 
 
 def progress_table(
-    run: RunRecord, stages: Sequence[StageRecord], jobs: Sequence[JobRecord]
+    run: RunRecord,
+    stages: Sequence[StageRecord],
+    jobs: Sequence[JobRecord],
+    checkpoints: Mapping[str, Sequence[str]] | None = None,
 ) -> Table:
     """One row per stage: state, sites, attempt, tasks done, running time, and what a
     live job waits for (the scheduler's own words: a raw state we do not know, a
-    submit limit, a pending reason)."""
+    submit limit, a pending reason), else the checkpoints it wrote (`checkpoints`:
+    stage -> names, oldest first). A `for_each` stage counts tasks per checkpoint."""
     from rich.table import Table
 
     from flows.segments import is_dropped
@@ -109,10 +113,10 @@ def progress_table(
     moment = datetime.now(UTC)
     for stage in stages:
         stage_jobs = [j for j in jobs if j.stage == stage.name]
-        latest: dict[tuple[str, int | None], JobRecord] = {}
+        latest: dict[tuple[str, str | None, int | None], JobRecord] = {}
         for job in stage_jobs:
             if not is_dropped(job):  # a chain's segment cancelled as not needed
-                latest[(job.site, job.array_index)] = job
+                latest[(job.site, job.checkpoint, job.array_index)] = job
         done = sum(j.state.value == "COMPLETED" for j in latest.values())
         running = sum(j.state.value == "RUNNING" for j in latest.values())
         total = len(latest) or len(run.spec.stage(stage.name).array_values) or 1
@@ -126,7 +130,7 @@ def progress_table(
             str(stage.attempt or "-"),
             tasks,
             duration_text(elapsed),
-            _live_note(latest.values()),
+            _live_note(latest.values()) or _checkpoint_note((checkpoints or {}).get(stage.name)),
         )
     return table
 
@@ -158,6 +162,14 @@ def _clock(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
+def _checkpoint_note(names: Sequence[str] | None) -> str:
+    """`3 checkpoints, latest iter_300`."""
+    if not names:
+        return ""
+    count = f"{len(names)} checkpoint{'s' if len(names) > 1 else ''}"
+    return f"{count}, latest {names[-1]}"
+
+
 def _live_note(jobs: Iterable[JobRecord]) -> str:
     """The reason of the first live job that has one: why it waits or what SLURM says."""
     return next((j.reason for j in jobs if not j.state.is_final and j.reason), "")
@@ -168,6 +180,7 @@ def watch(
     *,
     until: Callable[[], bool] | None = None,
     interval: float = 1.0,
+    checkpoints: Callable[[], Mapping[str, Sequence[str]]] | None = None,
 ) -> RunRecord:
     """Live progress until the run is final (or `until()` says stop).
 
@@ -183,13 +196,20 @@ def watch(
             time.sleep(interval)
             run = load()[0]
         return run
+
+    def found() -> Mapping[str, Sequence[str]]:
+        return checkpoints() if checkpoints is not None else {}
+
     with Live(
-        progress_table(run, stages, jobs), console=screen, refresh_per_second=4, transient=False
+        progress_table(run, stages, jobs, found()),
+        console=screen,
+        refresh_per_second=4,
+        transient=False,
     ) as live:
         while not run.state.is_final and not (until and until()):
             time.sleep(interval)
             run, stages, jobs = load()
-            live.update(progress_table(run, stages, jobs))
+            live.update(progress_table(run, stages, jobs, found()))
     return run
 
 

@@ -52,6 +52,7 @@ class JobRecord(BaseModel):
     mlflow_run_id: str | None = None
     stdout_path: str | None = None
     stderr_path: str | None = None
+    checkpoint: str | None = None  # what a `for_each: checkpoint` stage's job runs on
 
     @property
     def duration_seconds(self) -> float | None:

@@ -164,7 +164,69 @@ class Resources(StrictModel):
 
 # What a `where: login` stage may not set (only `resources.time` applies on a login node).
 LOGIN_REFUSED_RESOURCES = tuple(f for f in Resources.model_fields if f != "time")
-LOGIN_REFUSED_STAGE_FIELDS = ("array", "exclude", "array_parallelism", "launcher", "chain")
+LOGIN_REFUSED_STAGE_FIELDS = (
+    "array",
+    "exclude",
+    "array_parallelism",
+    "launcher",
+    "chain",
+    "checkpoints",
+    "for_each",
+)
+
+# A checkpoint's glob: relative, wildcards (`*`, `?`) only in its last segment, so that a
+# checkpoint's name (that segment) is unique; plain characters keep it one shell word.
+_CHECKPOINT_GLOB = re.compile(
+    r"^(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*/)*[A-Za-z0-9_*?][A-Za-z0-9_.*?-]*$"
+)
+_READY_FILE = re.compile(r"^[A-Za-z0-9_+=@][A-Za-z0-9_.+=@-]{0,199}$")
+CHECKPOINT_SOURCE = "checkpoint"  # the one value of `for_each`
+
+
+class Checkpoints(StrictModel):
+    """`checkpoints: {path: GLOB, ready: FILE}`: a directory under the stage's outputs
+    matching `path` that holds `ready` is a finished checkpoint (training frameworks
+    write that file last). The checkpoint's name is the directory's own name."""
+
+    path: str
+    ready: str
+
+    @field_validator("path")
+    @classmethod
+    def _glob_inside_outputs(cls, value: str) -> str:
+        parts = value.split("/")
+        if (
+            not _CHECKPOINT_GLOB.match(value)
+            or any(p in (".", "..") for p in parts)
+            or any(c in p for p in parts[:-1] for c in "*?")
+        ):
+            raise ValueError(
+                f"{value[:200]!r}: give a glob relative to the stage's outputs, e.g. "
+                "'checkpoints/iter_*' (letters, digits, '_.-', '/' between parts; "
+                "'*' and '?' only in the last part; no '.' or '..' parts)"
+            )
+        return value
+
+    @field_validator("ready")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not _READY_FILE.match(value) or value in (".", ".."):
+            raise ValueError(
+                f"{value[:200]!r}: give the name of the file written last in a checkpoint, "
+                "e.g. 'model.safetensors' (letters, digits, '_.+=@-'; no '/')"
+            )
+        return value
+
+    @property
+    def parent(self) -> str:
+        """The directory (relative to the outputs) the checkpoints appear in; "" for the
+        outputs themselves."""
+        return self.path.rpartition("/")[0]
+
+    @property
+    def pattern(self) -> str:
+        """The glob a checkpoint's name matches."""
+        return self.path.rpartition("/")[2]
 
 
 class Stage(StrictModel):
@@ -193,6 +255,9 @@ class Stage(StrictModel):
     container: str | None = None  # unset: the site's; "none": no container; else an image
     # `login`: on the site's login node, for downloads (sites.login); `batch`: a job.
     where: Literal["batch", "login"] = "batch"
+    checkpoints: Checkpoints | None = None  # checkpoints stream out while it runs
+    # "checkpoint": runs once per checkpoint of the one needed stage they stream out of.
+    for_each: Literal["checkpoint"] | None = None
 
     @field_validator("container")
     @classmethod
@@ -374,6 +439,7 @@ class RunSpec(StrictModel):
                     raise FieldError(f"stages[{index}].needs[{j}]", "a stage cannot need itself")
         self._order = _topological_order(self.stages)
         for index, stage in enumerate(self.stages):
+            _check_for_each(index, stage, self)
             _check_placeholders(index, stage, self.params)
         return self
 
@@ -414,6 +480,23 @@ class RunSpec(StrictModel):
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+    def checkpoint_source(self, name: str) -> str | None:
+        """For a `for_each: checkpoint` stage, the needed stage its checkpoints come
+        from (the one declaring `checkpoints`, or a `for_each` stage before it in the
+        chain); None for other stages."""
+        stage = self.stage(name)
+        if stage.for_each != CHECKPOINT_SOURCE:
+            return None
+        return next(n for n in stage.needs if _streams_checkpoints(self.stage(n)))
+
+    def checkpoint_origin(self, name: str) -> str | None:
+        """The stage that writes the checkpoints a `for_each` stage runs on (the start
+        of its chain); None for other stages."""
+        source = self.checkpoint_source(name)
+        while source is not None and self.stage(source).checkpoints is None:
+            source = self.checkpoint_source(source)
+        return source
 
     def dependents(self, name: str) -> list[str]:
         """Stages that need `name`, directly or transitively."""
@@ -469,8 +552,33 @@ def placeholders(text: str) -> list[str]:
     return [m.group(1) for m in PLACEHOLDER.finditer(text) if m.group(1) is not None]
 
 
+def _streams_checkpoints(stage: Stage) -> bool:
+    return stage.checkpoints is not None or stage.for_each == CHECKPOINT_SOURCE
+
+
+def _check_for_each(index: int, stage: Stage, spec: RunSpec) -> None:
+    """A `for_each: checkpoint` stage needs exactly one stage its checkpoints come from."""
+    if stage.for_each is None:
+        return
+    if stage.checkpoints is not None:
+        raise FieldError(
+            f"stages[{index}].for_each",
+            "a stage that runs once per checkpoint cannot declare checkpoints itself",
+        )
+    sources = [n for n in stage.needs if _streams_checkpoints(spec.stage(n))]
+    if len(sources) != 1:
+        found = f"it needs {', '.join(sources)}" if sources else "none of its needs does"
+        raise FieldError(
+            f"stages[{index}].for_each",
+            "for_each: checkpoint needs exactly one stage (in 'needs') that declares "
+            "'checkpoints' or itself runs for_each: checkpoint; " + found,
+        )
+
+
 def _check_placeholders(index: int, stage: Stage, params: dict[str, Scalar]) -> None:
     known = {f"params.{p}" for p in params} | {"run_id", "stage", "attempt"}
+    if stage.for_each == CHECKPOINT_SOURCE:
+        known.add("checkpoint")
     known.update(stage.array_keys)
     # Keys of a cells file not read yet are checked once it is (flows.matrix).
     unread = stage.array is not None and not stage.array_keys

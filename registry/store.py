@@ -456,6 +456,7 @@ def _job_record(row: JobRow) -> JobRecord:
         mlflow_run_id=row.mlflow_run_id,
         stdout_path=row.stdout_path,
         stderr_path=row.stderr_path,
+        checkpoint=row.checkpoint,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -151,6 +152,8 @@ class JobRow(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     stdout_path: Mapped[str | None] = mapped_column(Text)
     stderr_path: Mapped[str | None] = mapped_column(Text)
+    # The checkpoint a `for_each: checkpoint` stage's job runs on; None for other stages.
+    checkpoint: Mapped[str | None] = mapped_column(String(200))
 
 
 class ResultRow(Base):
@@ -171,6 +174,24 @@ class ResultRow(Base):
     cell: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     metric: Mapped[str] = mapped_column(String(250))
     value: Mapped[float] = mapped_column(Float)
+
+
+class CheckpointRow(Base):
+    """A finished checkpoint a running stage wrote, recorded once per (run, stage, name):
+    where it is (relative to the stage's outputs, on `site`) and its ready file's size
+    and sha256 when it was first seen."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "stage", "name", name="uq_checkpoints_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    stage: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    site: Mapped[str] = mapped_column(String(63))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    found: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MilestoneRow(Base):

@@ -28,6 +28,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 
 from registry.site import DEFAULT_UMASK, Environment, SlurmSettings
+from sites.checkpoints import split_listing, with_listing
 from sites.errors import SchedulerError, SubmitLimitReached
 from sites.scheduler import JobRequest, JobStatus
 from sites.slurm.limits import submit_limit
@@ -326,12 +327,32 @@ class SlurmScheduler:
         """ONE command per call: sacct (the record) and squeue (what slurmctld sees now)
         together; squeue's answer only counts for jobs sacct has not settled yet, or
         shows only as a placeholder (`placeholder_ids`)."""
+        return self.status_and(job_ids, None)[0] if job_ids else {}
+
+    def status_and(
+        self, job_ids: Sequence[str], extra: str | None
+    ) -> tuple[dict[str, JobStatus], str | None]:
+        """`status`, with the output of `extra` (another command, e.g. the checkpoint
+        listing of `sites.checkpoints`) from the SAME command: one round trip per poll.
+        The extra output is None when the command was cut short before it."""
         if not job_ids:
-            return {}
+            raise ValueError("no job ids given")
         if not self.accounting:
-            live = self._squeue(self.transport.run(squeue_status_command(sorted(job_ids))))
-            return prefer_live({}, select_jobs(job_ids, live), job_ids)
-        sacct, squeue = split_pair(self.transport.run(status_pair_command(job_ids)))
+            answer, listing = self._run_with(squeue_status_command(sorted(job_ids)), extra)
+            live = self._squeue(answer)
+            return prefer_live({}, select_jobs(job_ids, live), job_ids), listing
+        answer, listing = self._run_with(status_pair_command(job_ids), extra)
+        return self._pair_status(job_ids, answer), listing
+
+    def _run_with(self, command: str, extra: str | None) -> tuple[CommandResult, str | None]:
+        if extra is None:
+            return self.transport.run(command), None
+        result = self.transport.run(with_listing(command, extra))
+        head, listing = split_listing(result.stdout)
+        return CommandResult(result.command, result.returncode, head, result.stderr), listing
+
+    def _pair_status(self, job_ids: Sequence[str], answer: CommandResult) -> dict[str, JobStatus]:
+        sacct, squeue = split_pair(answer)
         recorded = self._sacct(sacct)
         statuses: dict[str, JobStatus] = {}
         unsettled = set(job_ids)
