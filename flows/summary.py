@@ -47,9 +47,16 @@ def summarize(
     rows = []
     for stage in stages:
         stage_jobs = [j for j in jobs if j.stage == stage.name]
-        latest: dict[tuple[str, int | None], JobRecord] = {}
+        # A task is a cell on a site, per checkpoint for a `for_each: checkpoint` stage.
+        latest: dict[tuple[str, str | None, int | None], JobRecord] = {}
+        tries: dict[tuple[str, str | None, int | None], int] = defaultdict(int)
         for job in stage_jobs:
-            latest[(job.site, job.array_index)] = job
+            key = (job.site, job.checkpoint, job.array_index)
+            latest[key] = job
+            tries[key] += 1
+        # Each checkpoint's array of a for_each stage counts as an attempt of the stage:
+        # what a reader wants is how often a task had to be tried.
+        for_each = run.spec.stage(stage.name).for_each is not None
         started = [j.started for j in stage_jobs if j.started]
         ended = [j.ended for j in stage_jobs if j.ended]
         duration = (max(ended) - min(started)).total_seconds() if started and ended else None
@@ -59,7 +66,7 @@ def summarize(
                 name=stage.name,
                 state=stage.state.value,
                 sites=stage.sites,
-                attempts=stage.attempt,
+                attempts=max(tries.values(), default=1) if for_each else stage.attempt,
                 tasks_done=sum(j.state.value == "COMPLETED" for j in latest.values()),
                 tasks_total=len(latest) or len(run.spec.stage(stage.name).array_values) or 1,
                 duration_seconds=duration,

@@ -1,4 +1,6 @@
-"""Identify the language of held-out sentences; log accuracy and per-char NLL."""
+"""Identify the language of held-out sentences with one checkpoint of the model; log
+accuracy and per-char NLL. A language the checkpoint has not been trained on yet is
+never identified (accuracy 0)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def main() -> None:
     parser.add_argument("--lang", required=True)
     args = parser.parse_args()
     inputs = Path(os.environ["HPCFLEET_INPUTS"])
-    model = json.loads((inputs / "train" / "checkpoints" / "model.json").read_text())
+    model = json.loads((Path(os.environ["HPCFLEET_CHECKPOINT"]) / "model.json").read_text())
     order = model["order"]
     languages = model["languages"]
     totals = {lang: sum(c.values()) for lang, c in languages.items()}
@@ -38,7 +40,7 @@ def main() -> None:
         scores = {lang: score(snippet, languages[lang], totals[lang], vocab, order)
                   for lang in languages}
         correct += max(scores, key=scores.__getitem__) == args.lang
-        nll -= scores[args.lang]
+        nll -= scores.get(args.lang, score(snippet, {}, 0, vocab, order))
         chars += len(snippet) + 1
     log_metric("accuracy", correct / len(snippets))
     log_metric("nll", nll / chars)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from registry.checkpoints import read_checkpoints
 from registry.states import JobState, RunState
 from registry.store import Store
 from tests.helpers import cli, cli_env
@@ -38,6 +39,7 @@ LANGUAGES = [
     "sl",
     "sv",
 ]
+CHECKPOINTS = ("iter_08", "iter_16", "iter_24")  # train writes one every 8 languages
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_demo_prints_a_summary_and_how_to_open_mlflow(demo: tuple[Path, str]) ->
     _, output = demo
     for stage in ("prepare", "train", "evaluate"):
         assert stage in output
-    assert "24/24" in output and "accuracy" in output
+    assert "72/72" in output and "accuracy" in output  # 3 checkpoints x 24 languages
     assert "mlflow ui --backend-store-uri" in output
     # Prefect and MLflow stay quiet: no telemetry errors, no tracebacks, no INFO chatter.
     for noise in ("Traceback", "telemetry", "Error", "INFO"):
@@ -70,11 +72,26 @@ def test_demo_run_is_stored_completed_across_both_sites(demo: tuple[Path, str]) 
     assert stages["prepare"].sites == ["site-a"] and stages["train"].sites == ["site-b"]
     assert set(stages["evaluate"].sites) == {"site-a", "site-b"}
     jobs = store.jobs(run.run_id)
-    assert len(jobs) == 26 and all(j.state is JobState.COMPLETED for j in jobs)
-    evaluated = sorted(j.array_value or "" for j in jobs if j.stage == "evaluate")
-    assert evaluated == sorted(LANGUAGES)
+    assert len(jobs) == 2 + 3 * 24 and all(j.state is JobState.COMPLETED for j in jobs)
+    evaluated = sorted(
+        (j.checkpoint or "", j.array_value or "") for j in jobs if j.stage == "evaluate"
+    )
+    assert evaluated == sorted((c, lang) for c in CHECKPOINTS for lang in LANGUAGES)
     assert {j.site for j in jobs if j.stage == "evaluate"} == {"site-a", "site-b"}
     assert all(j.mlflow_run_id for j in jobs)
+
+
+def test_demo_evaluates_each_checkpoint_while_training_goes_on(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    [run] = store.list_runs()
+    jobs = store.jobs(run.run_id)
+    [train] = [j for j in jobs if j.stage == "train"]
+    checkpoints = read_checkpoints(store, run.run_id, "train")
+    assert [c.name for c in checkpoints] == list(CHECKPOINTS)
+    assert all(c.site == "site-b" and len(c.sha256) == 64 for c in checkpoints)
+    first = min(j.started for j in jobs if j.checkpoint == "iter_08" and j.started)
+    assert train.ended is not None and first < train.ended  # streamed, not after the end
 
 
 def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
@@ -97,7 +114,7 @@ def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
     children = client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'"
     )
-    assert len(children) == 26
+    assert len(children) == 2 + 3 * 24
     by_stage: dict[str, list[object]] = {}
     for child in children:
         tags = child.data.tags
@@ -113,8 +130,13 @@ def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
         assert tags["hpcfleet.run_id"] == run.run_id and tags["hpcfleet.partner"] == "cuni"
         by_stage.setdefault(tags["hpcfleet.stage"], []).append(child)
         assert "gpu_hours" in child.data.metrics
-    assert {k: len(v) for k, v in by_stage.items()} == {"prepare": 1, "train": 1, "evaluate": 24}
-    fi = next(c for c in by_stage["evaluate"] if c.data.tags["hpcfleet.array_value"] == "fi")  # type: ignore[attr-defined]
+    assert {k: len(v) for k, v in by_stage.items()} == {"prepare": 1, "train": 1, "evaluate": 72}
+    fi = next(
+        c
+        for c in by_stage["evaluate"]
+        if c.data.tags["hpcfleet.array_value"] == "fi"  # type: ignore[attr-defined]
+        and c.data.tags["hpcfleet.checkpoint"] == "iter_24"  # type: ignore[attr-defined]
+    )
     assert fi.data.metrics["accuracy"] == accuracy["fi"]
     train = by_stage["train"][0]
     assert train.data.metrics["gpu_hours"] > 0  # site-b lends it a (pretend) GPU
@@ -132,7 +154,7 @@ def test_run_list_and_show_json_shapes(demo: tuple[Path, str]) -> None:
     shown = json.loads(cli(env, "run", "show", listed["run_id"], "--json").stdout)
     assert shown["state"] == "COMPLETED"
     assert [s["name"] for s in shown["stages"]] == ["prepare", "train", "evaluate"]
-    assert len(shown["stages"][2]["jobs"]) == 24
+    assert len(shown["stages"][2]["jobs"]) == 72
     assert "spread over 2 sites" in shown["stages"][2]["choice"]
 
 
@@ -180,9 +202,12 @@ def test_prefect_task_runs_grow_with_stages_not_jobs(demo: tuple[Path, str]) -> 
     [(state,)] = prefect.execute("select state_type from flow_run where name = ?", (run.run_id,))
     assert state == "COMPLETED"
     names = sorted(
-        name for (name,) in prefect.execute(
+        name
+        for (name,) in prefect.execute(
             "select t.name from task_run t join flow_run f on t.flow_run_id = f.id "
-            "where f.name = ?", (run.run_id,))
+            "where f.name = ?",
+            (run.run_id,),
+        )
     )
     assert names == ["evaluate", "prepare", "train"]  # 26 jobs and many polls, 3 task runs
 
@@ -209,8 +234,8 @@ def test_demo_run_provenance_crate_validates_offline_and_lineage_reaches_prepare
     assert report.passed, report.issues
     metadata = json.loads((tmp_path / "crate" / "ro-crate-metadata.json").read_text())
     actions = [e for e in metadata["@graph"] if e["@type"] == "CreateAction"]
-    assert len(actions) == 1 + 26  # the run, and each job (24 evaluation cells)
-    traced = cli(env, "lineage", "checkpoints/model.json", "--json")
+    assert len(actions) == 1 + 2 + 3 * 24  # the run, and each job (72 evaluation cells)
+    traced = cli(env, "lineage", "checkpoints/iter_24/model.json", "--json")
     assert traced.returncode == 0, traced.stderr
     [train] = json.loads(traced.stdout)
     assert train["stage"] == "train" and train["sites"] == ["site-b"]
