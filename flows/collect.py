@@ -29,6 +29,7 @@ from flows.results import store_job_results
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
+from registry.results import StoredResult
 from registry.states import JobState
 from sites.errors import SiteError
 
@@ -63,12 +64,16 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
             fetched = local / f"attempt-{attempt}"
             shutil.rmtree(fetched, ignore_errors=True)  # nothing half-fetched is read
             fetched.mkdir(parents=True, exist_ok=True)
+        results: list[StoredResult] = []
         for job in site_jobs:
-            _record_job(ctx, job, fetched)
+            results += _record_job(ctx, job, fetched)
+        # One round of requests per checkpoint for the site's whole batch, not one per job.
+        ctx.checkpoint_runs().log(stage, results)
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
+def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> list[StoredResult]:
+    """Record one finished job; returns the results stored for it."""
     metrics_file = fetched / "metrics" / f"{job.array_index or 0}.jsonl"
     try:
         metrics_text = read_metrics_file(metrics_file)
@@ -112,7 +117,7 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
             ctx.tracker.log_artifact(child, capped_log(logs_dir / name), "logs")
     ctx.tracker.finish(child, MLFLOW_STATUS.get(_stage_like(job.state), "FAILED"))
     # Before the job is marked collected: a collection redone after a crash replaces them.
-    store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
+    results = store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:
@@ -122,6 +127,7 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
             _record_cell_results(ctx, list(cells[index].values()), parsed.last_values())
         else:
             _record_array_results(ctx, job.array_value, parsed.last_values())
+    return results
 
 
 def _record_cell_results(ctx: RunContext, cell_values: list[str], values: dict[str, float]) -> None:
