@@ -33,6 +33,8 @@ SECTIONS = (
     "bench_documents",
     "bench_launcher",
     "bench_cli",
+    "bench_results",
+    "bench_matrix",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
 TIMEOUT = 600.0
