@@ -34,19 +34,22 @@ import resource
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from benchlib import Report, process_memory
 
+from flows import collect
 from flows.checkpoint_results import CheckpointRuns
 from flows.collect import collect_attempt
 from flows.engine import EngineConfig, run_context
 from flows.launch import launch
 from flows.submission import submit_tasks
 from flows.tasks import initial_tasks
+from flows.tracking import Tracker
 from registry.partner import Partner
 from registry.results import read_results
 from registry.site import Site
@@ -54,8 +57,37 @@ from registry.states import JobState
 from registry.store import Store, now
 from sites.local.scheduler import LocalScheduler
 
+R = TypeVar("R")
 SUBMIT_GOAL_SECONDS = 60.0
 REQUESTS_PER_THOUSAND_GOAL = 1.0
+
+
+# Requests sent while logging cell results (the parent's `<key>/<cell>` metrics and the
+# per-checkpoint children), told apart from the per-job children's by where they are sent.
+RESULT_CALLS: dict[str, Counter[str]] = {"parent": Counter(), "checkpoints": Counter()}
+
+
+def _counted(
+    original: Callable[..., R], into: Counter[str], tracker_of: Callable[..., Tracker]
+) -> Callable[..., R]:
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        tracker = tracker_of(*args)
+        before = Counter(tracker.calls)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            into.update(tracker.calls - before)
+
+    return wrapper
+
+
+def count_result_requests() -> None:
+    CheckpointRuns.log = _counted(  # type: ignore[method-assign]
+        CheckpointRuns.log, RESULT_CALLS["checkpoints"], lambda runs, *_: runs.tracker
+    )
+    collect._ParentResults.log = _counted(  # type: ignore[method-assign]
+        collect._ParentResults.log, RESULT_CALLS["parent"], lambda _, ctx: ctx.tracker
+    )
 
 
 @dataclass
@@ -134,6 +166,7 @@ def main() -> None:
     )
     # The runners are the site's work (one process per task), not the orchestrator's.
     LocalScheduler._start_runners = lambda self, job_id, jobdir, tasks: None  # type: ignore[method-assign]
+    count_result_requests()
     with tempfile.TemporaryDirectory(prefix="hpcfleet-bench-matrix-") as scratch:
         home = Path(scratch)
         config = EngineConfig(
@@ -167,21 +200,10 @@ def main() -> None:
             with measured(collection):
                 collect_attempt(ctx, "evaluate", 1, jobs)
             calls = Counter(ctx.tracker.calls)
-            results = read_results(store, run_id)
-            # What the per-checkpoint children alone cost: a fresh process logging them all.
-            ctx.tracker.calls.clear()
-            fresh = CheckpointRuns(
-                store,
-                ctx.tracker,
-                ctx.experiment_id,
-                ctx.parent_mlflow_id,
-                {"hpcfleet.run_id": run_id, "hpcfleet.partner": "bench"},
-            )
-            fresh.log("evaluate", results[:1])
-            resumed_calls = Counter(ctx.tracker.calls)
+            results = len(read_results(store, run_id))
         sites = sorted({j.site for j in jobs})
     _rows(report, [planning, submission, collection], cells, len(jobs), sites)
-    _mlflow(report, calls, resumed_calls, len(results), args.checkpoints)
+    _mlflow(report, calls, RESULT_CALLS, results, args.checkpoints)
     report.target(
         f"submission of {cells:,} cells ≤ {SUBMIT_GOAL_SECONDS:.0f} s",
         f"{submission.wall:.1f} s wall ({submission.cpu:.1f} s CPU)",
@@ -215,31 +237,54 @@ def _rows(report: Report, phases: list[Phase], cells: int, jobs: int, sites: lis
 def _mlflow(
     report: Report,
     calls: Counter[str],
-    checkpoint_calls: Counter[str],
+    result_calls: dict[str, Counter[str]],
     results: int,
     checkpoints: int,
 ) -> None:
+    def listed(counts: Counter[str]) -> str:
+        return ", ".join(f"{n:,} × {k}" for k, n in sorted(counts.items()))
+
     total = sum(calls.values())
-    per_job = {k: v for k, v in calls.items()}
-    ckpt = sum(checkpoint_calls.values())
-    per_thousand = ckpt / (results / 1000) if results else math.nan
+    parent, children = result_calls["parent"], result_calls["checkpoints"]
+    per_job = calls - parent - children
     report.row(
-        "MLflow requests of the collection, all",
+        f"MLflow requests of the collection, all ({results:,} results)",
         f"{total:,}",
-        ", ".join(f"{n:,} × {k}" for k, n in sorted(per_job.items())),
+        listed(calls),
         "",
     )
     report.row(
-        f"MLflow requests for the {results:,} cell results as metrics of the "
-        f"{checkpoints} checkpoint children (a fresh process logging them all)",
-        f"{ckpt}",
-        ", ".join(f"{n} × {k}" for k, n in sorted(checkpoint_calls.items())),
+        "… of which the per-job child runs (INTERFACE: one per array value)",
+        f"{sum(per_job.values()):,}",
+        listed(per_job),
         "",
     )
+    report.row(
+        "… of which the cells' results on the parent (`<key>/<cell>`), per site batch",
+        f"{sum(parent.values())}",
+        listed(parent),
+        "",
+    )
+    report.row(
+        f"… of which the {checkpoints} per-checkpoint children "
+        "(`<metric>/<task>/<language>/<n_shot>`)",
+        f"{sum(children.values())}",
+        listed(children),
+        "",
+    )
+    ckpt = sum(children.values())
+    per_thousand = ckpt / (results / 1000) if results else math.nan
     report.target(
-        f"≤ {REQUESTS_PER_THOUSAND_GOAL:g} MLflow request per 1,000 results (the cell results)",
+        f"≤ {REQUESTS_PER_THOUSAND_GOAL:g} MLflow request per 1,000 results "
+        "(the per-checkpoint children)",
         f"{per_thousand:.2f} per 1,000 ({ckpt} for {results:,})",
         per_thousand <= REQUESTS_PER_THOUSAND_GOAL,
+    )
+    whole = total / (results / 1000) if results else math.nan
+    report.target(
+        f"≤ {REQUESTS_PER_THOUSAND_GOAL:g} MLflow request per 1,000 results (the whole collection)",
+        f"{whole:,.0f} per 1,000 ({total:,} for {results:,})",
+        whole <= REQUESTS_PER_THOUSAND_GOAL,
     )
 
 
