@@ -297,3 +297,25 @@ def test_evaluations_pickers_change_the_picture(home: Path) -> None:
 
 def _rows(cells: list[float], width: int) -> list[list[float]]:
     return [cells[i : i + width] for i in range(0, len(cells), width)]
+
+
+TIMELINE_APP = """
+from datetime import UTC, datetime, timedelta
+from dashboard.views.evaluations import timeline_section
+t0 = datetime(2026, 12, 1, tzinfo=UTC)
+rows = [{"stage": "train", "name": f"iter_{n:06d}", "found": t0 + timedelta(minutes=n // 100),
+         "sites": ["karolina"]} for n in (1000, 2000, 3000)]
+timeline_section(rows[:COUNT])
+"""
+
+
+def test_the_checkpoint_timeline_shows_only_when_there_are_checkpoints() -> None:
+    empty = AppTest.from_string(TIMELINE_APP.replace("COUNT", "0"))
+    empty.run()
+    assert not empty.exception and not figures(empty) and not empty.subheader
+    shown = AppTest.from_string(TIMELINE_APP.replace("COUNT", "3"))
+    shown.run()
+    assert not shown.exception
+    [chart] = figures(shown)
+    assert chart["data"][0]["text"] == ["iter_001000", "iter_002000", "iter_003000"]
+    assert list(table(shown)["step"]) == [1000, 2000, 3000]
