@@ -17,10 +17,12 @@ MLflow store), it measures the orchestrator's own CPU time, wall time and peak m
    than a shared 2-core machine takes, and they are the site's work, not the
    orchestrator's. So this is "the scheduler's submit call only", nothing runs;
 3. result collection: every task's metrics file written as the job would have, the jobs
-   marked COMPLETED, then `flows.collect.collect_attempt` as the stage runner calls it:
-   logs fetched, a child run per job, results stored, the parent's `<key>/<cell>`
-   metrics and the per-checkpoint children logged. MLflow requests are counted by
-   `Tracker.calls` (one per client call; the store is SQLite, so no HTTP).
+   marked COMPLETED, then `flows.collect.collect_attempt` as the stage runner calls it
+   after an attempt: logs fetched, a child run per job, results stored, the parent's
+   `<key>/<cell>` metrics and the per-checkpoint children (`results.csv` and summaries,
+   `flows.checkpoint_results`) logged. MLflow requests are counted by `Tracker.calls`
+   (one per client call; the store is SQLite and the artifacts a directory, so no HTTP;
+   against a server each is one request), and told apart by where they are sent.
 
 Touches nothing outside its temporary directory. Prints a markdown section.
 """
@@ -266,8 +268,7 @@ def _mlflow(
         "",
     )
     report.row(
-        f"… of which the {checkpoints} per-checkpoint children "
-        "(`<metric>/<task>/<language>/<n_shot>`)",
+        f"… of which the {checkpoints} per-checkpoint children (`results.csv` and summary metrics)",
         f"{sum(children.values())}",
         listed(children),
         "",

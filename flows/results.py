@@ -188,6 +188,11 @@ def cell_counts(
 
 def result_columns(spec: RunSpec, results: Sequence[StoredResult]) -> list[str]:
     """CSV_COLUMNS, with any other cell key of the results after `n_shot`."""
+    return columns_for(results)
+
+
+def columns_for(results: Sequence[StoredResult]) -> list[str]:
+    """CSV_COLUMNS, with any other cell key of the results after `n_shot`."""
     extra = sorted({k for r in results for k in r.cell} - set(STANDARD_KEYS))
     position = CSV_COLUMNS.index("n_shot") + 1
     return [*CSV_COLUMNS[:position], *extra, *CSV_COLUMNS[position:]]

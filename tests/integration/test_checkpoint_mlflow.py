@@ -1,14 +1,16 @@
-"""Per-checkpoint MLflow children on a real MLflow store (SQLite): the requests a
-collection costs, the runs read back, and a resumed orchestrator adding to the same
-children instead of making new ones; then through the engine, with real local jobs."""
+"""Per-checkpoint MLflow children on a real MLflow store (SQLite, artifacts in a
+directory): the requests a collection costs, the runs and tables read back, and a
+resumed orchestrator updating the same children instead of making new ones; then
+through the engine, with real local jobs."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from flows.checkpoint_results import CHECKPOINT_TAG, RESULTS_TAG, CheckpointRuns
+from flows.checkpoint_results import CHECKPOINT_TAG, RESULTS_TAG, TABLE_NAME, CheckpointRuns
 from flows.engine import execute_run
 from flows.launch import launch
 from flows.tracking import Tracker
@@ -50,10 +52,17 @@ def _results(store: Store, run_id: str, job_ids: list[int], checkpoint: str) -> 
     return batch
 
 
-def test_a_checkpoint_costs_a_request_per_thousand_results(tmp_path: Path) -> None:
+def _table(client: MlflowClient, child: str, into: Path) -> dict[tuple[str, str, str], str]:
+    """(language, task, metric) -> value of the child's results.csv."""
+    path = client.download_artifacts(child, TABLE_NAME, str(into))
+    with open(path) as handle:
+        return {(r["language"], r["task"], r["metric"]): r["value"] for r in csv.DictReader(handle)}
+
+
+def test_a_checkpoint_costs_a_few_requests_whatever_its_size(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
     run_id, job_ids = _stored_run(store)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
     experiment = tracker.experiment_id("tests")
     parent = tracker.start_run(experiment, "r", {"hpcfleet.run_id": run_id})
     tags = {"hpcfleet.run_id": run_id, "hpcfleet.partner": "p"}
@@ -61,24 +70,26 @@ def test_a_checkpoint_costs_a_request_per_thousand_results(tmp_path: Path) -> No
     tracker.calls.clear()
 
     assert CheckpointRuns(store, tracker, experiment, parent, tags).log("evaluate", batch) == 2500
-    # one search (a resumed process finds its children), one create, 3 batches, one end
+    # one search (a resumed process finds its children), one create, the table, one
+    # batch of summaries, one end: 5 requests for 2,500 results
     assert dict(tracker.calls) == {
-        "search_runs": 1,
-        "create_run": 1,
-        "log_batch": 3,
+        "search_runs": 1, "create_run": 1, "log_artifact": 1, "log_batch": 1,
         "set_terminated": 1,
-    }
+    }  # fmt: skip
     client = MlflowClient(tracker.tracking_uri)
     [child] = client.search_runs([experiment], f"tags.`{RESULTS_TAG}` = 'checkpoint'")
     assert child.data.tags[CHECKPOINT_TAG] == "iter_1000"
     assert child.data.tags["mlflow.parentRunId"] == parent
     assert child.data.tags["hpcfleet.stage"] == "evaluate"
     assert child.info.status == "FINISHED"
-    assert len(child.data.metrics) == 2500
-    assert child.data.metrics["f1/t49/l24"] == 0.5
+    assert child.data.metrics == {
+        "mean/acc": 0.5, "cells/acc": 1250.0, "mean/f1": 0.5, "cells/f1": 1250.0
+    }  # fmt: skip
+    table = _table(client, child.info.run_id, tmp_path / "first")
+    assert len(table) == 2500 and table[("l24", "t49", "f1")] == "0.5"
 
-    # A new orchestrator process (a resume): the same child, everything stored re-logged
-    # once (what a crash might have left out), nothing created.
+    # A new orchestrator process (a resume) after a refill of one cell: the same child,
+    # its table and summaries rewritten from the registry, nothing created.
     replace_job_results(store, run_id, job_ids[0], [
         StoredResult("evaluate", "acc", 0.9, "a", 2, {"language": "l0", "task": "t0"}, "iter_1000")
     ])  # fmt: skip
@@ -89,7 +100,10 @@ def test_a_checkpoint_costs_a_request_per_thousand_results(tmp_path: Path) -> No
     assert resumed.log("evaluate", []) == 0
     runs = client.search_runs([experiment], f"tags.`{RESULTS_TAG}` = 'checkpoint'")
     assert [r.info.run_id for r in runs] == [child.info.run_id]
-    assert runs[0].data.metrics["acc/t0/l0"] == 0.9  # the newer attempt's value
+    assert runs[0].data.metrics["cells/acc"] == 1250.0
+    assert runs[0].data.metrics["cells/f1"] == 1249.0  # that job reported no f1 this time
+    table = _table(client, child.info.run_id, tmp_path / "second")
+    assert len(table) == 2499 and table[("l0", "t0", "acc")] == "0.9"
 
 
 EVAL_PY = """\
@@ -132,8 +146,17 @@ def test_the_engine_logs_one_child_per_checkpoint(tmp_path: Path) -> None:
         child = by_checkpoint[checkpoint]
         assert child.data.tags["mlflow.parentRunId"] == run.mlflow_run_id
         assert child.data.tags["hpcfleet.run_id"] == run_id
+        # four cells fit one request: each cell as a metric, besides the summaries
         assert child.data.metrics == {
-            f"acc/{task}/{language}": value
-            for language in ("fi", "cs")
-            for task in ("belebele", "flores")
+            "mean/acc": value,
+            "cells/acc": 4.0,
+            **{
+                f"acc/{task}/{language}": value
+                for language in ("fi", "cs")
+                for task in ("belebele", "flores")
+            },
+        }
+        table = _table(client, child.info.run_id, tmp_path / checkpoint)
+        assert set(table) == {
+            (language, task, "acc") for language in ("fi", "cs") for task in ("belebele", "flores")
         }
