@@ -26,6 +26,7 @@ the same picture.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from collections import defaultdict
@@ -45,6 +46,11 @@ RESULTS_KIND = "checkpoint"
 TABLE_NAME = "results.csv"
 KEY_ORDER = ("task", "language", "n_shot")  # the issue's `<metric>/<task>/<language>/<n_shot>`
 MAX_RUN_NAME = 250
+# MLflow refuses longer tag values (5,000 characters before 2.x, 8,000 since); the name
+# comes from a job's result line, so a longer one is skipped, not allowed to fail the run.
+MAX_CHECKPOINT_NAME = 5000
+
+log = logging.getLogger(__name__)
 
 
 def cell_key(metric: str, cell: Mapping[str, str]) -> str:
@@ -118,6 +124,13 @@ class CheckpointRuns:
         """Bring the children of the checkpoints that the newly stored `results` of
         `stage` name up to date with the registry; returns how many cells they hold."""
         touched = {r.checkpoint for r in results if r.checkpoint}
+        for name in [c for c in touched if len(c) > MAX_CHECKPOINT_NAME]:
+            log.warning(
+                "checkpoint %r...: name longer than %d characters, not logged to MLflow",
+                name[:60],
+                MAX_CHECKPOINT_NAME,
+            )
+            touched.discard(name)
         if not touched:
             return 0  # not an evaluation of checkpoints: no request at all
         stored = read_results(self.store, self.base_tags["hpcfleet.run_id"], stage)

@@ -106,6 +106,25 @@ def test_a_checkpoint_costs_a_few_requests_whatever_its_size(tmp_path: Path) -> 
     assert len(table) == 2499 and table[("l0", "t0", "acc")] == "0.9"
 
 
+def test_a_checkpoint_name_mlflow_would_refuse_is_skipped(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    run_id, job_ids = _stored_run(store)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
+    experiment = tracker.experiment_id("tests")
+    parent = tracker.start_run(experiment, "r", {"hpcfleet.run_id": run_id})
+    long_name = "iter_" + "9" * 9000  # a job's line may name any checkpoint
+    rows = [
+        StoredResult("evaluate", "acc", 0.5, "a", 1, {"language": "l0"}, long_name),
+        StoredResult("evaluate", "acc", 0.5, "a", 1, {"language": "l1"}, "iter_1"),
+    ]
+    replace_job_results(store, run_id, job_ids[0], rows)
+    runs = CheckpointRuns(store, tracker, experiment, parent, {"hpcfleet.run_id": run_id})
+    assert runs.log("evaluate", rows) == 1
+    client = MlflowClient(tracker.tracking_uri)
+    children = client.search_runs([experiment], f"tags.`{RESULTS_TAG}` = 'checkpoint'")
+    assert [c.data.tags[CHECKPOINT_TAG] for c in children] == ["iter_1"]
+
+
 EVAL_PY = """\
 import json, os, sys
 language, task = sys.argv[1:3]
