@@ -34,9 +34,12 @@ SECTIONS = (
     "bench_launcher",
     "bench_cli",
     "bench_login",
+    "bench_results",
+    "bench_matrix",
+    "bench_checkpoint_latency",
 )
 RUNNABLE = tuple(name for name in SECTIONS if name != "bench_transfer")
-TIMEOUT = 600.0
+TIMEOUT = 1800.0  # bench_matrix collects 9,600 jobs: 7-14 min on 2 shared cores
 _MARK = re.compile(r"^<!-- section: (\w+) -->$", re.MULTILINE)
 
 INTRO = """\

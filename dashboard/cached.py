@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import queries, run_queries
+from dashboard.data import evaluations, queries, run_queries
 from dashboard.data import sites as site_data
 from dashboard.data.parent_index import ParentRunIndex
 from flows.milestones import MilestoneStatus
@@ -50,6 +50,11 @@ def runs(store_url: str) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def sites(store_url: str) -> list[site_data.SiteView]:
     return site_data.load_sites(store(store_url), jobs(store_url), datetime.now(UTC))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def evaluation(store_url: str, run_id: str) -> evaluations.Evaluation:
+    return evaluations.load_evaluation(store(store_url), run_id)
 
 
 @st.cache_resource(show_spinner=False)

@@ -111,3 +111,31 @@ def runs_by_partner_chart(runs: pd.DataFrame) -> go.Figure:
     fig = px.bar(counts, x="partner", y="runs", color="state",
                  color_discrete_map=STATE_COLORS)
     return _compact(fig, 280)
+
+
+COVERAGE_COLORS = {
+    "with results": "#2e7d32", "failed": "#c62828", "running": "#1565c0", "not run": "#bdbdbd",
+}
+
+
+def coverage_chart(coverage: pd.DataFrame) -> go.Figure:
+    """One stacked bar per array stage: its cells with results, failed, running, not run."""
+    fig = px.bar(
+        _escaped(coverage, "stage", "summary"), x="cells", y="stage", color="part",
+        orientation="h", color_discrete_map=COVERAGE_COLORS, hover_data={"summary": True},
+        category_orders={"part": list(COVERAGE_COLORS)},
+    )
+    fig.update_yaxes(title=None, autorange="reversed")
+    fig.update_xaxes(title="cells", rangemode="tozero")
+    return _compact(fig, 120 + 50 * max(1, coverage["stage"].nunique()))
+
+
+def checkpoint_timeline_chart(timeline: pd.DataFrame) -> go.Figure:
+    """Each checkpoint a marker at the time it was found, one lane per training stage."""
+    fig = px.scatter(
+        _escaped(timeline, "stage", "checkpoint", "evaluated_on"), x="found", y="stage",
+        text="checkpoint", hover_data={"step": True, "evaluated_on": True},
+    )
+    fig.update_traces(textposition="top center", marker={"size": 12})
+    fig.update_yaxes(title=None)
+    return _compact(fig, 120 + 60 * max(1, timeline["stage"].nunique()))

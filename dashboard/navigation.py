@@ -26,6 +26,7 @@ PAGES = (
     PageEntry("runs", "Runs", ":material/list:", "runs"),
     PageEntry("run", "Run detail", ":material/search:", "run_detail"),
     PageEntry("languages", "Languages", ":material/translate:", "languages"),
+    PageEntry("evaluations", "Evaluations", ":material/grid_on:", "evaluations"),
 )
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 from collections import defaultdict
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from flows.results import store_job_results
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
 from registry.records import JobRecord
+from registry.results import StoredResult
 from registry.states import JobState
 from sites.errors import SiteError
 from sites.login.commands import is_login_job_id
@@ -65,12 +67,37 @@ def collect_attempt(ctx: RunContext, stage: str, attempt: int, jobs: list[JobRec
             fetched = local / f"attempt-{attempt}"
             shutil.rmtree(fetched, ignore_errors=True)  # nothing half-fetched is read
             fetched.mkdir(parents=True, exist_ok=True)
+        results: list[StoredResult] = []
+        parent = _ParentResults()
         for job in site_jobs:
-            _record_job(ctx, job, fetched)
+            results += _record_job(ctx, job, fetched, parent)
+        # The site's whole batch in one round of requests (for the parent, then for each
+        # checkpoint), not one per job: a matrix has 10^4 cells.
+        parent.log(ctx)
+        ctx.checkpoint_runs().log(stage, results)
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
+@dataclass
+class _ParentResults:
+    """Array results of a batch of jobs, for the parent run."""
+
+    points: list[MetricPoint] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def log(self, ctx: RunContext) -> None:
+        with ctx.parent_lock:
+            if self.tags:
+                ctx.tracker.set_tags(ctx.parent_mlflow_id, self.tags)
+            if self.points:
+                ctx.tracker.log_metrics(ctx.parent_mlflow_id, self.points)
+
+
+def _record_job(
+    ctx: RunContext, job: JobRecord, fetched: Path, parent: _ParentResults
+) -> list[StoredResult]:
+    """Record one finished job (its array results go to `parent`); returns the results
+    stored for it."""
     metrics_file = fetched / "metrics" / f"{job.array_index or 0}.jsonl"
     try:
         metrics_text = read_metrics_file(metrics_file)
@@ -121,34 +148,30 @@ def _record_job(ctx: RunContext, job: JobRecord, fetched: Path) -> None:
             ctx.tracker.log_artifact(child, capped_log(logs_dir / name), "logs")
     ctx.tracker.finish(child, MLFLOW_STATUS.get(_stage_like(job.state), "FAILED"))
     # Before the job is marked collected: a collection redone after a crash replaces them.
-    store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
+    results = store_job_results(ctx.store, ctx.spec.stage(job.stage), job, metrics_text)
     ctx.store.update_job(job.id, mlflow_run_id=child, reason=reason)
 
     if job.array_value is not None and job.state is JobState.COMPLETED:
         cells = ctx.spec.stage(job.stage).cells
         index = job.array_index
+        values = parsed.last_values()
         if index is not None and index < len(cells) and len(cells[index]) > 1:
-            _record_cell_results(ctx, list(cells[index].values()), parsed.last_values())
+            # A matrix cell's results as `<key>/<v1>/<v2>/...` (`acc/fi/belebele/5`).
+            cell_values = list(cells[index].values())
+            parent.points += [
+                MetricPoint(parent_cell_key(k, cell_values), v) for k, v in values.items()
+            ]
         else:
-            _record_array_results(ctx, job.array_value, parsed.last_values())
+            _array_results(parent, job.array_value, values)
+    return results
 
 
-def _record_cell_results(ctx: RunContext, cell_values: list[str], values: dict[str, float]) -> None:
-    """A matrix cell's results on the parent as `<key>/<v1>/<v2>/...` (`acc/fi/belebele/5`)."""
-    points = [MetricPoint(parent_cell_key(key, cell_values), v) for key, v in values.items()]
-    with ctx.parent_lock:
-        ctx.tracker.log_metrics(ctx.parent_mlflow_id, points)
-
-
-def _record_array_results(ctx: RunContext, array_value: str, values: dict[str, float]) -> None:
+def _array_results(parent: _ParentResults, array_value: str, values: dict[str, float]) -> None:
     """`<key>/<value>` on the parent; a value MLflow would refuse in a key is escaped
     there, the original kept in the parent's tag `hpcfleet.array_value/<escaped>`."""
-    points = [MetricPoint(parent_metric_key(key, array_value), v) for key, v in values.items()]
-    with ctx.parent_lock:
-        if key_part(array_value) != array_value:
-            tag = parent_metric_key(ARRAY_VALUE_TAG, array_value)
-            ctx.tracker.set_tags(ctx.parent_mlflow_id, {tag: array_value})
-        ctx.tracker.log_metrics(ctx.parent_mlflow_id, points)
+    parent.points += [MetricPoint(parent_metric_key(k, array_value), v) for k, v in values.items()]
+    if key_part(array_value) != array_value:
+        parent.tags[parent_metric_key(ARRAY_VALUE_TAG, array_value)] = array_value
 
 
 def record_outputs(ctx: RunContext, stage: str) -> None:

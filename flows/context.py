@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.checkpoint_results import CheckpointRuns
 from flows.layout import StageLayout
 from flows.planning import StagePlan
 from flows.tracking import Tracker
@@ -49,6 +50,7 @@ class RunContext:
     _progress_changed: threading.Condition = field(default_factory=threading.Condition)
     _submit_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _cancel_read: tuple[float, bool] = (float("-inf"), False)  # (monotonic time, flag)
+    _checkpoint_runs: CheckpointRuns | None = None
 
     def submit_lock(self, site: str) -> threading.Lock:
         """Held from the queue-limit check until the new jobs are recorded."""
@@ -95,6 +97,18 @@ class RunContext:
                 need: StageProgress(p.attempt, dict(p.job_ids), p.final)
                 for need, p in ((n, self.progress[n]) for n in needs)
             }
+
+    def checkpoint_runs(self) -> CheckpointRuns:
+        """The run's per-checkpoint MLflow children (flows.checkpoint_results)."""
+        with self.parent_lock:
+            if self._checkpoint_runs is None:
+                tags = {"hpcfleet.run_id": self.run_id, "hpcfleet.partner": self.run.partner}
+                if self.flow_run_id:
+                    tags["prefect.flow_run_id"] = self.flow_run_id
+                self._checkpoint_runs = CheckpointRuns(
+                    self.store, self.tracker, self.experiment_id, self.parent_mlflow_id, tags
+                )
+            return self._checkpoint_runs
 
     @property
     def run_id(self) -> str:

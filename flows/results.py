@@ -83,10 +83,16 @@ def _job_cell(stage: Stage, job: JobRecord) -> dict[str, str]:
     return {}
 
 
-def store_job_results(store: Store, stage: Stage, job: JobRecord, metrics_text: str) -> None:
-    """Store a completed job's results (replacing any stored before for that job)."""
-    if job.state is JobState.COMPLETED:
-        replace_job_results(store, job.run_id, job.id, job_results(stage, job, metrics_text))
+def store_job_results(
+    store: Store, stage: Stage, job: JobRecord, metrics_text: str
+) -> list[StoredResult]:
+    """Store a completed job's results (replacing any stored before for that job); returns
+    them (none for a job that did not complete)."""
+    if job.state is not JobState.COMPLETED:
+        return []
+    results = job_results(stage, job, metrics_text)
+    replace_job_results(store, job.run_id, job.id, results)
+    return results
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,11 @@ def cell_counts(
 
 
 def result_columns(spec: RunSpec, results: Sequence[StoredResult]) -> list[str]:
+    """CSV_COLUMNS, with any other cell key of the results after `n_shot`."""
+    return columns_for(results)
+
+
+def columns_for(results: Sequence[StoredResult]) -> list[str]:
     """CSV_COLUMNS, with any other cell key of the results after `n_shot`."""
     extra = sorted({k for r in results for k in r.cell} - set(STANDARD_KEYS))
     position = CSV_COLUMNS.index("n_shot") + 1

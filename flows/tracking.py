@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -61,6 +62,7 @@ class Tracker:
                 private_dir(Path(unquote(urlparse(artifact_root).path)))
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self.requests = 0  # metric-logging requests sent (for benchmarks)
+        self.calls: Counter[str] = Counter()  # every request sent, by client method
 
     def experiment_id(self, name: str) -> str:
         with _mlflow_errors(f"open experiment {name!r}"):
@@ -85,16 +87,19 @@ class Tracker:
             all_tags[PARENT_RUN_TAG] = parent
         with _mlflow_errors(f"start run {name!r}"):
             run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+            self.calls["create_run"] += 1
             run_id = str(run.info.run_id)
             if params:
                 from mlflow.entities import Param
 
+                self.calls["log_batch"] += 1
                 self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
             return run_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
+        self.calls["log_batch"] += 1
         with _mlflow_errors("set tags"):
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
@@ -115,27 +120,34 @@ class Tracker:
             for start in range(0, len(metrics), BATCH_LIMIT):
                 self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
                 self.requests += 1
+                self.calls["log_batch"] += 1
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        self.calls["log_artifacts"] += 1
         with _mlflow_errors("log artifacts"):
             self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
     def log_artifact(self, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
+        self.calls["log_artifact"] += 1
         with _mlflow_errors("log an artifact"):
             self.client.log_artifact(run_id, str(local_file), artifact_path)
 
     def finish(self, run_id: str, status: str) -> None:
         """End a run: status is FINISHED, FAILED or KILLED."""
+        self.calls["set_terminated"] += 1
         with _mlflow_errors("end a run"):
             self.client.set_terminated(run_id, status=status)
 
     def children(self, experiment_id: str, hpcfleet_run_id: str) -> list[Any]:
+        return self.search(experiment_id, f"tags.`hpcfleet.run_id` = '{hpcfleet_run_id}'")
+
+    def search(self, experiment_id: str, filter_string: str) -> list[Any]:
+        """Runs of the experiment matching `filter_string` (made of values we chose)."""
+        self.calls["search_runs"] += 1
         with _mlflow_errors("search runs"):
             return list(
                 self.client.search_runs(
-                    [experiment_id],
-                    filter_string=f"tags.`hpcfleet.run_id` = '{hpcfleet_run_id}'",
-                    max_results=5000,
+                    [experiment_id], filter_string=filter_string, max_results=5000
                 )
             )
 

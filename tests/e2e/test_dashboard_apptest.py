@@ -264,3 +264,58 @@ def test_pages_still_show_the_registry_when_mlflow_is_down(
     detail = render("run_detail", run=run_with_state(home, "COMPLETED"))
     assert any("metrics and logs are unavailable" in w.value for w in detail.warning)
     assert len(table(detail, 1)) > 0  # jobs still come from the registry
+
+
+def test_evaluations_heatmap_shows_checkpoints_by_language_with_gaps(home: Path) -> None:
+    at = render("evaluations")
+    shown = texts(at)
+    # coverage: the run's own summary text (mt's jobs completed without a result)
+    assert re.search(r"\*\*evaluate\*\* — \d+/24 cells, \d+ missing \(1 failed, \d+ running\)", shown)
+    coverage, heatmap = figures(at)[:2]
+    parts = {trace["name"] for trace in coverage["data"]}
+    assert {"with results", "failed", "running"} <= parts
+    trace = heatmap["data"][0]
+    assert trace["x"] == list(sample.CHECKPOINTS)  # ordered by step
+    assert trace["y"] == [language_label(code) for code in EU_LANGUAGES]
+    rows = dict(zip(trace["y"], _rows(values(trace["z"]), len(trace["x"])), strict=True))
+    assert all(math.isnan(v) for v in rows[language_label(sample.NO_RESULT_LANGUAGE)])
+    late = rows[language_label(sample.LATE_LANGUAGE)]
+    assert not math.isnan(late[0]) and math.isnan(late[-1])  # grey: newest not in yet
+    assert at.selectbox(key="evaluations_evaluate_task").options == list(sample.RESULT_TASKS)
+    assert at.selectbox(key="evaluations_evaluate_n_shot").options == list(sample.RESULT_SHOTS)
+    assert "planned cell(s) without a result shown in grey" in shown
+
+
+def test_evaluations_pickers_change_the_picture(home: Path) -> None:
+    at = render("evaluations")
+    before = values(figures(at)[1]["data"][0]["z"])
+    at.selectbox(key="evaluations_evaluate_task").select("flores").run()
+    assert not at.exception
+    after = values(figures(at)[1]["data"][0]["z"])
+    assert len(after) == len(before) and after != before
+
+
+def _rows(cells: list[float], width: int) -> list[list[float]]:
+    return [cells[i : i + width] for i in range(0, len(cells), width)]
+
+
+TIMELINE_APP = """
+from datetime import UTC, datetime, timedelta
+from dashboard.views.evaluations import timeline_section
+t0 = datetime(2026, 12, 1, tzinfo=UTC)
+rows = [{"stage": "train", "name": f"iter_{n:06d}", "found": t0 + timedelta(minutes=n // 100),
+         "sites": ["karolina"]} for n in (1000, 2000, 3000)]
+timeline_section(rows[:COUNT])
+"""
+
+
+def test_the_checkpoint_timeline_shows_only_when_there_are_checkpoints() -> None:
+    empty = AppTest.from_string(TIMELINE_APP.replace("COUNT", "0"))
+    empty.run()
+    assert not empty.exception and not figures(empty) and not empty.subheader
+    shown = AppTest.from_string(TIMELINE_APP.replace("COUNT", "3"))
+    shown.run()
+    assert not shown.exception
+    [chart] = figures(shown)
+    assert chart["data"][0]["text"] == ["iter_001000", "iter_002000", "iter_003000"]
+    assert list(table(shown)["step"]) == [1000, 2000, 3000]

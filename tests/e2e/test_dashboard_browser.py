@@ -41,6 +41,7 @@ PAGES = [
     ("runs", "Runs", ["Partner", "Experiment", "of 8 runs", "Timeline", "Open run r0", "lumi"]),
     ("run", "Run detail", ["Stages", "Jobs", "Log tails", "MLflow run", "Prefect flow run"]),
     ("languages", "Languages", ["bg Bulgarian", "sv Swedish", "Per language"]),
+    ("evaluations", "Evaluations", ["Coverage", "Checkpoint × language", "shown in grey"]),
 ]
 
 pytest.importorskip("websockets")
@@ -264,6 +265,7 @@ def test_hostile_text_shows_as_text_in_a_real_browser(
         ("runs", "Runs", ["Timeline"]),
         (f"run?run={failed}", "Run detail", [*typed, "Log tails"]),
         ("languages", "Languages", ["Per language"]),
+        ("evaluations", "Evaluations", ["Checkpoint × language"]),
     ):
         load(browser, f"{dashboard_url}/{url_path}", title, must_show)
         screenshot(browser, tmp_path / f"hostile-{url_path.split('?')[0] or 'overview'}.png")

@@ -27,7 +27,7 @@ from tests.dashboard_sample import HOSTILE, HOSTILE_MARKER, fill_home, inject_ho
 pytestmark = pytest.mark.timeout(300)
 
 RENDER_TIMEOUT = 60.0
-PAGES = ("overview", "sites", "runs", "run_detail", "languages")
+PAGES = ("overview", "sites", "runs", "run_detail", "languages", "evaluations")
 MARKDOWN_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "warning",
                   "error", "success")
 LIVE_TOKENS = {"link_open", "image", "html_inline", "html_block", "table_open"}
