@@ -105,9 +105,13 @@ class MissingCell:
 
 
 def _has_result(stage: Stage, results: Iterable[StoredResult]) -> set[tuple[str, ...]]:
+    """(checkpoint, *cell) of every result of `stage`. Only a `for_each` stage covers its
+    cells per checkpoint; an ordinary stage's job may still name the checkpoints it
+    evaluated in its result lines, and any of them covers the cell."""
     keys = stage.array_keys
+    per_checkpoint = stage.for_each is not None
     return {
-        (r.checkpoint, *(r.cell.get(k, "") for k in keys))
+        (r.checkpoint if per_checkpoint else "", *(r.cell.get(k, "") for k in keys))
         for r in results
         if r.stage == stage.name
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dashboard.data.languages import EU_LANGUAGES
+from registry.checkpoints import CheckpointRecord, record_checkpoint
 from registry.milestone import Milestone
 from registry.partner import Partner
 from registry.records import ProbeRecord
@@ -437,6 +438,17 @@ def add_checkpoint_results(store: Store) -> str:
     acc per checkpoint x task x n_shot for each language's completed job (the array has
     the language; result lines name the rest). Returns the run's id."""
     run_id = evaluated_run(store)
+    # The training stage's checkpoints, as its watcher recorded them.
+    found = min(j.started or j.submitted or datetime.now(UTC) for j in store.jobs(run_id))
+    for step, checkpoint in enumerate(CHECKPOINTS):
+        record_checkpoint(
+            store,
+            run_id,
+            CheckpointRecord(
+                "train", checkpoint, f"checkpoints/{checkpoint}", "site-b", 1000 + step,
+                f"{step:064x}", found + timedelta(minutes=10 * step),
+            ),
+        )  # fmt: skip
     rng = random.Random(11)
     for job in store.jobs(run_id, "evaluate"):
         language = job.array_value or ""

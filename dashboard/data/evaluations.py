@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from dashboard.data.languages import EU_LANGUAGES
 from flows.results import CellCount, cell_counts
+from registry.checkpoints import read_checkpoints
 from registry.results import StoredResult, read_results
 
 if TYPE_CHECKING:
@@ -207,12 +208,27 @@ class Evaluation:
     cells: dict[str, list[dict[str, str]]]  # planned cells of each array stage, spec order
     results: pd.DataFrame  # results_frame of every stored result
     coverage: pd.DataFrame  # coverage_frame
+    # The checkpoints of its training stages (`checkpoint_timeline` rows), oldest first.
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_evaluation(store: Store, run_id: str) -> Evaluation:
-    """One run's planned cells, stored results and coverage (three reads of the store)."""
+    """One run's planned cells, stored results, coverage and checkpoints (four reads of
+    the store)."""
     run = store.get_run(run_id)
     stored = read_results(store, run_id)
-    counts = cell_counts(run.spec, store.jobs(run_id), stored)
+    jobs = store.jobs(run_id)
+    counts = cell_counts(run.spec, jobs, stored)
     cells = {s.name: [dict(c) for c in s.cells] for s in run.spec.stages if s.cells}
-    return Evaluation(run_id, run.name, cells, results_frame(stored), coverage_frame(counts))
+    # Where each checkpoint is being evaluated: the sites of the jobs that run on it.
+    sites: dict[str, set[str]] = {}
+    for job in jobs:
+        if job.checkpoint:
+            sites.setdefault(job.checkpoint, set()).add(job.site)
+    checkpoints = [
+        {"stage": c.stage, "name": c.name, "found": c.found, "sites": sorted(sites.get(c.name, ()))}
+        for c in read_checkpoints(store, run_id)
+    ]
+    return Evaluation(
+        run_id, run.name, cells, results_frame(stored), coverage_frame(counts), checkpoints
+    )

@@ -58,9 +58,7 @@ def _render(cfg: DashboardConfig, run_id: str) -> None:
     else:
         _coverage(evaluation)
         _heatmap(evaluation)
-    # Checkpoint records are not in the store yet; the hook shows nothing without them.
-    checkpoints: list[dict[str, Any]] = []
-    timeline_section(checkpoints, evaluation.results)
+    timeline_section(evaluation.checkpoints, evaluation.results)
 
 
 def _coverage(evaluation: Evaluation) -> None:

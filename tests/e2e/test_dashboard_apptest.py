@@ -270,7 +270,9 @@ def test_evaluations_heatmap_shows_checkpoints_by_language_with_gaps(home: Path)
     at = render("evaluations")
     shown = texts(at)
     # coverage: the run's own summary text (mt's jobs completed without a result)
-    assert re.search(r"\*\*evaluate\*\* — \d+/24 cells, \d+ missing \(1 failed, \d+ running\)", shown)
+    assert re.search(
+        r"\*\*evaluate\*\* — \d+/24 cells, \d+ missing \(1 failed, \d+ running\)", shown
+    ), shown
     coverage, heatmap = figures(at)[:2]
     parts = {trace["name"] for trace in coverage["data"]}
     assert {"with results", "failed", "running"} <= parts
@@ -284,6 +286,9 @@ def test_evaluations_heatmap_shows_checkpoints_by_language_with_gaps(home: Path)
     assert at.selectbox(key="evaluations_evaluate_task").options == list(sample.RESULT_TASKS)
     assert at.selectbox(key="evaluations_evaluate_n_shot").options == list(sample.RESULT_SHOTS)
     assert "planned cell(s) without a result shown in grey" in shown
+    # The training stage's checkpoints from the store, in the order they appeared.
+    timeline = figures(at)[2]
+    assert timeline["data"][0]["text"] == list(sample.CHECKPOINTS)
 
 
 def test_evaluations_pickers_change_the_picture(home: Path) -> None:
