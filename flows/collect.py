@@ -29,6 +29,7 @@ from flows.metrics import (
 from flows.results import store_job_results
 from flows.retry import with_retries
 from flows.tracking import MLFLOW_STATUS
+from registry.checkpoints import checkpoint_step
 from registry.records import JobRecord
 from registry.results import StoredResult
 from registry.states import JobState
@@ -155,21 +156,29 @@ def _record_job(
         cells = ctx.spec.stage(job.stage).cells
         index = job.array_index
         values = parsed.last_values()
+        # Per checkpoint, the parent's value of a cell is a history over the checkpoints'
+        # steps: its latest (what milestones and the runs table read) is the newest
+        # checkpoint's, in whatever order their evaluations ended.
+        step = (checkpoint_step(job.checkpoint) or 0) if job.checkpoint else 0
         if index is not None and index < len(cells) and len(cells[index]) > 1:
             # A matrix cell's results as `<key>/<v1>/<v2>/...` (`acc/fi/belebele/5`).
             cell_values = list(cells[index].values())
             parent.points += [
-                MetricPoint(parent_cell_key(k, cell_values), v) for k, v in values.items()
+                MetricPoint(parent_cell_key(k, cell_values), v, step) for k, v in values.items()
             ]
         else:
-            _array_results(parent, job.array_value, values)
+            _array_results(parent, job.array_value, values, step)
     return results
 
 
-def _array_results(parent: _ParentResults, array_value: str, values: dict[str, float]) -> None:
+def _array_results(
+    parent: _ParentResults, array_value: str, values: dict[str, float], step: int = 0
+) -> None:
     """`<key>/<value>` on the parent; a value MLflow would refuse in a key is escaped
     there, the original kept in the parent's tag `hpcfleet.array_value/<escaped>`."""
-    parent.points += [MetricPoint(parent_metric_key(k, array_value), v) for k, v in values.items()]
+    parent.points += [
+        MetricPoint(parent_metric_key(k, array_value), v, step) for k, v in values.items()
+    ]
     if key_part(array_value) != array_value:
         parent.tags[parent_metric_key(ARRAY_VALUE_TAG, array_value)] = array_value
 

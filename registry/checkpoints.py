@@ -7,6 +7,7 @@ that was started for it is started again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +31,16 @@ class CheckpointRecord:
     size: int  # of its ready file
     sha256: str  # of its ready file
     found: datetime
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """A checkpoint's training step, the last number in its name: `iter_0002000` -> 2000;
+    None for a name without digits."""
+    found = _DIGITS.findall(name)
+    return int(found[-1]) if found else None
 
 
 def record_checkpoint(

@@ -11,7 +11,6 @@ summary and `run show`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,7 @@ import pandas as pd
 
 from dashboard.data.languages import EU_LANGUAGES
 from flows.results import CellCount, cell_counts
-from registry.checkpoints import read_checkpoints
+from registry.checkpoints import checkpoint_step, read_checkpoints
 from registry.results import StoredResult, read_results
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ FIXED_COLUMNS = ["stage", "checkpoint", "metric", "value", "site", "attempt"]
 NO_CHECKPOINT = "(no checkpoint)"  # the column of results that name none
 COVERAGE_PARTS = ("with results", "failed", "running", "not run")
 TIMELINE_COLUMNS = ["stage", "checkpoint", "found", "step", "evaluated_on"]
-_DIGITS = re.compile(r"\d+")
 
 
 def cell_column(key: str) -> str:
@@ -104,12 +102,6 @@ def checkpoint_order(names: Iterable[str]) -> list[str]:
     """Checkpoints by their step (the last number in the name), then by name."""
     unique = set(names)
     return sorted(unique, key=lambda n: (checkpoint_step(n) is None, checkpoint_step(n) or 0, n))
-
-
-def checkpoint_step(name: str) -> int | None:
-    """`iter_0002000` -> 2000; None for a name without digits."""
-    found = _DIGITS.findall(name)
-    return int(found[-1]) if found else None
 
 
 def language_order(codes: Iterable[str]) -> list[str]:

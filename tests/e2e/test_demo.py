@@ -114,6 +114,11 @@ def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
     children = client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run.mlflow_run_id}'"
     )
+    # One table of results per evaluated checkpoint, besides a child run per job.
+    tables = [c for c in children if c.data.tags.get("hpcfleet.results") == "checkpoint"]
+    assert sorted(c.data.tags["hpcfleet.checkpoint"] for c in tables) == list(CHECKPOINTS)
+    assert all(c.data.metrics["cells/accuracy"] == 24 for c in tables)
+    children = [c for c in children if c not in tables]
     assert len(children) == 2 + 3 * 24
     by_stage: dict[str, list[object]] = {}
     for child in children:
@@ -138,6 +143,14 @@ def test_demo_results_are_in_mlflow(demo: tuple[Path, str]) -> None:
         and c.data.tags["hpcfleet.checkpoint"] == "iter_24"  # type: ignore[attr-defined]
     )
     assert fi.data.metrics["accuracy"] == accuracy["fi"]
+    # The parent's value of each language is the newest checkpoint's (step 24), however
+    # the three evaluations interleaved: sv is only in iter_24's training data.
+    newest = {
+        c.data.tags["hpcfleet.array_value"]: c.data.metrics["accuracy"]  # type: ignore[attr-defined]
+        for c in by_stage["evaluate"]
+        if c.data.tags["hpcfleet.checkpoint"] == "iter_24"  # type: ignore[attr-defined]
+    }
+    assert accuracy == newest and accuracy["sv"] > 0
     train = by_stage["train"][0]
     assert train.data.metrics["gpu_hours"] > 0  # site-b lends it a (pretend) GPU
     history = client.get_metric_history(train.info.run_id, "train_nll")  # type: ignore[attr-defined]
