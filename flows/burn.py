@@ -89,8 +89,11 @@ def burn_forecast(
     `usage` holds (when the hours count, GPU-hours) of the site's jobs, in any order;
     points outside the period, after `now` or without hours are ignored.
     """
-    counted = [(when, hours) for when, hours in usage
-               if hours > 0 and in_period(when, start, end) and when <= now]
+    counted = [
+        (when, hours)
+        for when, hours in usage
+        if hours > 0 and in_period(when, start, end) and when <= now
+    ]
     used = sum(hours for _, hours in counted)
     if now < start:
         return BurnForecast(granted, used, start, end, now, 0.0, used, "not started")
@@ -100,8 +103,9 @@ def burn_forecast(
     days = max(now - since, MIN_RATE_SPAN) / DAY
     rate = sum(hours for when, hours in counted if when > since) / days
     projected = used + rate * ((end - now) / DAY)
-    return BurnForecast(granted, used, start, end, now, rate, projected,
-                        burn_status(granted, projected), days)
+    return BurnForecast(
+        granted, used, start, end, now, rate, projected, burn_status(granted, projected), days
+    )
 
 
 def burn_status(granted: float, projected: float) -> BurnStatus:

@@ -87,9 +87,7 @@ class EphemeralApi:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
-                raise PrefectApiError(
-                    f"the temporary Prefect server exited; see {self.log_path}"
-                )
+                raise PrefectApiError(f"the temporary Prefect server exited; see {self.log_path}")
             if _answers(f"{self.url}/health"):
                 if self.migrates:
                     _mark_migrated(os.environ)

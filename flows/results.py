@@ -17,14 +17,17 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flows.metrics import parse_metrics
 from registry.matrix import cell_value, text
 from registry.records import JobRecord
-from registry.results import StoredResult, replace_job_results
 from registry.runspec import RunSpec, Stage
 from registry.states import JobState
-from registry.store import Store
+from registry.stored_result import StoredResult
+
+if TYPE_CHECKING:
+    from registry.store import Store
 
 # Coordinates a result line may name besides the array's own keys.
 STANDARD_KEYS = ("language", "task", "n_shot")
@@ -85,6 +88,9 @@ def _job_cell(stage: Stage, job: JobRecord) -> dict[str, str]:
 
 def store_job_results(store: Store, stage: Stage, job: JobRecord, metrics_text: str) -> None:
     """Store a completed job's results (replacing any stored before for that job)."""
+    # Imported here: `run show` counts cells with this module without SQLAlchemy.
+    from registry.results import replace_job_results
+
     if job.state is JobState.COMPLETED:
         replace_job_results(store, job.run_id, job.id, job_results(stage, job, metrics_text))
 

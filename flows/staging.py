@@ -111,9 +111,7 @@ def stage_input(
     """
     destination = target_layout.input_of(source_layout.stage)
     if source.name == target.name:
-        command = remote.link_tree_command(
-            source_layout.outputs, destination, umask=_umask(target)
-        )
+        command = remote.link_tree_command(source_layout.outputs, destination, umask=_umask(target))
         how = run_remote(target, command, remote.parse_link_tree)
         return f"{how} (same site)"
     expected = manifest(source, source_layout.outputs)
