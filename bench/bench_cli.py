@@ -9,10 +9,12 @@ then 1,000 more runs are stored and `hpcfleet --help`, `run list`, `site list` a
 process, `--rounds` times; medians are reported.
 
 CPU time counts every process a command starts: this script becomes the subreaper of
-its descendants (prctl PR_SET_CHILD_SUBREAPER), so that detached job runners and the
-temporary Prefect server are collected here, and reads RUSAGE_CHILDREN around each
-command. Bytecode must be compiled (`make` does it; else `.venv/bin/python -m
-compileall -q .venv/lib hpcfleet registry sites flows dashboard`).
+its descendants (prctl PR_SET_CHILD_SUBREAPER), so that detached job runners are
+collected here, and reads RUSAGE_CHILDREN around each command. The home's kept Prefect
+server (flows.prefect_keeper) outlives the commands: the CPU its keeper and server
+processes spent during each command is read from /proc and added. Bytecode must be
+compiled (`make` does it; else `.venv/bin/python -m compileall -q .venv/lib hpcfleet
+registry sites flows dashboard`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,8 +60,47 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def reap_orphans(timeout: float = 30.0) -> None:
-    """Wait for descendants that outlived the command (they were reparented to us)."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kept_server_pids(home: Path) -> set[int]:
+    """The home's kept Prefect server: its keeper and the keeper's children."""
+    from flows.prefect_keeper import read_state
+
+    state = read_state(home / "prefect")
+    if state is None or not state.alive():
+        return set()
+    pids = {state.pid}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _stat(int(entry.name))[:1] == [str(state.pid)]:
+            pids.add(int(entry.name))
+    return pids
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat from the parent pid on (field 4 of proc(5))."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1:]
+    except OSError:
+        return []
+
+
+def own_cpu(pids: set[int]) -> dict[int, float]:
+    """utime + stime of each live process in `pids` (not of its children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if len(fields) > 12:
+            cpu[pid] = (int(fields[10]) + int(fields[11])) / ticks
+    return cpu
+
+
+def reap_orphans(keep: set[int], timeout: float = 30.0) -> None:
+    """Wait for descendants that outlived the command (they were reparented to us),
+    except the kept Prefect server's."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -66,25 +108,42 @@ def reap_orphans(timeout: float = 30.0) -> None:
         except ChildProcessError:
             return
         if pid == 0:
+            children = {
+                int(e.name)
+                for e in Path("/proc").iterdir()
+                if e.name.isdigit() and _stat(int(e.name))[:1] == [str(os.getpid())]
+            }
+            if children <= keep:
+                return
             time.sleep(0.05)
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure(command: list[str], env: dict[str, str], timeout: float = 300) -> Cost:
+    home = Path(env["HPCFLEET_HOME"])
+    server_before = own_cpu(kept_server_pids(home))
     cpu_before = children_cpu()
     started = time.perf_counter()
     result = subprocess.run(
         command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     wall = time.perf_counter() - started
-    reap_orphans()
+    kept = kept_server_pids(home)
+    server_after = own_cpu(kept)
+    reap_orphans(kept)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
-    return Cost(wall, children_cpu() - cpu_before)
+    server = sum(cpu - server_before.get(pid, 0.0) for pid, cpu in server_after.items())
+    return Cost(wall, children_cpu() - cpu_before + server)
+
+
+def stop_kept_server(home: Path) -> None:
+    """Stop the home's kept Prefect server (SIGTERM to its keeper) and collect it."""
+    from flows.prefect_keeper import read_state
+
+    state = read_state(home / "prefect")
+    if state is not None and state.alive():
+        os.kill(state.pid, signal.SIGTERM)
+    reap_orphans(set())
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -193,6 +252,7 @@ def main() -> None:
         }
         costs = median_costs(commands, env, args.rounds)
         parts = median_costs(fixed_cost_parts(home), env, min(args.rounds, 3))
+        stop_kept_server(home)
     prefect, mlflow = costs["prefect --help"], costs["mlflow --help"]
     for name, cost in costs.items():
         report.row(

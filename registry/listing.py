@@ -247,7 +247,7 @@ class Listing:
             f"SELECT {RESULT_COLUMNS} FROM results WHERE run_id = :run_id ORDER BY id",
             {"run_id": run_id},
         )
-        return stored_results((*row[:5], _json_text(row[5]), *row[6:]) for row in rows)
+        return stored_results(rows)
 
     def sites(self) -> list[SiteRow]:
         rows = self.reader.rows("SELECT name, partner, document FROM sites ORDER BY name")
@@ -316,12 +316,19 @@ def _core_listing(url: str) -> Iterator[Listing | None]:
 
     engine = create_engine(url)
     try:
-        with engine.connect() as connection:
-            reader = _CoreReader(connection)
-            yield Listing(reader) if _at_head(reader) else None
-    except SQLAlchemyError as exc:
-        raise _store_error(exc, isinstance(exc, OperationalError)) from None
+        connection = engine.connect()
+    except SQLAlchemyError as exc:  # as `Store.open` says it: where, without the password
+        engine.dispose()
+        raise StoreError(
+            f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            transient=isinstance(exc, OperationalError),
+        ) from None
+    try:
+        reader = _CoreReader(connection)
+        yield Listing(reader) if _at_head(reader) else None
     finally:
+        connection.close()
         engine.dispose()
 
 
@@ -347,11 +354,6 @@ def _sqlite_path(url: str) -> Path | None:
 def _json(value: Any) -> Any:
     """A JSON column's value (SQLite keeps it as text)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _json_text(value: Any) -> str | None:
-    """A JSON column as text (how `stored_results` shares equal cells)."""
-    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 def _document(value: Any) -> dict[str, Any]:

@@ -24,18 +24,25 @@ class StoredResult:
 
 
 def stored_results(rows: Iterable[Sequence[Any]]) -> list[StoredResult]:
-    """Results from rows of (stage, metric, value, site, attempt, cell JSON text,
-    checkpoint, array_index).
+    """Results from rows of (stage, metric, value, site, attempt, cell (JSON text, or
+    decoded by the driver), checkpoint, array_index).
 
     A cell's JSON is decoded once however many metrics share it: 10^5 rows hold a few
     10^4 cells (the results share those dicts; nobody changes them)."""
-    cells: dict[str | None, dict[str, str]] = {}
-    results = []
-    for row in rows:
-        cell = cells.get(row[5])
-        if cell is None:
-            cell = cells[row[5]] = json.loads(row[5]) if row[5] else {}
-        results.append(
-            StoredResult(row[0], row[1], row[2], row[3], row[4], cell, row[6] or "", row[7])
-        )
-    return results
+    cells: dict[str, dict[str, str]] = {}
+    return [
+        StoredResult(row[0], row[1], row[2], row[3], row[4], _cell(row[5], cells),
+                     row[6] or "", row[7])
+        for row in rows
+    ]  # fmt: skip
+
+
+def _cell(raw: Any, decoded: dict[str, dict[str, str]]) -> dict[str, str]:
+    if isinstance(raw, dict):  # psycopg decodes PostgreSQL's JSON itself
+        return raw
+    if not raw:
+        return {}
+    cell = decoded.get(raw)
+    if cell is None:
+        cell = decoded[raw] = json.loads(raw)
+    return cell
