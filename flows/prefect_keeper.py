@@ -163,7 +163,10 @@ def start_keeper(directory: Path, port: int, idle: float, env: dict[str, str], l
     """Start a keeper in its own session (it outlives this process); returns its pid.
     Call it holding `state_lock`, and record it with `write_state`."""
     command = [sys.executable, "-m", "flows.prefect_keeper", str(directory), str(port), str(idle)]
-    with log.open("ab") as handle:
+    # It outlives this command: it keeps none of hpcfleet's or MLflow's settings (URLs
+    # that may hold passwords), which Prefect's server does not read.
+    env = {k: v for k, v in env.items() if not k.startswith(("HPCFLEET_", "MLFLOW_"))}
+    with private_file(log).open("ab") as handle:
         process = subprocess.Popen(
             command,
             env=env,

@@ -78,11 +78,14 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def test_the_server_is_reused_kept_while_used_and_stopped_when_idle(home: Path) -> None:
     env = {**cli_env(home), "HPCFLEET_PREFECT_IDLE_SECONDS": str(IDLE)}
+    env["MLFLOW_TRACKING_URI"] = "http://alice:pw-probe@127.0.0.1:9"
     url, keeper = served(use(home, env))
     assert url.startswith("http://127.0.0.1:")
     state = home / "prefect" / STATE_FILE
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert answers(url)
+    # It outlives the command that started it, but not with that command's secrets.
+    assert b"pw-probe" not in Path(f"/proc/{keeper}/environ").read_bytes()
 
     # A process holding the server past the idle time keeps it, and the next reuses it.
     holder = use(home, env, hold=IDLE + 3)
