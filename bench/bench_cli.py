@@ -298,7 +298,7 @@ def main() -> None:
         f"`run list` and `run show` ran with {args.runs} more runs stored (PENDING copies of "
         f"the demo run). Wall and CPU are medians of {args.rounds} rounds in which the "
         "commands took turns; CPU counts every process a command started (job runners, "
-        "the temporary Prefect server, the jobs themselves)."
+        "the jobs themselves) and what the kept Prefect server spent meanwhile."
     )
     print(report.markdown())
 
