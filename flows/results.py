@@ -17,14 +17,17 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flows.metrics import parse_metrics
 from registry.matrix import cell_value, text
 from registry.records import JobRecord
-from registry.results import StoredResult, replace_job_results
 from registry.runspec import RunSpec, Stage
 from registry.states import JobState
-from registry.store import Store
+from registry.stored_result import StoredResult
+
+if TYPE_CHECKING:
+    from registry.store import Store
 
 # Coordinates a result line may name besides the array's own keys.
 STANDARD_KEYS = ("language", "task", "n_shot")
@@ -88,6 +91,9 @@ def store_job_results(
 ) -> list[StoredResult]:
     """Store a completed job's results (replacing any stored before for that job); returns
     them (none for a job that did not complete)."""
+    # Imported here: `run show` counts cells with this module without SQLAlchemy.
+    from registry.results import replace_job_results
+
     if job.state is not JobState.COMPLETED:
         return []
     results = job_results(stage, job, metrics_text)

@@ -13,8 +13,11 @@ from hpcfleet import display
 from hpcfleet.common import AsOption, acting_partner, open_store, settings
 
 if TYPE_CHECKING:
-    from registry.records import RunRecord
+    from collections.abc import Sequence
+
+    from registry.records import JobRecord, RunRecord
     from registry.store import Store
+    from registry.stored_result import StoredResult
 
 
 class ResultFormat(StrEnum):
@@ -76,12 +79,21 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
 
 def cell_counts(store: Store, run: RunRecord) -> list[dict[str, object]]:
     """Per array stage: cells, how many have a result, and why the others have none."""
-    from flows.results import cell_counts as count
     from registry.results import read_results
 
     if not any(stage.array for stage in run.spec.stages):
         return []
-    counts = count(run.spec, store.jobs(run.run_id), read_results(store, run.run_id))
+    return counted_cells(run, store.jobs(run.run_id), read_results(store, run.run_id))
+
+
+def counted_cells(
+    run: RunRecord, jobs: Sequence[JobRecord], results: Sequence[StoredResult]
+) -> list[dict[str, object]]:
+    """`cell_counts` of jobs and results read already."""
+    from flows.results import cell_counts as count
+
+    if not any(stage.array for stage in run.spec.stages):
+        return []
     return [
         {
             "stage": c.stage,
@@ -93,13 +105,20 @@ def cell_counts(store: Store, run: RunRecord) -> list[dict[str, object]]:
             "not_run": c.not_run,
             "text": f"{c.stage}: {c.text()}",
         }
-        for c in counts
+        for c in count(run.spec, jobs, results)
     ]
 
 
 def cell_count_lines(store: Store, run: RunRecord) -> list[str]:
     """`evaluate: 312/320 cells, 8 missing (5 failed, 3 not run)` per array stage."""
     return [str(count["text"]) for count in cell_counts(store, run)]
+
+
+def cell_count_lines_of(
+    run: RunRecord, jobs: Sequence[JobRecord], results: Sequence[StoredResult]
+) -> list[str]:
+    """`cell_count_lines` of jobs and results read already."""
+    return [str(count["text"]) for count in counted_cells(run, jobs, results)]
 
 
 def fill(

@@ -14,13 +14,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from hpcfleet import cli_results, cli_server, display
-from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
+from hpcfleet.common import (
+    AsOption,
+    JsonOption,
+    acting_partner,
+    open_listing,
+    open_store,
+    partner_setting,
+    settings,
+)
 from hpcfleet.completion import complete_runs
 from registry.owner_only import private_file
 from registry.redact import masked_env, redact_url, redact_urls, shows_values
 from registry.states import RunState
 
 if TYPE_CHECKING:
+    from registry.listing import RunSummary
     from registry.records import JobRecord, RunRecord, StageRecord
     from registry.store import Store
 
@@ -203,7 +212,8 @@ def watch(run_id: RunId) -> None:
 @run_app.command("list")
 def list_runs(json: JsonOption = False) -> None:
     """All runs, oldest first."""
-    runs, broken = open_store().scan_runs()
+    with open_listing() as listing:
+        runs, broken = listing.runs()
     for row in broken:
         display.err.print(f"warning: {row.warning()}", markup=False, soft_wrap=True)
     if json:
@@ -225,7 +235,7 @@ def list_runs(json: JsonOption = False) -> None:
     )
 
 
-def _run_dict(run: RunRecord) -> dict[str, Any]:
+def _run_dict(run: RunRecord | RunSummary) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "name": run.name,
@@ -254,14 +264,15 @@ def stage_env(run: RunRecord, stage: str, viewer: str | None) -> dict[str, str]:
 def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -> None:
     """One run: its stages, where they ran and why, and their jobs (env values only to
     the run's own partner)."""
-    store = open_store()
-    run = store.get_run(run_id)
-    stages, jobs = store.stages(run_id), store.jobs(run_id)
-    from registry.checkpoints import read_checkpoints
+    with open_listing() as listing:
+        run = listing.run(run_id)
+        stages, jobs = listing.stages(run_id), listing.jobs(run_id)
+        results = listing.results(run_id)
+        checkpoints = listing.checkpoints(run_id)
     from registry.residency import output_residency
 
     residency = output_residency(run.spec)
-    viewer = as_partner or settings().partner
+    viewer = as_partner or partner_setting()
     if json:
         data = _run_dict(run)
         data["stages"] = [
@@ -282,18 +293,19 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
             }
             for s in stages
         ]
-        data["cells"] = cli_results.cell_counts(store, run)
+        data["cells"] = cli_results.counted_cells(run, jobs, results)
         data["checkpoints"] = [
-            {**asdict(c), "found": c.found.isoformat()} for c in read_checkpoints(store, run_id)
+            {**asdict(c), "found": c.found.isoformat()} for c in checkpoints
         ]
         display.print_json(data)
         return
-    display.out.print(
-        display.progress_table(run, stages, jobs, _checkpoint_names(store, run_id)())
-    )
-    for line in cli_results.cell_count_lines(store, run):
+    names: dict[str, list[str]] = {}
+    for checkpoint in checkpoints:
+        names.setdefault(checkpoint.stage, []).append(checkpoint.name)
+    display.out.print(display.progress_table(run, stages, jobs, names))
+    for line in cli_results.cell_count_lines_of(run, jobs, results):
         display.out.print(line)
-    for checkpoint in read_checkpoints(store, run_id):
+    for checkpoint in checkpoints:
         display.out.print(
             f"checkpoint {checkpoint.stage}/{checkpoint.name}: {checkpoint.path} on "
             f"{checkpoint.site}, {checkpoint.found:%Y-%m-%d %H:%M:%S}Z, "

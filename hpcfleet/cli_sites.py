@@ -8,12 +8,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from hpcfleet import display
-from hpcfleet.common import AsOption, JsonOption, acting_partner, open_store, settings
+from hpcfleet.common import (
+    AsOption,
+    JsonOption,
+    acting_partner,
+    open_listing,
+    open_store,
+    partner_setting,
+    settings,
+)
 from hpcfleet.completion import complete_sites
 from registry.redact import masked_env, redact_url, shows_values
 
 if TYPE_CHECKING:
-    from registry.records import ProbeRecord
+    from registry.listing import ProbeSummary
     from registry.site import Site
 
 SiteName = Annotated[str, typer.Argument(metavar="NAME", autocompletion=complete_sites)]
@@ -39,8 +47,15 @@ def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
     """List registered sites (env values only to the site's own partner)."""
     from rich.table import Table
 
-    store = open_store()
-    records, broken = store.scan_sites()
+    from registry.listing import scan_sites
+    from registry.loading import validate_document
+    from registry.site import Site
+
+    with open_listing() as listing:
+        rows, probes = listing.sites(), listing.latest_probes()
+    sites, broken = scan_sites(
+        rows, lambda row: validate_document(row.document, Site, source=f"stored site {row.name!r}")
+    )
     for row in broken:  # one partner's unreadable document hides nobody else's site
         display.err.print(
             f"warning: {row.warning()}; its owner can 'hpcfleet site remove {row.name}'",
@@ -48,15 +63,13 @@ def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
             soft_wrap=True,
         )
     if json:
-        viewer = as_partner or settings().partner
-        display.print_json([shown_site(r.site, viewer) for r in records])
+        viewer = as_partner or partner_setting()
+        display.print_json([shown_site(site, viewer) for site in sites])
         return
-    probes = store.latest_probes()
     table = Table()
     for column in ("site", "partner", "scheduler", "login", "shared with", "last check"):
         table.add_column(column)
-    for record in records:
-        site = record.site
+    for site in sites:
         probe = probes.get(site.name)
         login = (
             f"{site.ssh.user + '@' if site.ssh and site.ssh.user else ''}{site.ssh.host}"
@@ -74,7 +87,7 @@ def list_sites(json: JsonOption = False, as_partner: AsOption = None) -> None:
     display.out.print(table)
 
 
-def _probe_text(probe: ProbeRecord | None) -> str:
+def _probe_text(probe: ProbeSummary | None) -> str:
     if probe is None:
         return "never"
     verdict = "ok" if probe.ok else ("unreachable" if not probe.reachable else "problems")

@@ -4,6 +4,7 @@
     ├── DocumentError             exit 2: bad file, field or value (names them)
     ├── NotFoundError             exit 2: unknown partner, site, run or milestone
     ├── AccessDenied              exit 3: refused by an access rule (registry.access)
+    ├── StoreError                exit 1: the database could not be read or written
     └── (sites.errors.SiteError)  exit 4 when unreachable, else 1
 
 The exit codes are the CLI contract of INTERFACE.md; the CLI maps errors to them and
@@ -51,3 +52,7 @@ class AccessDenied(HpcfleetError):
     """An access rule refused the operation (see registry.access)."""
 
     exit_code = 3
+
+
+class StoreError(HpcfleetError):
+    """The database could not be read or written."""

@@ -24,19 +24,19 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from registry.errors import HpcfleetError
 from registry.owner_only import private_file
+from registry.schema import HEAD as HEAD  # where `hpcfleet db` and the tests read it
+from registry.schema import VERSION_TABLE as VERSION_TABLE
 from registry.tables import Base
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0005"  # newest revision in migrations/versions (tests check they agree)
 BASELINE = "0001"  # the schema that `Base.metadata.create_all` made before migrations
 # The tables of that schema (migration 0001): a database made before migrations has all
 # of them, and none that later migrations add.
 BASELINE_TABLES = frozenset(
     {"partners", "probes", "milestones", "runs", "sites", "jobs", "run_files", "stages"}
 )
-VERSION_TABLE = "hpcfleet_alembic_version"  # not alembic_version: MLflow and Prefect use that
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6870_6366  # "hpcf": pg_advisory_xact_lock key of schema upgrades
 
@@ -126,7 +126,8 @@ def _engine(url: str) -> Iterator[Engine]:
     """An engine for one command; database errors become `StoreError`s."""
     from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-    from registry.store import StoreError, create_store_engine
+    from registry.errors import StoreError
+    from registry.store import create_store_engine
 
     engine = create_store_engine(url)
     try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, PrivateAttr
 
+from registry.listing import BrokenRow as BrokenRow  # where the store's scans find it
 from registry.loading import validate_document
 from registry.milestone import Milestone
 from registry.runspec import RunSpec
@@ -113,22 +113,6 @@ class RunRecord(BaseModel):
                 self._spec_document, RunSpec, source=f"stored run {self.run_id}"
             )
         return self._spec
-
-
-@dataclass(frozen=True)
-class BrokenRow:
-    """A stored document that no longer validates: reported, skipped, still removable."""
-
-    kind: str  # "site", "run", "milestone" or "partner"
-    name: str
-    owner: str
-    problem: str
-
-    def warning(self) -> str:
-        return (
-            f"stored {self.kind} {self.name!r} (partner {self.owner}) cannot be read and is "
-            f"left out: {self.problem}"
-        )
 
 
 class MilestoneRecord(BaseModel):

@@ -7,31 +7,16 @@ collection repeated after a crash never stores them twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from sqlalchemy import Table, Text, delete, insert, select, type_coerce
 
 from registry.store import Store
+from registry.stored_result import StoredResult as StoredResult
+from registry.stored_result import stored_results
 from registry.tables import ResultRow
 
 _TABLE: Table = ResultRow.__table__  # type: ignore[assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResult:
-    """One (checkpoint, cell, metric) value of a stage's job."""
-
-    stage: str
-    metric: str
-    value: float
-    site: str
-    attempt: int
-    cell: dict[str, str] = field(default_factory=dict)
-    checkpoint: str = ""
-    array_index: int | None = None
-
 
 
 def replace_job_results(
@@ -62,10 +47,7 @@ def replace_job_results(
 
 
 def read_results(store: Store, run_id: str, stage: str | None = None) -> list[StoredResult]:
-    """Every stored result of the run (or of one stage), in the order they were stored.
-
-    A cell's JSON is decoded once however many metrics share it: 10^5 rows hold a few
-    10^4 cells (the results of `results` share those dicts; nobody changes them)."""
+    """Every stored result of the run (or of one stage), in the order they were stored."""
     columns = [_TABLE.c[name] for name in ("stage", "metric", "value", "site", "attempt")]
     cell_text = type_coerce(_TABLE.c.cell, Text)
     query = select(*columns, cell_text, _TABLE.c.checkpoint, _TABLE.c.array_index)
@@ -74,13 +56,4 @@ def read_results(store: Store, run_id: str, stage: str | None = None) -> list[St
         query = query.where(_TABLE.c.stage == stage)
     with store.connection() as connection:
         rows = connection.execute(query.order_by(_TABLE.c.id)).all()
-    cells: dict[str | None, dict[str, str]] = {}
-    results = []
-    for row in rows:
-        cell = cells.get(row[5])
-        if cell is None:
-            cell = cells[row[5]] = json.loads(row[5]) if row[5] else {}
-        results.append(
-            StoredResult(row[0], row[1], row[2], row[3], row[4], cell, row[6] or "", row[7])
-        )
-    return results
+    return stored_results(rows)

@@ -204,6 +204,7 @@ class Environment(StrictModel):
     def effective_umask(self) -> str:
         """The umask jobs and their directories are created with on this site."""
         return self.umask or DEFAULT_UMASK
+
     offline: bool = False  # compute nodes without internet: HF_*_OFFLINE=1, WANDB_MODE
 
     @field_validator("env")

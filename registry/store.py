@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import access
-from registry.errors import DocumentError, HpcfleetError, NotFoundError
+from registry.errors import DocumentError, NotFoundError, StoreError
 from registry.migrate import ensure_schema
 from registry.milestone import Milestone
 from registry.owner_only import private_sqlite
@@ -57,9 +57,6 @@ def _store_errors() -> Iterator[None]:
             f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
             transient=isinstance(exc, OperationalError),
         ) from None
-
-class StoreError(HpcfleetError):
-    """The database could not be read or written."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,7 +114,6 @@ class Store:
         """One Core transaction (bulk reads and writes), errors as in `session`."""
         with _store_errors(), self.engine.begin() as connection:
             yield connection
-
 
     # -- partners -------------------------------------------------------------------
     def put_partner(self, partner: Partner) -> bool:

@@ -15,8 +15,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from pydantic import BaseModel
 
 from registry.errors import DocumentError
+from registry.listing import BrokenRow
 from registry.loading import validate_document
-from registry.records import BrokenRow
 
 log = logging.getLogger("registry.store")
 M = TypeVar("M", bound=BaseModel)

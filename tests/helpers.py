@@ -75,6 +75,8 @@ def cli_env(home: Path) -> dict[str, str]:
         HPCFLEET_HOME=str(home),
         PREFECT_HOME=str(home / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # A test's commands share its home's Prefect server; it does not outlive the test long.
+        HPCFLEET_PREFECT_IDLE_SECONDS="30",
         COLUMNS="160",
     )
     return env

@@ -66,18 +66,54 @@ def test_a_group_help_loads_no_engine_and_no_store(tmp_path: Path) -> None:
     assert not {"flows.engine", "registry.store", "pydantic_settings"} & loaded
 
 
-@pytest.mark.parametrize("command", [["run", "list", "--json"], ["site", "list", "--json"]])
-def test_listing_loads_the_store_but_no_engine(tmp_path: Path, command: list[str]) -> None:
-    code = (
+def run_command(command: list[str]) -> str:
+    return (
         "import contextlib, io\n"
         "from hpcfleet.cli import run_cli\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    assert run_cli({command!r}) == 0"
     )
-    loaded = loaded_after(code, tmp_path)
-    assert "registry.store" in loaded  # it did read the store
+
+
+def stored_demo_run(home: Path) -> None:
+    from registry.loading import load_document
+    from registry.partner import Partner
+    from registry.runspec import RunSpec
+    from registry.store import Store
+
+    store = Store.open(f"sqlite:///{home / 'registry.db'}")
+    store.put_partner(Partner(id="cuni", name="Charles University"))
+    spec = load_document(REPO / "examples" / "demo" / "run.yaml", RunSpec)
+    store.create_run("r1", spec, "cuni", {})
+    store.close()
+
+
+@pytest.mark.parametrize("command", [["run", "list", "--json"], ["site", "list", "--json"]])
+def test_listing_a_new_home_makes_the_store_but_loads_no_engine(
+    tmp_path: Path, command: list[str]
+) -> None:
+    loaded = loaded_after(run_command(command), tmp_path)
+    assert "registry.store" in loaded  # no registry.db yet: the store made it
+    assert (tmp_path / "registry.db").is_file()
     assert not loaded & set(ENGINES)
     assert "flows.engine" not in loaded
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "list"], ["run", "list", "--json"], ["site", "list"], ["run", "show", "r1"]]
+)
+def test_listings_read_without_the_orm(tmp_path: Path, command: list[str]) -> None:
+    stored_demo_run(tmp_path)
+    loaded = loaded_after(run_command(command), tmp_path)
+    assert not loaded & {*ENGINES, "sqlalchemy", "alembic", "pydantic_settings"}
+    assert not {"registry.store", "registry.tables", "flows.engine"} & loaded
+
+
+@pytest.mark.parametrize("command", [["run", "list"], ["run", "list", "--json"]])
+def test_run_list_validates_no_document(tmp_path: Path, command: list[str]) -> None:
+    stored_demo_run(tmp_path)
+    loaded = loaded_after(run_command(command), tmp_path)
+    assert not {"registry.records", "registry.runspec", "registry.site", "rich"} & loaded
 
 
 def test_settings_are_import_light(tmp_path: Path) -> None:
@@ -86,16 +122,11 @@ def test_settings_are_import_light(tmp_path: Path) -> None:
 
 
 def test_showing_and_watching_a_run_start_no_prefect(tmp_path: Path) -> None:
-    from registry.loading import load_document
-    from registry.partner import Partner
-    from registry.runspec import RunSpec
     from registry.states import RunState
     from registry.store import Store
 
+    stored_demo_run(tmp_path)
     store = Store.open(f"sqlite:///{tmp_path / 'registry.db'}")
-    store.put_partner(Partner(id="cuni", name="Charles University"))
-    spec = load_document(REPO / "examples" / "demo" / "run.yaml", RunSpec)
-    store.create_run("r1", spec, "cuni", {})
     store.update_run("r1", state=RunState.COMPLETED)
     store.close()
     code = (
