@@ -17,15 +17,17 @@ from tests.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.slurm
 LANGUAGES = 24
+CHECKPOINTS = 3  # the demo's train writes iter_08, iter_16, iter_24
 
 
 def sacct_names(sandbox: Sandbox, site: str, run_id: str) -> list[tuple[str, str]]:
     """(job id, job name) of every allocation of the run on one cluster."""
+    names = [f"hpcfleet-{run_id}-{stage}-1" for stage in ("prepare", "train")]
+    names += [f"hpcfleet-{run_id}-evaluate-{n}" for n in range(1, CHECKPOINTS + 1)]
     result = sandbox.run_on(
         site,
         f"sacct --noheader --parsable2 -X -S now-1days --format=JobID,JobName%200 "
-        f"--name=hpcfleet-{run_id}-prepare-1,hpcfleet-{run_id}-train-1,"
-        f"hpcfleet-{run_id}-evaluate-1",
+        f"--name={','.join(names)}",
     )
     assert result.returncode == 0, result.stderr
     return [tuple(line.split("|", 1)) for line in result.stdout.splitlines() if line]  # type: ignore[misc]
@@ -67,21 +69,27 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
     store = Store.open(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
     stages = {s.name: s for s in store.stages(run_id)}
     jobs = store.jobs(run_id)
-    assert len(jobs) == 2 + LANGUAGES and {j.attempt for j in jobs} == {1}
-    # Every stage ran exactly once, on the site it was planned on, and nowhere else.
+    # train writes 3 checkpoints; each is evaluated in the 24 languages, nothing retried.
+    assert len(jobs) == 2 + CHECKPOINTS * LANGUAGES
+    assert {j.attempt for j in jobs if j.stage != "evaluate"} == {1}
+    cells = [(j.checkpoint, j.array_index) for j in jobs if j.stage == "evaluate"]
+    assert len(set(cells)) == len(cells) == CHECKPOINTS * LANGUAGES
+    # Every stage ran exactly once (evaluate: once per checkpoint, each checkpoint its own
+    # attempt, its cells spread over the sites as planned), on its planned sites only.
+    arrays: dict[str, int] = {}
     for site in ("site-a", "site-b"):
         ran = sacct_names(slurm_sandbox, site, run_id)
         for stage, record in stages.items():
-            submissions = {
-                job_id.split("_")[0]
-                for job_id, name in ran
-                if name == f"hpcfleet-{run_id}-{stage}-1"
-            }
-            assert len(submissions) == (1 if site in record.sites else 0), (site, stage, ran)
+            for attempt in range(1, (CHECKPOINTS if stage == "evaluate" else 1) + 1):
+                name = f"hpcfleet-{run_id}-{stage}-{attempt}"
+                submissions = {job_id.split("_")[0] for job_id, ran_as in ran if ran_as == name}
+                assert len(submissions) <= (1 if site in record.sites else 0), (site, name, ran)
+                arrays[name] = arrays.get(name, 0) + len(submissions)
         stored_ids = {
             j.scheduler_id.split("_")[0] for j in jobs if j.site == site and j.scheduler_id
         }
         assert {job_id.split("_")[0] for job_id, _ in ran} == stored_ids
+    assert all(arrays.values()) and len(arrays) == 2 + CHECKPOINTS
     assert set(stages["evaluate"].sites) == {"site-a", "site-b"}
     [train] = [j for j in jobs if j.stage == "train"]
     tres = slurm_sandbox.run_on(
@@ -101,6 +109,7 @@ def test_demo_spec_runs_on_two_slurm_sites_over_ssh(slurm_sandbox: Sandbox, tmp_
         (c.data.tags["hpcfleet.site"], c.data.tags.get("slurm.job_id"))
         for c in children
         if "mlflow.parentRunId" in c.data.tags
+        and c.data.tags.get("hpcfleet.results") != "checkpoint"  # a checkpoint's table
     }
     assert tagged == {(j.site, j.scheduler_id) for j in jobs}
 
