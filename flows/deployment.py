@@ -1,11 +1,14 @@
 """The Prefect deployment of `cross_site_run` that a shared control plane serves.
 
 `deploy` creates (or updates) a `process` work pool and the deployment
-`cross-site-run/<name>` in it. The deployment's default parameters say where the
-*worker* finds the registry, its home and MLflow, so a partner's CLI submits only a run
-id (`submit_run`) and never its own URLs or credentials. The registry URL is stored in
-Prefect without its password: the worker's flow runs get it from the environment
-(`PGPASSWORD`, or `~/.pgpass`), see `flows.control.environment`.
+`cross-site-run/<name>` in it. Whoever can reach Prefect's API can create flow runs of
+it, so what such a caller sets decides nothing but which stored run to drive:
+
+- the flow takes only the run id (and `force`); the registry URL, the home and MLflow
+  come from the worker's own environment (`flows.cross_site.orchestrator_config`);
+- the work pool's base job template pins the command, the working directory and the
+  environment of flow runs (`pinned_job_template`), so `job_variables` of a deployment
+  or flow run cannot change what the worker executes; ones it does not know are refused.
 
 Flow runs are started by an explicit command so that they stay in the worker's process
 group: stopping (or killing) the worker stops its orchestrators, whose jobs keep running
@@ -21,16 +24,13 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.engine import URL, make_url
-
 from flows.control.liveness import orchestrator_alive
-from flows.engine import EngineConfig
 from registry.errors import HpcfleetError
 from registry.states import RunState
 from registry.store import Store
@@ -52,41 +52,42 @@ def full_name(deployment: str = DEFAULT_DEPLOYMENT) -> str:
     return f"{FLOW_NAME}/{deployment}"
 
 
-def without_password(url: str) -> str:
-    """`url` with its password removed (not masked: the result is used to connect)."""
-    parsed = make_url(url)
-    if parsed.password is None:
-        return url
-    # URL.set(password=None) would keep the password: None there means "unchanged".
-    bare = URL.create(
-        parsed.drivername,
-        parsed.username,
-        None,
-        parsed.host,
-        parsed.port,
-        parsed.database,
-        parsed.query,
-    )
-    return bare.render_as_string(hide_password=False)
-
-
-def deployment_parameters(config: EngineConfig) -> dict[str, Any]:
-    """Default parameters of the deployment: the worker's view, free of credentials."""
-    return {
-        "database_url": without_password(config.database_url),
-        "home": str(config.home),
-        "tracking_uri": config.tracking_uri,
-        "artifact_root": config.artifact_root,
-    }
-
-
-def job_variables(python: str = sys.executable) -> dict[str, Any]:
+def flow_run_command(python: str = sys.executable) -> str:
     """Run flows with this interpreter, in the worker's process group (see the module
-    docstring), from the directory that holds the code."""
-    return {
-        "command": f"{shlex.join([python, '-m', 'prefect.engine'])}",
-        "working_dir": str(CODE_ROOT),
+    docstring)."""
+    return shlex.join([python, "-m", "prefect.engine"])
+
+
+# What a deployment or flow run may still set: how the worker names and labels a flow
+# run's process and whether it streams its output. Nothing that decides what runs.
+CALLER_VARIABLES = ("name", "labels", "stream_output")
+
+
+def pinned_job_template(python: str = sys.executable) -> dict[str, Any]:
+    """Prefect's `process` base job template with the command and the working directory
+    (the directory holding the code) written in, no environment of its own (flow runs
+    inherit the worker's), and none of these among the variables callers set.
+
+    `additionalProperties: false` makes Prefect's API refuse (422) any other job
+    variable, e.g. `command` or `env`, of a deployment or flow run.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    configuration = template["job_configuration"]
+    configuration.update(command=flow_run_command(python), working_dir=str(CODE_ROOT))
+    # Not `env: {}`: Prefect's worker merges a job variable `env` into a dict written
+    # here. Without the key, the flow run's environment is the worker's own.
+    del configuration["env"]
+    variables = template["variables"]
+    variables["properties"] = {
+        name: schema for name, schema in variables["properties"].items() if name in CALLER_VARIABLES
     }
+    variables["required"] = [
+        name for name in variables.get("required", []) if name in CALLER_VARIABLES
+    ]
+    variables["additionalProperties"] = False
+    return template
 
 
 @contextmanager
@@ -114,46 +115,47 @@ def _api_url() -> str:
     return os.environ.get("PREFECT_API_URL", "(PREFECT_API_URL unset)")
 
 
-def ensure_work_pool(pool: str = DEFAULT_POOL) -> None:
-    """Create the `process` work pool with Prefect's default job template, if missing."""
+def ensure_work_pool(pool: str = DEFAULT_POOL, *, python: str = sys.executable) -> None:
+    """Create the `process` work pool with `pinned_job_template`, or pin the template of
+    the pool already there (it may come from an older hpcfleet or from anyone)."""
     from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
 
+    template = pinned_job_template(python)
     pool_spec = WorkPoolCreate(
         name=pool,
         type="process",
-        base_job_template=ProcessWorker.get_default_base_job_template(),
+        base_job_template=template,
         description="hpcfleet: orchestrators of cross-site runs",
     )
-    with (
-        _prefect_errors(f"create work pool {pool!r}"),
-        get_client(sync_client=True) as client,
-        suppress(ObjectAlreadyExists),
-    ):
-        client.create_work_pool(pool_spec)
+    with _prefect_errors(f"create work pool {pool!r}"), get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(pool_spec)
+        except ObjectAlreadyExists:
+            client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
 
 
 def deploy(
-    config: EngineConfig,
     *,
     pool: str = DEFAULT_POOL,
     name: str = DEFAULT_DEPLOYMENT,
     python: str = sys.executable,
 ) -> str:
-    """Create or update the deployment of `cross_site_run`; returns its id."""
+    """Create or update the deployment of `cross_site_run`; returns its id.
+
+    It has no default parameters and no job variables: the worker knows where things
+    are, and the work pool's template says how flow runs start.
+    """
     from prefect.deployments.runner import RunnerDeployment
     from prefect.types.entrypoint import EntrypointType
 
     from flows.cross_site import cross_site_run
 
-    ensure_work_pool(pool)
+    ensure_work_pool(pool, python=python)
     deployment = RunnerDeployment.from_flow(
         cross_site_run,
         name=name,
-        parameters=deployment_parameters(config),
-        job_variables=job_variables(python),
         work_pool_name=pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
         description="A cross-site run of hpcfleet, launched with 'hpcfleet run launch'.",

@@ -55,6 +55,28 @@ class EngineConfig:
     home: Path  # default root of local sites' work dirs is home/"sites"
     tracking_uri: str
     artifact_root: str | None = None
+    # The shared control plane's worker: it refuses to run jobs on its own machine.
+    shared: bool = False
+
+
+class LocalSiteRefused(HpcfleetError):
+    """The shared control plane was asked to run jobs on a `scheduler: local` site."""
+
+    exit_code = 2
+
+
+def local_site_refusal(sites: dict[str, Site]) -> str | None:
+    """Why the shared control plane does not drive a run on `sites`, or None."""
+    local = sorted(name for name, site in sites.items() if site.scheduler == "local")
+    if not local:
+        return None
+    names = ", ".join(repr(name) for name in local)
+    which = f"site {names} is" if len(local) == 1 else f"sites {names} are"
+    return (
+        f"{which} 'scheduler: local': the shared control plane does not run "
+        "jobs on its own machine; local sites are for the embedded default (run without "
+        "PREFECT_API_URL)"
+    )
 
 
 @contextmanager
@@ -70,6 +92,22 @@ def run_context(
     _claim(store, run, force)
     stages = store.stages(run_id)
     plans, sites = plans_for(store, run, stages)
+    refusal = local_site_refusal(sites) if config.shared else None
+    if refusal is not None:  # before anything is submitted or tracked
+        for stage in stages:
+            if not stage.state.is_final:
+                store.update_stage(
+                    run_id,
+                    stage.name,
+                    state=RunState.FAILED,
+                    reason=f"not started: {refusal}",
+                    ended=now(),
+                )
+        store.update_run(
+            run_id, state=RunState.FAILED, reason=refusal, ended=now(), orchestrator=None
+        )
+        store.close()
+        raise LocalSiteRefused(f"run {run_id}: {refusal}")
     # What the run's jobs are submitted with: kept so that they stay reachable after
     # their site leaves the registry (see `cancel_run`).
     documents = {name: site.model_dump(mode="json") for name, site in sites.items()}

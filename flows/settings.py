@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     prefect_database_url: str | None = None  # Prefect server's database (asyncpg URL)
     mlflow_database_url: str | None = None  # MLflow server's backend store
     mlflow_artifacts: str | None = None  # s3://bucket/prefix or a directory
+    # Set by `server up` in its worker's environment only (flows.control.environment):
+    # this process drives runs for the whole consortium, so it refuses local sites.
+    control_plane: bool = False
 
     @field_validator("home")
     @classmethod

@@ -84,14 +84,8 @@ def execute(run_id: str, *, force: bool = False, live: bool | None = None) -> Ru
     try:
         if api is not None:
             api.wait_ready()
-        cross_site_run(
-            run_id=run_id,
-            database_url=config.store_url,
-            home=str(config.home),
-            tracking_uri=config.tracking_uri,
-            artifact_root=config.artifact_root,
-            force=force,
-        )
+        # The flow reads the registry, home and MLflow from this process's settings.
+        cross_site_run(run_id=run_id, force=force)
     finally:
         stop.set()
         if show:
@@ -294,9 +288,7 @@ def show(run_id: RunId, json: JsonOption = False, as_partner: AsOption = None) -
             for s in stages
         ]
         data["cells"] = cli_results.counted_cells(run, jobs, results)
-        data["checkpoints"] = [
-            {**asdict(c), "found": c.found.isoformat()} for c in checkpoints
-        ]
+        data["checkpoints"] = [{**asdict(c), "found": c.found.isoformat()} for c in checkpoints]
         display.print_json(data)
         return
     names: dict[str, list[str]] = {}

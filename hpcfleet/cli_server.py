@@ -126,11 +126,9 @@ def up(
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         from flows.deployment import deploy, full_name
-        from flows.engine import EngineConfig
 
-        worker_view = EngineConfig(config.store_url, config.home, plan.mlflow_uri, None)
         with temporary_settings({PREFECT_API_URL: plan.prefect_api}):
-            deploy(worker_view, pool=config.work_pool, name=config.deployment)
+            deploy(pool=config.work_pool, name=config.deployment)
         display.err.print(
             f"deployment {full_name(config.deployment)} in work pool {config.work_pool}"
         )
@@ -202,7 +200,6 @@ def _report(statuses: list[supervisor.PieceStatus], json: bool) -> None:
 @server_app.command("worker", hidden=True)
 def worker() -> None:
     """Resume runs whose orchestrator died, then become the pool's Prefect worker."""
-    from flows.control.environment import worker_exec_env
     from flows.control.pieces import worker_command
     from flows.deployment import recover_orphaned_runs
 
@@ -219,7 +216,9 @@ def worker() -> None:
     command = worker_command(control_config())
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(command[0], command, worker_exec_env(control_config()))
+    # Flow runs inherit this environment (`worker_env`): the registry URL with its
+    # password, never a parameter of the flow run.
+    os.execv(command[0], command)
 
 
 @db_app.command("upgrade")

@@ -1,7 +1,9 @@
 """The shared control plane, end to end on this machine: `hpcfleet server up` (Prefect
 server and MLflow server on the local PostgreSQL, artifacts in a moto S3 bucket, a
-worker, the dashboard), two partners' CLIs launching runs through the deployment, the
-worker SIGKILLed mid-run and started again, `hpcfleet server down`.
+worker, the dashboard), two partners' CLIs launching runs on the SLURM sandbox through
+the deployment, the worker SIGKILLed mid-run and started again, what the shared worker
+refuses (local sites; a Prefect API caller's job variables and parameters),
+`hpcfleet server down`.
 
 Every URL carries a password that PostgreSQL's trust authentication ignores: it is
 there to prove that it is written nowhere.
@@ -13,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +34,8 @@ from registry.store import Store
 from sites.processes import group_members
 from tests.helpers import cli, cli_env, wait_until, write_yaml
 from tests.s3server import ACCESS_KEY, SECRET_KEY, free_port, s3_server
+from tests.sandbox.documents import slurm_site_document
+from tests.sandbox.sandbox import Sandbox
 
 PASSWORD = "pw-Secret-42"
 POSTGRES = f"postgresql+{{driver}}://postgres:{PASSWORD}@127.0.0.1:5432"
@@ -136,34 +141,39 @@ def launch(env: dict[str, str], spec: Path) -> str:
     return result.stdout.strip()
 
 
-def register(plane: Plane, env: dict[str, str], partner: str, name: str) -> Path:
+def register(plane: Plane, env: dict[str, str], partner: str, site: str,
+             sandbox: Sandbox) -> None:
+    """Partner `partner` and its SLURM site `site` of the sandbox, shared with no one."""
     assert cli(env, "partner", "add", partner, "--name", partner.upper()).returncode == 0
-    workdir = plane.tmp / "sites" / name
-    site = write_yaml(plane.tmp / f"{name}.yaml", {
-        "name": name, "partner": partner, "scheduler": "local", "shared_with": [],
-        "environment": {"workdir": str(workdir)}, "policy": {"min_poll_interval": "0.2s"}})
-    result = cli(env, "site", "add", str(site))
+    document = slurm_site_document(sandbox.site(site), partner, shared_with=[])
+    result = cli(env, "site", "add", str(write_yaml(plane.tmp / f"{site}.yaml", document)))
     assert result.returncode == 0, result.stderr
-    return workdir
+
+
+def submitted(sandbox: Sandbox, site: str, name: str) -> set[str]:
+    """The SLURM jobs (array tasks counted once) named `name` on `site`."""
+    command = ["sacct", "-n", "-P", "-X", "-S", "now-1hours", "--name", name, "-o", "JobID"]
+    lines = sandbox.run_on(site, shlex.join(command)).stdout.split()
+    return {line.split("_")[0] for line in lines}
 
 
 def test_partners_share_runs_and_results_and_a_killed_worker_duplicates_nothing(
-    plane: Plane,
+    plane: Plane, slurm_sandbox: Sandbox,
 ) -> None:
     up = pieces(plane.control)
     assert {n: p["ready"] for n, p in up.items()} == dict.fromkeys(
         ("prefect", "mlflow", "worker", "dashboard"), True)
 
-    cuni_dir = register(plane, plane.cuni, "cuni", "site-cuni")
-    csc_dir = register(plane, plane.csc, "csc", "site-csc")
+    register(plane, plane.cuni, "cuni", "site-a", slurm_sandbox)
+    register(plane, plane.csc, "csc", "site-b", slurm_sandbox)
     metric = '{"key": "accuracy", "value": 0.75}'
     quick = write_yaml(plane.tmp / "quick.yaml", {"name": "quick", "stages": [
-        {"name": "eval", "site": "site-csc", "script": f"echo '{metric}' >> \"$HPCFLEET_METRICS\""}]})
+        {"name": "eval", "site": "site-b", "script": f"echo '{metric}' >> \"$HPCFLEET_METRICS\""}]})
     slow = write_yaml(plane.tmp / "slow.yaml", {"name": "slow", "stages": [
-        {"name": "train", "site": "site-cuni", "array": {"n": [1, 2]},
+        {"name": "train", "site": "site-a", "array": {"n": [1, 2]},
          "script": 'sleep 8; echo "{\\"key\\": \\"score\\", \\"value\\": $HPCFLEET_ARRAY_VALUE}"'
                    ' >> "$HPCFLEET_METRICS"'},
-        {"name": "report", "site": "site-cuni", "needs": ["train"], "command": ["true"]}]})
+        {"name": "report", "site": "site-a", "needs": ["train"], "command": ["true"]}]})
     run_b = launch(plane.csc, quick)
     run_a = launch(plane.cuni, slow)
 
@@ -190,13 +200,16 @@ def test_partners_share_runs_and_results_and_a_killed_worker_duplicates_nothing(
         assert listed[run_a]["state"] == listed[run_b]["state"] == "COMPLETED", listed
 
     # Reattached, not resubmitted: one job record per task, all of attempt 1, and as many
-    # submissions as the local scheduler saw.
+    # submissions as SLURM saw (sacct may lag slurmctld by a few seconds).
     jobs_a = store.jobs(run_a)
     assert sorted((j.stage, j.array_index, j.attempt) for j in jobs_a) == [
         ("report", None, 1), ("train", 0, 1), ("train", 1, 1)]
     assert all(j.state is JobState.COMPLETED for j in jobs_a)
-    assert len(list((cuni_dir / ".hpcfleet-local" / "jobs").iterdir())) == 2
-    assert len(list((csc_dir / ".hpcfleet-local" / "jobs").iterdir())) == 1
+    expected = {("site-a", f"hpcfleet-{run_a}-train-1"): 1,
+                ("site-a", f"hpcfleet-{run_a}-report-1"): 1,
+                ("site-b", f"hpcfleet-{run_b}-eval-1"): 1}
+    wait_until(lambda: {key: len(submitted(slurm_sandbox, *key)) for key in expected} == expected,
+               timeout=30, interval=1)
     assert store.get_run(run_a).prefect_flow_run_id != store.get_run(run_b).prefect_flow_run_id
 
     # The results are in the shared MLflow, artifacts in S3; a partner's CLI shows them.
@@ -245,6 +258,70 @@ def _texts_that_could_leak(plane: Plane, client: MlflowClient, store: Store) -> 
     return texts
 
 
+def test_the_shared_worker_refuses_local_sites_before_submitting_anything(
+    plane: Plane,
+) -> None:
+    cli(plane.csc, "partner", "add", "csc", "--name", "CSC")  # the first test may have
+    workdir = plane.tmp / "sites" / "laptop"
+    site = write_yaml(plane.tmp / "laptop.yaml", {
+        "name": "laptop", "partner": "csc", "scheduler": "local", "shared_with": [],
+        "environment": {"workdir": str(workdir)}, "policy": {"min_poll_interval": "0.2s"}})
+    assert cli(plane.csc, "site", "add", str(site)).returncode == 0
+    spec = write_yaml(plane.tmp / "local.yaml", {"name": "local", "stages": [
+        {"name": "steal", "site": "laptop", "command": ["touch", str(plane.tmp / "ran")]}]})
+    run_id = launch(plane.csc, spec)
+
+    store = Store.open(plane.registry_url)
+    wait_until(lambda: store.get_run(run_id).state.is_final, timeout=120, interval=1)
+    run = store.get_run(run_id)
+    assert run.state is RunState.FAILED
+    assert "site 'laptop' is 'scheduler: local'" in (run.reason or "")
+    assert "does not run jobs on its own machine" in (run.reason or "")
+    assert store.jobs(run_id) == []
+    assert not (plane.tmp / "ran").exists() and not workdir.exists()
+    shown = cli(plane.csc, "run", "show", run_id)
+    assert "does not run jobs on its own machine" in shown.stdout + shown.stderr
+    store.close()
+
+
+def test_a_prefect_api_caller_cannot_choose_what_the_worker_runs_or_where_it_looks(
+    plane: Plane,
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    canary = plane.tmp / "canary"
+    # Job variables that would run a command, or another registry, are refused outright.
+    hostile_variables: list[dict[str, Any]] = [
+        {"command": f"touch {canary}"},
+        {"env": {"HPCFLEET_DATABASE_URL": f"sqlite:///{canary}"}},
+        {"working_dir": str(plane.tmp)},
+    ]
+    with temporary_settings({PREFECT_API_URL: plane.prefect_api,
+                             PREFECT_HOME: plane.tmp / "caller-prefect"}), \
+            get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("cross-site-run/hpcfleet")
+        assert deployment.parameters == {} and not deployment.job_variables
+        for job_variables in hostile_variables:
+            with pytest.raises(Exception, match=r"422|Unprocessable"):
+                client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"run_id": "nope"}, job_variables=job_variables)
+        # Prefect takes a parameter the flow does not have; the flow run fails on it
+        # before the flow opens anything (a SQLite URL would create the canary file).
+        flow_run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"run_id": "nope", "database_url": f"sqlite:///{canary}"})
+
+        def ended() -> bool:
+            state = client.read_flow_run(flow_run.id).state
+            return state is not None and state.is_final()
+
+        wait_until(ended, timeout=120, interval=1)
+        state = client.read_flow_run(flow_run.id).state
+        assert state is not None and state.type in (StateType.FAILED, StateType.CRASHED)
+    assert not canary.exists()
+
+
 def test_server_down_stops_everything_it_started(plane: Plane) -> None:
     started = {name: p["pid"] for name, p in pieces(plane.control).items()}
     assert all(started.values()), started
@@ -257,21 +334,3 @@ def test_server_down_stops_everything_it_started(plane: Plane) -> None:
     assert not any(p["running"] or p["ready"] for p in json.loads(after.stdout))
 
 
-def test_the_registry_password_reaches_flow_runs_only_through_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from flows.control.environment import worker_exec_env
-    from flows.deployment import deployment_parameters, without_password
-    from flows.engine import EngineConfig
-    from hpcfleet.cli_server import control_config
-
-    url = f"postgresql+psycopg://hpcfleet:{PASSWORD}@db.internal:5433/hpcfleet?sslmode=require"
-    assert without_password(url) == (
-        "postgresql+psycopg://hpcfleet@db.internal:5433/hpcfleet?sslmode=require")
-    parameters = deployment_parameters(EngineConfig(url, tmp_path, "http://127.0.0.1:5000"))
-    assert PASSWORD not in json.dumps(parameters)
-    monkeypatch.setenv("HPCFLEET_DATABASE_URL", url)
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    assert worker_exec_env(control_config())["PGPASSWORD"] == PASSWORD
-    monkeypatch.setenv("HPCFLEET_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.db'}")
-    assert "PGPASSWORD" not in worker_exec_env(control_config())

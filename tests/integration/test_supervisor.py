@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from flows.control import supervisor
-from flows.control.environment import worker_exec_env
 from flows.control.pieces import Piece, pieces
 from flows.control.plan import ControlPlaneConfig, Plan, load_plan, save_plan
 from sites.processes import group_members
@@ -92,7 +91,7 @@ def test_secrets_go_to_environments_only(tmp_path: Path) -> None:
     assert PASSWORD in specs["prefect"].env["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert "PREFECT_API_URL" not in specs["prefect"].env
     assert specs["worker"].env["PREFECT_API_URL"] == "http://127.0.0.1:4299/api"
-    assert worker_exec_env(config(tmp_path))["PGPASSWORD"] == PASSWORD
+    assert PASSWORD in specs["worker"].env["HPCFLEET_DATABASE_URL"]
 
 
 def test_the_plan_is_remembered_with_overrides(tmp_path: Path) -> None:
