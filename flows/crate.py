@@ -36,6 +36,7 @@ from flows.crate_entities import (
 from flows.provenance import RunFacts, gather, metrics_from
 from flows.redaction import masked_env
 from registry.errors import HpcfleetError
+from registry.records import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +182,20 @@ def _describe_root(crate: Any, facts: RunFacts, staged: dict[str, dict[str, Any]
     root["mentions"] = [ref(f"#run-{run.run_id}")] + [ref(job_id(j)) for j in facts.jobs]
 
 
-def log_crate(ctx: RunContext) -> None:
-    """Attach the run's crate, zipped, to its MLflow parent run (`provenance/`).
+def log_crate(ctx: RunContext, run: RunRecord | None = None) -> None:
+    """Attach the run's crate, zipped, to its MLflow parent run (`provenance/`); `run` is
+    the run's record as it ends, when that is not stored yet.
 
     Manifests, not data, so it stays small; one above `MAX_ARTIFACT_BYTES` is left out
     with a warning. A crate that cannot be written never fails the run.
     """
     try:
         facts = gather(
-            ctx.store, ctx.run_id, driver_for=ctx.drivers.get, metrics=metrics_from(ctx.tracker)
+            ctx.store,
+            ctx.run_id,
+            driver_for=ctx.drivers.get,
+            metrics=metrics_from(ctx.tracker),
+            run=run,
         )
         path = write_crate(facts, ctx.scratch / "provenance" / f"{ctx.run_id}-ro-crate.zip")
         size = path.stat().st_size

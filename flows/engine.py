@@ -309,10 +309,12 @@ def conclude(ctx: RunContext) -> RunRecord:
     gpu_hours = sum(job.gpu_hours for job in ctx.store.jobs(ctx.run_id))
     ctx.tracker.log_metrics(ctx.parent_mlflow_id, [MetricPoint("gpu_hours", gpu_hours)])
     ctx.tracker.set_tags(ctx.parent_mlflow_id, {"hpcfleet.state": state.value})
-    ended = ctx.store.update_run(ctx.run_id, state=state, reason=reason, ended=now())
-    log_crate(ctx)  # after the final state, which the crate records
+    final = {"state": state, "reason": reason, "ended": now()}
+    # The registry says the run ended only once MLflow does: whoever sees it final there
+    # (a partner's `run list`, a milestone) finds the crate and a closed parent run.
+    log_crate(ctx, ctx.store.get_run(ctx.run_id).model_copy(update=final))
     ctx.tracker.finish(ctx.parent_mlflow_id, MLFLOW_STATUS[state.value])
-    return ended
+    return ctx.store.update_run(ctx.run_id, **final)
 
 
 def execute_run(config: EngineConfig, run_id: str, *, force: bool = False) -> RunRecord:

@@ -70,9 +70,11 @@ def gather(
     *,
     driver_for: DriverFor | None = None,
     metrics: MetricsReader | None = None,
+    run: RunRecord | None = None,
 ) -> RunFacts:
-    """Everything the crate of `run_id` says; sites are asked only through `driver_for`."""
-    run = store.get_run(run_id)
+    """Everything the crate of `run_id` says; sites are asked only through `driver_for`.
+    `run`: the run's record as it ends, when that is not stored yet."""
+    run = run or store.get_run(run_id)
     jobs = store.jobs(run_id)
     names = sorted({j.site for j in jobs} | {s for st in store.stages(run_id) for s in st.sites})
     sites: dict[str, Site] = {}
