@@ -25,27 +25,12 @@ from dashboard.data.evaluations import (
     picker_keys,
     picker_values,
 )
-from dashboard.data.queries import newest_started
-
-MAX_RUN_CHOICES = 1000
 
 
 def main() -> None:
     cfg = ui.config()
     st.title("Evaluations")
-    runs = ui.from_store(lambda: cached.runs(cfg.store_url))
-    if not len(runs):
-        st.info("No runs yet. Launch one with `hpcfleet run launch FILE`.")
-        return
-    choices = list(runs["run_id"].head(MAX_RUN_CHOICES))
-    linked = st.query_params.get("run")
-    if linked and linked not in choices and linked in set(runs["run_id"]):
-        choices.insert(0, linked)
-    labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"], strict=True))
-    index = choices.index(linked) if linked in choices else newest_started(runs, choices)
-    run_id = st.selectbox("Run", choices, index=index, format_func=labels.__getitem__,
-                          key="evaluations_run")
-    st.query_params["run"] = run_id
+    run_id = ui.pick_run(cfg, "evaluations_run")
     if run_id is not None:
         ui.live(_render, cfg, run_id)
 

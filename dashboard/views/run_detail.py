@@ -13,31 +13,15 @@ import streamlit as st
 
 from dashboard import cached, charts, text, ui
 from dashboard.config import DashboardConfig
-from dashboard.data.queries import attempt_timeline, newest_started
+from dashboard.data.queries import attempt_timeline
 from dashboard.data.run_queries import RunDetail, mlflow_run_url, prefect_flow_run_url
 from dashboard.tables import jobs_table, stages_table
-
-MAX_RUN_CHOICES = 1000
 
 
 def main() -> None:
     cfg = ui.config()
     st.title("Run detail")
-    runs = ui.from_store(lambda: cached.runs(cfg.store_url))
-    if not len(runs):
-        st.info("No runs yet. Launch one with `hpcfleet run launch FILE`.")
-        return
-    choices = list(runs["run_id"].head(MAX_RUN_CHOICES))
-    linked = st.query_params.get("run")
-    if linked and linked not in choices and linked in set(runs["run_id"]):
-        choices.insert(0, linked)  # an old run, linked to from elsewhere
-    labels = dict(zip(runs["run_id"], runs["name"] + " · " + runs["run_id"] + " · "
-                      + runs["state"], strict=True))
-    index = choices.index(linked) if linked in choices else newest_started(runs, choices)
-    # Synced by hand, not with bind="query-params": that would put the label in the URL.
-    run_id = st.selectbox("Run", choices, index=index, format_func=labels.__getitem__,
-                          key="run_detail_run")
-    st.query_params["run"] = run_id
+    run_id = ui.pick_run(cfg, "run_detail_run", with_state=True)
     if run_id is not None:
         ui.live(_render, cfg, run_id)
 
