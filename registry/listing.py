@@ -148,21 +148,7 @@ class Listing:
             except ValueError:
                 broken.append(BrokenRow("run", row[0], row[2], f"{row[4]!r} is not a run state"))
                 continue
-            runs.append(
-                RunSummary(
-                    run_id=row[0],
-                    name=row[1],
-                    partner=row[2],
-                    experiment=row[3],
-                    state=state,
-                    reason=row[5],
-                    created=_moment(row[6]),
-                    started=_maybe_moment(row[7]),
-                    ended=_maybe_moment(row[8]),
-                    mlflow_run_id=row[9],
-                    prefect_flow_run_id=row[10],
-                )
-            )
+            runs.append(RunSummary(**_run_fields(row, state)))
         return runs, broken
 
     def run(self, run_id: str) -> RunRecord:
@@ -184,17 +170,7 @@ class Listing:
                 f"{row[4]!r} is not a run state", source=f"stored run {row[0]}"
             ) from None
         return RunRecord(
-            run_id=row[0],
-            name=row[1],
-            partner=row[2],
-            experiment=row[3],
-            state=state,
-            reason=row[5],
-            created=_moment(row[6]),
-            started=_maybe_moment(row[7]),
-            ended=_maybe_moment(row[8]),
-            mlflow_run_id=row[9],
-            prefect_flow_run_id=row[10],
+            **_run_fields(row, state),
             cancel_requested=bool(row[11]),
             orchestrator=row[12],
             heartbeat=_maybe_moment(row[13]),
@@ -359,6 +335,23 @@ def _at_head(reader: _Reader) -> bool:
     except StoreError:  # no version table: never migrated
         return False
     return [tuple(row) for row in rows] == [(HEAD,)]
+
+
+def _run_fields(row: Sequence[Any], state: RunState) -> dict[str, Any]:
+    """The fields of a row's RUN_COLUMNS that a run summary and a run record share."""
+    return {
+        "run_id": row[0],
+        "name": row[1],
+        "partner": row[2],
+        "experiment": row[3],
+        "state": state,
+        "reason": row[5],
+        "created": _moment(row[6]),
+        "started": _maybe_moment(row[7]),
+        "ended": _maybe_moment(row[8]),
+        "mlflow_run_id": row[9],
+        "prefect_flow_run_id": row[10],
+    }
 
 
 def _sqlite_path(url: str) -> Path | None:
