@@ -81,6 +81,7 @@ def _take_changes(
     """The store updates the latest statuses call for; `live` and `current` follow
     them (a job leaves `live` once final)."""
     updates = []
+    never: list[JobRecord] = []  # cancelled together: one scancel per site, not per task
     for job_id, job in list(live.items()):
         status = watchers[job.site].snapshot().get(job.scheduler_id or "")
         if status is None:
@@ -93,7 +94,7 @@ def _take_changes(
             )
         if status.state is JobState.PENDING and status.never_starts and ctx is not None:
             # Waiting would be for ever: end it now, saying what to change.
-            cancel_live(ctx, [job])
+            never.append(job)
             status = JobStatus(status.job_id, JobState.FAILED, reason=status.never_starts)
         if ctx is not None:
             status = _with_gpu_estimate(ctx, job, status)
@@ -104,6 +105,8 @@ def _take_changes(
             live[job_id] = current[job_id]
         if status.state.is_final:
             del live[job_id]
+    if never and ctx is not None:
+        cancel_live(ctx, never)
     return updates
 
 
